@@ -1,0 +1,1327 @@
+//! `htlc_accepted` pass-through benchmark (`cargo bench --bench hotpath`).
+//!
+//! Every HTLC that reaches a Core Lightning node waits for the answer of each
+//! plugin registered on the `htlc_accepted` hook, so the plugin's round trip
+//! on that hook is on the payment hot path. This benchmark plays lightningd:
+//! it spawns a plugin with `LIGHTNINGD_PLUGIN=1`, talks JSON-RPC 2.0 over the
+//! plugin's stdin/stdout (every message followed by `\n\n`), performs the
+//! `getmanifest`/`init` handshake, serves the `lightning-rpc` unix socket
+//! (only `getinfo`), and then fires `htlc_accepted` hook calls with realistic
+//! payloads, expecting `{"result":"continue"}` back.
+//!
+//! Three plugins are measured in the same run:
+//!
+//! * `floor`   - a hand-rolled blocking loop (this binary re-executed with
+//!   `BALLAST_BENCH_ROLE=floor`): the transport floor;
+//! * `noop`    - a no-op `cln-plugin` hook plugin on a multi-thread tokio
+//!   runtime (this binary with `BALLAST_BENCH_ROLE=noop`): the reference;
+//! * `ballast` - the real plugin binary (`BALLAST_BIN`, else the `ballast`
+//!   binary cargo built next to this bench, i.e. `target/release/ballast`).
+//!
+//! Figures: latency = N sequential round trips (one in flight), p50/p99/p999;
+//! throughput = N hooks with 64 in flight, hooks/s. Results are printed as a
+//! table and written to `target/hotpath.json`.
+//!
+//! Arguments: `--quick` (N = 10,000), `--dump-request` (print one sample hook
+//! request and exit); anything else (`--bench`, filters) is ignored.
+//!
+//! Environment:
+//! * `HOTPATH_N`         - N for latency and throughput (default 100,000);
+//! * `HOTPATH_WARMUP`    - warm-up round trips before each figure (default 2,000);
+//! * `HOTPATH_ONLY`      - comma list among `floor,noop,ballast` (default all);
+//! * `HOTPATH_ENFORCE=1` - exit non-zero when the verdict is FAIL;
+//! * `HOTPATH_CONCURRENT_METHOD` / `HOTPATH_CONCURRENT_PARAMS` - while
+//!   measuring ballast's hook latency, keep calling this RPC method (params:
+//!   this JSON, default `{}`) on ballast's stdin, one call in flight, in a loop;
+//! * `BALLAST_BIN`       - path of the ballast binary.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+const ROLE_ENV: &str = "BALLAST_BENCH_ROLE";
+const DEFAULT_N: usize = 100_000;
+const QUICK_N: usize = 10_000;
+const DEFAULT_WARMUP: usize = 2_000;
+/// Hooks in flight during the throughput figure.
+const WINDOW: usize = 64;
+/// Block height the fake lightningd reports.
+const BLOCKHEIGHT: u64 = 200;
+const LIGHTNINGD_VERSION: &str = "v26.06";
+/// `log` notifications kept for error reports.
+const RECENT_LOGS: usize = 8;
+const HOOK_ID_PREFIX: &str = "cln:htlc_accepted#";
+const CONC_ID_PREFIX: &str = "cli:bench-concurrent#";
+/// Targets (ballast vs floor).
+const TARGET_P50_RATIO: f64 = 1.5;
+const TARGET_THROUGHPUT_RATIO: f64 = 0.6;
+const TARGET_CONCURRENT_P99_RATIO: f64 = 5.0;
+/// Handshake deadline, and deadline of each measured phase.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
+/// Secp256k1 generator G and 2G: valid compressed public keys.
+const NODE_ID: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+const PEER_ID: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+
+fn main() {
+    let code = match std::env::var(ROLE_ENV).as_deref() {
+        Ok("floor") => floor_main(),
+        Ok("noop") => noop_main(),
+        Ok(other) => {
+            eprintln!("hotpath: unknown {ROLE_ENV}={other:?} (expected floor or noop)");
+            2
+        }
+        Err(_) => match driver_main() {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("hotpath: error: {e:#}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+// ---------------------------------------------------------------------------
+// Framing shared by the floor plugin and the driver.
+// ---------------------------------------------------------------------------
+
+/// Reads one `\n\n`-terminated message into `buf` (without the terminator).
+/// Returns `Ok(false)` on a clean end of stream.
+fn read_frame<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<bool> {
+    buf.clear();
+    loop {
+        let start = buf.len();
+        let n = r.read_until(b'\n', buf)?;
+        if n == 0 {
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(false);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream ended inside a message",
+            ));
+        }
+        if n == 1 && buf[start] == b'\n' {
+            if buf[..start].iter().all(u8::is_ascii_whitespace) {
+                // Blank line before any content: skip it.
+                buf.clear();
+                continue;
+            }
+            buf.truncate(start);
+            return Ok(true);
+        }
+    }
+}
+
+fn frame(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).expect("serialising a Value cannot fail");
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Role: floor, a hand-rolled blocking plugin.
+// ---------------------------------------------------------------------------
+
+fn floor_main() -> i32 {
+    let mut input = BufReader::with_capacity(1 << 16, io::stdin().lock());
+    let mut output = io::stdout().lock();
+    let mut msg = Vec::with_capacity(8192);
+    loop {
+        match read_frame(&mut input, &mut msg) {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                eprintln!("floor: read error: {e}");
+                return 1;
+            }
+        }
+        let v: Value = match serde_json::from_slice(&msg) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("floor: bad JSON: {e}");
+                return 1;
+            }
+        };
+        let Some(id) = v.get("id") else {
+            continue; // A notification: nothing to answer.
+        };
+        let reply = match v.get("method").and_then(Value::as_str) {
+            Some("getmanifest") => json!({"jsonrpc": "2.0", "id": id, "result": {
+                "options": [],
+                "rpcmethods": [],
+                "subscriptions": [],
+                "hooks": [{"name": "htlc_accepted"}],
+                "featurebits": {},
+                "notifications": [],
+                "dynamic": true,
+                "nonnumericids": true,
+            }}),
+            Some("init") => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+            Some("htlc_accepted") => {
+                json!({"jsonrpc": "2.0", "id": id, "result": {"result": "continue"}})
+            }
+            _ => json!({"jsonrpc": "2.0", "id": id,
+                        "error": {"code": -32601, "message": "Method not found"}}),
+        };
+        if let Err(e) = output.write_all(&frame(&reply)).and_then(|_| output.flush()) {
+            eprintln!("floor: write error: {e}");
+            return 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Role: noop, the reference cln-plugin hook plugin.
+// ---------------------------------------------------------------------------
+
+fn noop_main() -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("noop: cannot build the tokio runtime: {e}");
+            return 1;
+        }
+    };
+    let res: Result<()> = rt.block_on(async {
+        let plugin = cln_plugin::Builder::new(tokio::io::stdin(), tokio::io::stdout())
+            .hook("htlc_accepted", |_p, _v| async {
+                Ok(json!({"result": "continue"}))
+            })
+            .start(())
+            .await?;
+        if let Some(plugin) = plugin {
+            plugin.join().await?;
+        }
+        Ok(())
+    });
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("noop: {e:#}");
+            1
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Driver: configuration.
+// ---------------------------------------------------------------------------
+
+struct Config {
+    n: usize,
+    warmup: usize,
+    plugins: Vec<String>,
+    enforce: bool,
+    concurrent: Option<(String, Value)>,
+    ballast_bin: PathBuf,
+    target_dir: PathBuf,
+}
+
+fn env_usize(name: &str) -> Result<Option<usize>> {
+    match std::env::var(name) {
+        Ok(s) => {
+            let s = s.trim().replace('_', "");
+            Ok(Some(s.parse().with_context(|| {
+                format!("{name} must be a positive integer, got {s:?}")
+            })?))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+/// `target/release/ballast`: benches run from `target/release/deps/`.
+fn default_ballast_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_ballast") {
+        let p = PathBuf::from(p);
+        if p.exists() {
+            return p;
+        }
+    }
+    match exe_dir() {
+        Some(deps) => deps.join("..").join("ballast"),
+        None => PathBuf::from("target/release/ballast"),
+    }
+}
+
+/// `target/`: two levels above `target/release/deps/`.
+fn default_target_dir() -> PathBuf {
+    exe_dir()
+        .and_then(|deps| deps.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn parse_config() -> Result<Option<Config>> {
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--dump-request" => {
+                let mut gen = HtlcGen::new(1);
+                let mut req = Vec::new();
+                gen.next(&mut req);
+                io::stdout().write_all(&req)?;
+                return Ok(None);
+            }
+            // `--bench`, bench-name filters and other cargo/libtest flags.
+            _ => {}
+        }
+    }
+    let n = match env_usize("HOTPATH_N")? {
+        Some(n) => n,
+        None if quick => QUICK_N,
+        None => DEFAULT_N,
+    };
+    if n == 0 {
+        bail!("HOTPATH_N must be at least 1");
+    }
+    let warmup = env_usize("HOTPATH_WARMUP")?.unwrap_or(DEFAULT_WARMUP);
+    let plugins: Vec<String> = match std::env::var("HOTPATH_ONLY") {
+        Ok(s) => s
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        Err(_) => ["floor", "noop", "ballast"].map(String::from).to_vec(),
+    };
+    for p in &plugins {
+        if !["floor", "noop", "ballast"].contains(&p.as_str()) {
+            bail!("HOTPATH_ONLY: unknown plugin {p:?} (expected floor, noop, ballast)");
+        }
+    }
+    let concurrent = match std::env::var("HOTPATH_CONCURRENT_METHOD") {
+        Ok(m) if !m.trim().is_empty() => {
+            let params = match std::env::var("HOTPATH_CONCURRENT_PARAMS") {
+                Ok(p) if !p.trim().is_empty() => {
+                    serde_json::from_str(&p).context("HOTPATH_CONCURRENT_PARAMS is not valid JSON")?
+                }
+                _ => json!({}),
+            };
+            Some((m.trim().to_string(), params))
+        }
+        _ => None,
+    };
+    let ballast_bin = match std::env::var_os("BALLAST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => default_ballast_bin(),
+    };
+    Ok(Some(Config {
+        n,
+        warmup,
+        plugins,
+        enforce: std::env::var("HOTPATH_ENFORCE").is_ok_and(|v| v == "1"),
+        concurrent,
+        ballast_bin,
+        target_dir: default_target_dir(),
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// Driver: realistic htlc_accepted payloads.
+// ---------------------------------------------------------------------------
+
+/// xorshift64*: good enough for payment hashes in a benchmark.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            let r = self.next().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+
+    fn hex32(&mut self) -> [u8; 64] {
+        let mut raw = [0u8; 32];
+        self.fill(&mut raw);
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(raw, &mut out).expect("64 = 2 * 32");
+        out
+    }
+}
+
+fn scid_u64(block: u64, tx: u64, out: u64) -> u64 {
+    (block << 40) | (tx << 16) | out
+}
+
+/// Truncated big-endian integer (BOLT #1 `tu64`/`tu32`).
+fn truncated(v: u64) -> Vec<u8> {
+    let b = v.to_be_bytes();
+    let skip = b.iter().take_while(|&&x| x == 0).count();
+    b[skip..].to_vec()
+}
+
+/// Forwarding hop payload: length-prefixed TLV stream with `amt_to_forward`
+/// (2), `outgoing_cltv_value` (4) and `short_channel_id` (6).
+fn hop_payload(forward_msat: u64, outgoing_cltv: u64, next_scid: u64) -> Vec<u8> {
+    let mut tlv = Vec::new();
+    for (typ, value) in [
+        (2u8, truncated(forward_msat)),
+        (4u8, truncated(outgoing_cltv)),
+        (6u8, next_scid.to_be_bytes().to_vec()),
+    ] {
+        tlv.push(typ);
+        tlv.push(value.len() as u8);
+        tlv.extend_from_slice(&value);
+    }
+    let mut out = vec![tlv.len() as u8]; // BigSize length, < 0xfd here.
+    out.extend_from_slice(&tlv);
+    out
+}
+
+/// Generates `htlc_accepted` hook requests as lightningd sends them for an
+/// HTLC to forward: random payment hash and shared secret per HTLC, a
+/// 1366-byte `next_onion` (version + pubkey + 1300 bytes of routing info +
+/// HMAC, i.e. 2732 hex characters), valid pubkeys and channel ids.
+struct HtlcGen {
+    rng: XorShift,
+    seq: u64,
+    next_onion: String,
+    forward_to: String,
+}
+
+impl HtlcGen {
+    fn new(seed: u64) -> Self {
+        let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut onion = vec![0u8; 1366];
+        rng.fill(&mut onion);
+        onion[0] = 0; // version
+        onion[1] = 0x02; // ephemeral key prefix
+        let mut chan = [0u8; 32];
+        rng.fill(&mut chan);
+        HtlcGen {
+            rng,
+            seq: 0,
+            next_onion: hex::encode(onion),
+            forward_to: hex::encode(chan),
+        }
+    }
+
+    /// Writes the next request (with its `\n\n`) into `out`; returns its
+    /// sequence number, the `N` of its id `cln:htlc_accepted#N`.
+    fn next(&mut self, out: &mut Vec<u8>) -> u64 {
+        self.seq += 1;
+        let seq = self.seq;
+        let payment_hash = self.rng.hex32();
+        let shared_secret = self.rng.hex32();
+        let amount_msat = 10_000 + self.rng.next() % 2_000_000_000;
+        let fee_msat = 1_000 + amount_msat / 1_000_000;
+        let forward_msat = amount_msat - fee_msat;
+        let cltv_expiry_relative = 40 + self.rng.next() % 100;
+        let cltv_expiry = BLOCKHEIGHT + cltv_expiry_relative;
+        let outgoing_cltv = cltv_expiry - 34;
+        let next_scid = (BLOCKHEIGHT - 95, 2, 1);
+        let payload = hex::encode(hop_payload(
+            forward_msat,
+            outgoing_cltv,
+            scid_u64(next_scid.0, next_scid.1, next_scid.2),
+        ));
+        out.clear();
+        write!(
+            out,
+            concat!(
+                r#"{{"jsonrpc":"2.0","id":"{prefix}{seq}","method":"htlc_accepted","params":{{"#,
+                r#""peer_id":"{peer}","#,
+                r#""onion":{{"payload":"{payload}","type":"tlv","short_channel_id":"{b}x{t}x{o}","#,
+                r#""forward_msat":{fwd},"outgoing_cltv_value":{ocltv},"next_onion":"{onion}","#,
+                r#""shared_secret":"{secret}"}},"#,
+                r#""htlc":{{"short_channel_id":"103x1x0","id":{htlc_id},"amount_msat":{amt},"#,
+                r#""cltv_expiry":{cltv},"cltv_expiry_relative":{rel},"payment_hash":"{hash}"}},"#,
+                r#""forward_to":"{fwd_to}"}}}}"#,
+                "\n\n"
+            ),
+            prefix = HOOK_ID_PREFIX,
+            seq = seq,
+            peer = PEER_ID,
+            payload = payload,
+            b = next_scid.0,
+            t = next_scid.1,
+            o = next_scid.2,
+            fwd = forward_msat,
+            ocltv = outgoing_cltv,
+            onion = self.next_onion,
+            secret = std::str::from_utf8(&shared_secret).expect("hex is ASCII"),
+            htlc_id = seq - 1,
+            amt = amount_msat,
+            cltv = cltv_expiry,
+            rel = cltv_expiry_relative,
+            hash = std::str::from_utf8(&payment_hash).expect("hex is ASCII"),
+            fwd_to = self.forward_to,
+        )
+        .expect("writing to a Vec cannot fail");
+        seq
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Driver: fake lightningd RPC socket.
+// ---------------------------------------------------------------------------
+
+fn serve_rpc(dir: &Path) -> Result<()> {
+    let path = dir.join("lightning-rpc");
+    let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let dir = dir.to_string_lossy().into_owned();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let _ = rpc_conn(conn, &dir);
+            });
+        }
+    });
+    Ok(())
+}
+
+fn rpc_conn(conn: UnixStream, dir: &str) -> Result<()> {
+    let mut writer = conn.try_clone()?;
+    let requests = serde_json::Deserializer::from_reader(BufReader::new(conn)).into_iter::<Value>();
+    for req in requests {
+        let req = req?;
+        let id = req.get("id").cloned().unwrap_or(Value::Null);
+        let reply = match req.get("method").and_then(Value::as_str) {
+            Some("getinfo") => json!({"jsonrpc": "2.0", "id": id, "result": {
+                "id": NODE_ID,
+                "alias": "HOTPATH-BENCH",
+                "color": "0279be",
+                "num_peers": 0,
+                "num_pending_channels": 0,
+                "num_active_channels": 0,
+                "num_inactive_channels": 0,
+                "address": [],
+                "binding": [],
+                "version": LIGHTNINGD_VERSION,
+                "blockheight": BLOCKHEIGHT,
+                "network": "regtest",
+                "fees_collected_msat": 0,
+                "lightning-dir": dir,
+            }}),
+            Some(m) => json!({"jsonrpc": "2.0", "id": id, "error": {
+                "code": -32601, "message": format!("Unknown command '{m}'")}}),
+            None => json!({"jsonrpc": "2.0", "id": id, "error": {
+                "code": -32600, "message": "Invalid request: no method"}}),
+        };
+        writer.write_all(&frame(&reply))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Driver: plugin process.
+// ---------------------------------------------------------------------------
+
+/// Kills a process if not disarmed (dropped) before its deadline, so that a
+/// stuck plugin ends the benchmark with an error instead of hanging it.
+struct Watchdog {
+    cancel: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn arm(pid: u32, after: Duration, what: String) -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + after;
+            while Instant::now() < deadline {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !flag.load(Ordering::Relaxed) {
+                eprintln!("hotpath: {what} did not finish within {after:?}: killing pid {pid}");
+                // SAFETY: plain kill(2) on our own, not yet reaped, child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        });
+        Watchdog { cancel }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+struct MsgReader {
+    inner: BufReader<ChildStdout>,
+    buf: Vec<u8>,
+    /// The last few `log` notifications, shown when something fails.
+    recent_logs: VecDeque<String>,
+}
+
+impl MsgReader {
+    /// Next message from the plugin, `None` at end of stream.
+    fn next(&mut self) -> Result<Option<Value>> {
+        if !read_frame(&mut self.inner, &mut self.buf)? {
+            return Ok(None);
+        }
+        let v = serde_json::from_slice(&self.buf).with_context(|| {
+            format!(
+                "plugin sent invalid JSON: {}",
+                String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)])
+            )
+        })?;
+        Ok(Some(v))
+    }
+
+    /// Next reply (message with an `id` and no `method`), skipping
+    /// notifications such as `log`.
+    fn next_reply(&mut self) -> Result<Value> {
+        loop {
+            let v = self
+                .next()?
+                .ok_or_else(|| anyhow!("plugin closed its stdout (did it exit?)"))?;
+            if let Some(method) = v.get("method") {
+                if v.get("id").is_some() {
+                    bail!("plugin sent a request on stdout, which the bench does not serve: {v}");
+                }
+                if method == "log" {
+                    if self.recent_logs.len() == RECENT_LOGS {
+                        self.recent_logs.pop_front();
+                    }
+                    let params = &v["params"];
+                    self.recent_logs.push_back(format!(
+                        "{}: {}",
+                        params["level"].as_str().unwrap_or("?"),
+                        params["message"].as_str().unwrap_or("")
+                    ));
+                }
+                continue;
+            }
+            return Ok(v);
+        }
+    }
+}
+
+/// Checks a hook reply; returns the sequence number of its id.
+fn hook_reply_seq(v: &Value) -> Result<u64> {
+    let seq = v
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.strip_prefix(HOOK_ID_PREFIX))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("unexpected reply id: {v}"))?;
+    match v.get("result").and_then(|r| r.get("result")) {
+        Some(Value::String(s)) if s == "continue" => Ok(seq),
+        _ => bail!("htlc_accepted answer is not {{\"result\":\"continue\"}}: {v}"),
+    }
+}
+
+struct PluginProc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    reader: MsgReader,
+    stderr_path: PathBuf,
+    // Keeps the lightning-dir alive for the life of the plugin.
+    _dir: tempfile::TempDir,
+}
+
+impl PluginProc {
+    fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("hotpath-lightningd-").tempdir()?;
+        serve_rpc(dir.path())?;
+        let stderr_path = dir.path().join("plugin-stderr.log");
+        let stderr = File::create(&stderr_path)?;
+        cmd.current_dir(dir.path())
+            .env("LIGHTNINGD_PLUGIN", "1")
+            .env("LIGHTNINGD_VERSION", LIGHTNINGD_VERSION)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {name} plugin ({cmd:?})"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut p = PluginProc {
+            name: name.to_string(),
+            child,
+            stdin: Some(stdin),
+            reader: MsgReader {
+                inner: BufReader::with_capacity(1 << 16, stdout),
+                buf: Vec::with_capacity(8192),
+                recent_logs: VecDeque::new(),
+            },
+            stderr_path,
+            _dir: dir,
+        };
+        let _wd = Watchdog::arm(p.child.id(), HANDSHAKE_TIMEOUT, format!("{name} handshake"));
+        p.handshake().map_err(|e| p.with_stderr(e))?;
+        Ok(p)
+    }
+
+    fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    fn stdin(&mut self) -> &mut ChildStdin {
+        self.stdin.as_mut().expect("stdin open while measuring")
+    }
+
+    fn send(&mut self, v: &Value) -> Result<()> {
+        self.stdin().write_all(&frame(v))?;
+        Ok(())
+    }
+
+    fn handshake(&mut self) -> Result<()> {
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": "cln:getmanifest#1", "method": "getmanifest",
+                          "params": {"allow-deprecated-apis": false}}),
+        )?;
+        let manifest = self
+            .reader
+            .next_reply()
+            .context("waiting for getmanifest reply")?;
+        let result = manifest
+            .get("result")
+            .ok_or_else(|| anyhow!("getmanifest failed: {manifest}"))?;
+        let has_hook = result
+            .get("hooks")
+            .and_then(Value::as_array)
+            .is_some_and(|hooks| {
+                hooks.iter().any(|h| {
+                    h.as_str() == Some("htlc_accepted")
+                        || h.get("name").and_then(Value::as_str) == Some("htlc_accepted")
+                })
+            });
+        if !has_hook {
+            bail!("{} does not register the htlc_accepted hook: {result}", self.name);
+        }
+        let dir = self.dir().to_string_lossy().into_owned();
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": "cln:init#2", "method": "init", "params": {
+                "options": {},
+                "configuration": {
+                    "lightning-dir": dir,
+                    "rpc-file": "lightning-rpc",
+                    "startup": true,
+                    "network": "regtest",
+                    "feature_set": {"init": "", "node": "", "channel": "", "invoice": ""},
+                }
+            }}),
+        )?;
+        let init = self.reader.next_reply().context("waiting for init reply")?;
+        match init.get("result") {
+            Some(r) if r.get("disable").is_some() => {
+                bail!("{} disabled itself at init: {}", self.name, r["disable"])
+            }
+            Some(_) => Ok(()),
+            None => bail!("init failed: {init}"),
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.stderr_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Ends the plugin and adds its last words (stderr, `log`s) to `e`.
+    fn with_stderr(&mut self, e: anyhow::Error) -> anyhow::Error {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut msg = format!("{e:#}");
+        let tail = self.stderr_tail();
+        if !tail.is_empty() {
+            msg += &format!("\n{} stderr (last lines):\n{tail}", self.name);
+        }
+        if !self.reader.recent_logs.is_empty() {
+            let logs: Vec<&str> = self.reader.recent_logs.iter().map(String::as_str).collect();
+            msg += &format!("\n{} last log notifications:\n{}", self.name, logs.join("\n"));
+        }
+        anyhow!(msg)
+    }
+
+    fn watchdog(&self, what: &str) -> Watchdog {
+        Watchdog::arm(self.child.id(), PHASE_TIMEOUT, format!("{} {what}", self.name))
+    }
+
+    /// Closes stdin (as lightningd does at shutdown) and waits for the exit.
+    fn shutdown(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "hotpath: {} did not exit within 3s of stdin closing; killed",
+            self.name
+        );
+    }
+}
+
+impl Drop for PluginProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Driver: measurements.
+// ---------------------------------------------------------------------------
+
+/// N sequential round trips, one in flight; returns nanoseconds each.
+fn measure_latency(p: &mut PluginProc, gen: &mut HtlcGen, n: usize) -> Result<Vec<u64>> {
+    let mut samples = Vec::with_capacity(n);
+    let mut req = Vec::with_capacity(4096);
+    for _ in 0..n {
+        let seq = gen.next(&mut req);
+        let t0 = Instant::now();
+        p.stdin().write_all(&req)?;
+        let reply = p.reader.next_reply()?;
+        let elapsed = t0.elapsed();
+        let got = hook_reply_seq(&reply)?;
+        if got != seq {
+            bail!("reply for #{got} while waiting for #{seq}");
+        }
+        samples.push(elapsed.as_nanos() as u64);
+    }
+    Ok(samples)
+}
+
+/// N hooks with WINDOW in flight: a writer thread keeps the window full, the
+/// calling thread reads the answers (in any order). Returns hooks/s.
+fn measure_throughput(p: &mut PluginProc, gen: &mut HtlcGen, n: usize) -> Result<f64> {
+    let first = gen.seq + 1;
+    let pid = p.child.id();
+    let stdin = p.stdin.as_mut().expect("stdin open while measuring");
+    let reader = &mut p.reader;
+    let (credit_tx, credit_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let t0 = Instant::now();
+        let writer = s.spawn(move || -> Result<()> {
+            let mut credits = WINDOW;
+            let mut req = Vec::with_capacity(4096);
+            for _ in 0..n {
+                while credits == 0 {
+                    credit_rx.recv().map_err(|_| anyhow!("reader stopped"))?;
+                    credits += 1;
+                    while credit_rx.try_recv().is_ok() {
+                        credits += 1;
+                    }
+                }
+                credits -= 1;
+                gen.next(&mut req);
+                stdin.write_all(&req)?;
+            }
+            Ok(())
+        });
+        let mut read_all = || -> Result<Duration> {
+            let mut seen = vec![false; n];
+            for _ in 0..n {
+                let seq = hook_reply_seq(&reader.next_reply()?)?;
+                let idx = seq
+                    .checked_sub(first)
+                    .map(|i| i as usize)
+                    .filter(|&i| i < n)
+                    .ok_or_else(|| anyhow!("reply for unknown hook #{seq}"))?;
+                if std::mem::replace(&mut seen[idx], true) {
+                    bail!("duplicate reply for hook #{seq}");
+                }
+                // The writer may already be done: a closed channel is fine.
+                let _ = credit_tx.send(());
+            }
+            Ok(t0.elapsed())
+        };
+        let read_res = read_all();
+        if read_res.is_err() {
+            // Unblock a writer stuck on a full pipe.
+            // SAFETY: plain kill(2) on our own, not yet reaped, child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        drop(credit_tx);
+        let write_res = writer.join().expect("writer thread panicked");
+        let elapsed = read_res?;
+        write_res?;
+        Ok(n as f64 / elapsed.as_secs_f64())
+    })
+}
+
+struct ConcStats {
+    calls: u64,
+    errors: u64,
+    first_error: Option<Value>,
+    total_call_time: Duration,
+}
+
+struct ConcIo<'a> {
+    stdin: &'a mut ChildStdin,
+    stop: bool,
+    in_flight: bool,
+}
+
+/// Like [`measure_latency`], while a second thread keeps one call of
+/// `method` in flight on the plugin's stdin at all times.
+fn measure_latency_concurrent(
+    p: &mut PluginProc,
+    gen: &mut HtlcGen,
+    warmup: usize,
+    n: usize,
+    method: &str,
+    params: &Value,
+) -> Result<(Vec<u64>, ConcStats)> {
+    let io = Mutex::new(ConcIo {
+        stdin: p.stdin.as_mut().expect("stdin open while measuring"),
+        stop: false,
+        in_flight: false,
+    });
+    let reader = &mut p.reader;
+    let (done_tx, done_rx) = mpsc::channel::<Value>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let io = &io;
+        let caller = s.spawn(move || -> Result<ConcStats> {
+            let mut stats = ConcStats {
+                calls: 0,
+                errors: 0,
+                first_error: None,
+                total_call_time: Duration::ZERO,
+            };
+            let mut k = 0u64;
+            loop {
+                let t0;
+                {
+                    let mut g = io.lock().expect("io lock");
+                    if g.stop {
+                        break;
+                    }
+                    k += 1;
+                    let call = json!({"jsonrpc": "2.0", "id": format!("{CONC_ID_PREFIX}{k}"),
+                                      "method": method, "params": params});
+                    g.in_flight = true;
+                    t0 = Instant::now();
+                    g.stdin.write_all(&frame(&call))?;
+                }
+                if k == 1 {
+                    let _ = started_tx.send(());
+                }
+                let Ok(reply) = done_rx.recv() else { break };
+                stats.total_call_time += t0.elapsed();
+                stats.calls += 1;
+                if reply.get("error").is_some() {
+                    stats.errors += 1;
+                    if stats.first_error.is_none() {
+                        stats.first_error = Some(reply["error"].clone());
+                    }
+                }
+            }
+            Ok(stats)
+        });
+
+        let mut run = || -> Result<Vec<u64>> {
+            started_rx
+                .recv()
+                .map_err(|_| anyhow!("concurrent caller did not start"))?;
+            let mut samples = Vec::with_capacity(n);
+            let mut req = Vec::with_capacity(4096);
+            for i in 0..warmup + n {
+                let seq = gen.next(&mut req);
+                let t0 = Instant::now();
+                io.lock().expect("io lock").stdin.write_all(&req)?;
+                loop {
+                    let reply = reader.next_reply()?;
+                    let is_conc = reply
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| id.starts_with(CONC_ID_PREFIX));
+                    if is_conc {
+                        io.lock().expect("io lock").in_flight = false;
+                        let _ = done_tx.send(reply);
+                        continue;
+                    }
+                    let elapsed = t0.elapsed();
+                    let got = hook_reply_seq(&reply)?;
+                    if got != seq {
+                        bail!("reply for #{got} while waiting for #{seq}");
+                    }
+                    if i >= warmup {
+                        samples.push(elapsed.as_nanos() as u64);
+                    }
+                    break;
+                }
+            }
+            // Stop the caller, and drain its last call.
+            let pending = {
+                let mut g = io.lock().expect("io lock");
+                g.stop = true;
+                g.in_flight
+            };
+            if pending {
+                loop {
+                    let reply = reader.next_reply()?;
+                    let is_conc = reply
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| id.starts_with(CONC_ID_PREFIX));
+                    if is_conc {
+                        let _ = done_tx.send(reply);
+                        break;
+                    }
+                }
+            }
+            Ok(samples)
+        };
+        let res = run();
+        drop(done_tx);
+        if res.is_err() {
+            io.lock().expect("io lock").stop = true;
+        }
+        let stats = caller.join().expect("caller thread panicked");
+        let samples = res?;
+        Ok((samples, stats?))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Driver: figures and report.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Lat {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    mean: f64,
+    max: f64,
+}
+
+/// Nearest-rank percentiles, in microseconds.
+fn lat_stats(mut ns: Vec<u64>) -> Lat {
+    ns.sort_unstable();
+    let pct = |q: f64| -> f64 {
+        let rank = ((q * ns.len() as f64).ceil() as usize).clamp(1, ns.len());
+        ns[rank - 1] as f64 / 1000.0
+    };
+    Lat {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        p999: pct(0.999),
+        mean: ns.iter().sum::<u64>() as f64 / ns.len() as f64 / 1000.0,
+        max: *ns.last().unwrap_or(&0) as f64 / 1000.0,
+    }
+}
+
+struct Figures {
+    lat: Lat,
+    hooks_per_s: f64,
+}
+
+struct Concurrent {
+    method: String,
+    lat: Lat,
+    stats: ConcStats,
+}
+
+fn plugin_command(name: &str, cfg: &Config) -> Result<Command> {
+    match name {
+        "ballast" => {
+            if !cfg.ballast_bin.is_file() {
+                bail!(
+                    "ballast binary not found at {}: run `cargo build --release` first \
+                     (or set BALLAST_BIN)",
+                    cfg.ballast_bin.display()
+                );
+            }
+            Ok(Command::new(&cfg.ballast_bin))
+        }
+        role => {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.env(ROLE_ENV, role);
+            Ok(cmd)
+        }
+    }
+}
+
+fn run_plugin(name: &str, cfg: &Config) -> Result<(Figures, Option<Result<Concurrent>>)> {
+    let mut p = PluginProc::spawn(name, plugin_command(name, cfg)?)?;
+    let mut gen = HtlcGen::new(0x5eed ^ name.len() as u64);
+    let res = (|| -> Result<(Figures, Option<Result<Concurrent>>)> {
+        let lat = {
+            let _wd = p.watchdog("latency");
+            measure_latency(&mut p, &mut gen, cfg.warmup)?;
+            lat_stats(measure_latency(&mut p, &mut gen, cfg.n)?)
+        };
+        let hooks_per_s = {
+            let _wd = p.watchdog("throughput");
+            if cfg.warmup > 0 {
+                measure_throughput(&mut p, &mut gen, cfg.warmup)?;
+            }
+            measure_throughput(&mut p, &mut gen, cfg.n)?
+        };
+        let conc = match (&cfg.concurrent, name) {
+            (Some((method, params)), "ballast") => {
+                let _wd = p.watchdog("concurrent latency");
+                Some(
+                    measure_latency_concurrent(&mut p, &mut gen, cfg.warmup, cfg.n, method, params).map(
+                        |(samples, stats)| Concurrent {
+                            method: method.clone(),
+                            lat: lat_stats(samples),
+                            stats,
+                        },
+                    ),
+                )
+            }
+            _ => None,
+        };
+        Ok((Figures { lat, hooks_per_s }, conc))
+    })();
+    match res {
+        Ok((fig, Some(Err(e)))) => Ok((fig, Some(Err(p.with_stderr(e))))),
+        Ok(r) => {
+            p.shutdown();
+            Ok(r)
+        }
+        Err(e) => Err(p.with_stderr(e)),
+    }
+}
+
+fn lat_json(l: &Lat) -> Value {
+    json!({"p50_us": l.p50, "p99_us": l.p99, "p999_us": l.p999,
+           "mean_us": l.mean, "max_us": l.max})
+}
+
+fn driver_main() -> Result<i32> {
+    let Some(cfg) = parse_config()? else {
+        return Ok(0);
+    };
+    let mut exit_code = 0;
+    println!(
+        "hotpath: htlc_accepted round trip over stdio pipes; latency: N={} sequential, \
+         throughput: N={} with {WINDOW} in flight; warm-up {} each",
+        cfg.n, cfg.n, cfg.warmup
+    );
+    if cfg.plugins.iter().any(|p| p == "ballast") {
+        println!("hotpath: ballast = {}", cfg.ballast_bin.display());
+        if !cfg.ballast_bin.is_file() {
+            println!(
+                "hotpath: WARNING: {} does not exist: run `cargo build --release` first \
+                 (or set BALLAST_BIN); measuring the others, then exiting non-zero",
+                cfg.ballast_bin.display()
+            );
+        }
+    }
+
+    let mut results: Vec<(String, Result<Figures>)> = Vec::new();
+    let mut concurrent: Option<Result<Concurrent>> = None;
+    for name in &cfg.plugins {
+        eprintln!("hotpath: measuring {name} ...");
+        match run_plugin(name, &cfg) {
+            Ok((fig, conc)) => {
+                results.push((name.clone(), Ok(fig)));
+                if conc.is_some() {
+                    concurrent = conc;
+                }
+            }
+            Err(e) => {
+                eprintln!("hotpath: {name} FAILED: {e:#}");
+                results.push((name.clone(), Err(e)));
+                exit_code = 1;
+            }
+        }
+    }
+    let get = |n: &str| -> Option<&Figures> {
+        results
+            .iter()
+            .find(|(name, _)| name == n)
+            .and_then(|(_, r)| r.as_ref().ok())
+    };
+
+    println!();
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "plugin", "p50 µs", "p99 µs", "p999 µs", "mean µs", "max µs", "hooks/s"
+    );
+    for (name, r) in &results {
+        match r {
+            Ok(f) => println!(
+                "{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.1} {:>12.0}",
+                name, f.lat.p50, f.lat.p99, f.lat.p999, f.lat.mean, f.lat.max, f.hooks_per_s
+            ),
+            Err(e) => println!(
+                "{name:<8} FAILED: {}",
+                format!("{e:#}").lines().next().unwrap_or("")
+            ),
+        }
+    }
+
+    let mut ratios = serde_json::Map::new();
+    let floor = get("floor");
+    if let Some(floor) = floor.filter(|_| get("ballast").is_some() || get("noop").is_some()) {
+        println!();
+        println!("{:<14} {:>10} {:>10} {:>12}", "ratio", "p50", "p99", "throughput");
+        for name in ["ballast", "noop"] {
+            if let Some(f) = get(name) {
+                let r = (
+                    f.lat.p50 / floor.lat.p50,
+                    f.lat.p99 / floor.lat.p99,
+                    f.hooks_per_s / floor.hooks_per_s,
+                );
+                println!(
+                    "{:<14} {:>9.2}x {:>9.2}x {:>11.2}x",
+                    format!("{name}/floor"),
+                    r.0,
+                    r.1,
+                    r.2
+                );
+                ratios.insert(
+                    format!("{name}/floor"),
+                    json!({"p50": r.0, "p99": r.1, "throughput": r.2}),
+                );
+            }
+        }
+    }
+
+    println!();
+    let verdict = match (floor, get("ballast")) {
+        (Some(floor), Some(b)) => {
+            let p50 = b.lat.p50 / floor.lat.p50;
+            let tput = b.hooks_per_s / floor.hooks_per_s;
+            let pass = p50 <= TARGET_P50_RATIO && tput >= TARGET_THROUGHPUT_RATIO;
+            println!(
+                "VERDICT: {} (ballast p50 {p50:.2}x floor, target <= {TARGET_P50_RATIO}x; \
+                 ballast throughput {tput:.2}x floor, target >= {TARGET_THROUGHPUT_RATIO}x)",
+                if pass { "PASS" } else { "FAIL" }
+            );
+            if !pass && cfg.enforce {
+                exit_code = 1;
+            }
+            json!({"pass": pass, "p50_ratio": p50, "throughput_ratio": tput,
+                   "target_p50_ratio": TARGET_P50_RATIO,
+                   "target_throughput_ratio": TARGET_THROUGHPUT_RATIO})
+        }
+        _ => {
+            println!("VERDICT: UNKNOWN (needs both floor and ballast figures)");
+            Value::Null
+        }
+    };
+
+    let conc_json = match (&cfg.concurrent, concurrent) {
+        (None, _) => {
+            println!("concurrent: skipped (HOTPATH_CONCURRENT_METHOD unset)");
+            Value::Null
+        }
+        (Some(_), None) => {
+            println!("concurrent: skipped (no ballast figures)");
+            Value::Null
+        }
+        (Some((method, _)), Some(Err(e))) => {
+            println!("concurrent ({method}): FAILED: {e:#}");
+            exit_code = 1;
+            json!({"method": method, "error": format!("{e:#}")})
+        }
+        (Some(_), Some(Ok(c))) => {
+            let mean_call_ms = if c.stats.calls > 0 {
+                c.stats.total_call_time.as_secs_f64() * 1000.0 / c.stats.calls as f64
+            } else {
+                0.0
+            };
+            println!(
+                "concurrent ({}): ballast hook p50 {:.2} µs, p99 {:.2} µs, p999 {:.2} µs \
+                 while {} calls completed ({} errors, mean {:.3} ms/call)",
+                c.method, c.lat.p50, c.lat.p99, c.lat.p999, c.stats.calls, c.stats.errors, mean_call_ms
+            );
+            if let Some(err) = &c.stats.first_error {
+                println!("concurrent: first error from {}: {err}", c.method);
+                if c.stats.errors == c.stats.calls {
+                    println!(
+                        "concurrent: WARNING every call failed: the method is probably not \
+                         implemented, so this measured error replies, not the real work"
+                    );
+                }
+            }
+            let ratio = floor.map(|f| c.lat.p99 / f.lat.p99);
+            if let Some(r) = ratio {
+                println!(
+                    "CONCURRENT VERDICT: {} (ballast p99 under load {r:.2}x floor p99, \
+                     target < {TARGET_CONCURRENT_P99_RATIO}x)",
+                    if r < TARGET_CONCURRENT_P99_RATIO {
+                        "PASS"
+                    } else {
+                        "FAIL"
+                    }
+                );
+                if r >= TARGET_CONCURRENT_P99_RATIO && cfg.enforce {
+                    exit_code = 1;
+                }
+            }
+            json!({"method": c.method, "latency": lat_json(&c.lat),
+                   "calls": c.stats.calls, "errors": c.stats.errors,
+                   "first_error": c.stats.first_error, "mean_call_ms": mean_call_ms,
+                   "p99_ratio_vs_floor": ratio,
+                   "target_p99_ratio": TARGET_CONCURRENT_P99_RATIO})
+        }
+    };
+
+    let mut plugins = serde_json::Map::new();
+    for (name, r) in &results {
+        plugins.insert(
+            name.clone(),
+            match r {
+                Ok(f) => json!({"latency": lat_json(&f.lat), "throughput_hooks_per_s": f.hooks_per_s}),
+                Err(e) => json!({"error": format!("{e:#}")}),
+            },
+        );
+    }
+    let report = json!({
+        "bench": "hotpath",
+        "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "n_latency": cfg.n,
+        "n_throughput": cfg.n,
+        "warmup": cfg.warmup,
+        "window": WINDOW,
+        "ballast_bin": cfg.ballast_bin.to_string_lossy(),
+        "plugins": plugins,
+        "ratios": ratios,
+        "verdict": verdict,
+        "concurrent": conc_json,
+    });
+    let out = cfg.target_dir.join("hotpath.json");
+    let mut bytes = serde_json::to_vec_pretty(&report)?;
+    bytes.push(b'\n');
+    match std::fs::write(&out, bytes) {
+        Ok(()) => println!("wrote {}", out.display()),
+        Err(e) => eprintln!("hotpath: cannot write {}: {e}", out.display()),
+    }
+    Ok(exit_code)
+}

@@ -1,0 +1,47 @@
+//! `ballast-status`: what an operator checks first when something looks wrong.
+
+use super::params::{self, RpcError};
+use super::state::PluginState;
+use crate::counters::bump;
+use cln_plugin::Plugin;
+use serde_json::{json, Value};
+
+pub const NAME: &str = "ballast-status";
+pub const DESCRIPTION: &str = "Show ballast's version, chain view, store and activity counters";
+
+pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    let state = p.state().clone();
+    bump(&state.counters.rpc_calls);
+    if let Err(e) = params::named(NAME, &params, &[], 0) {
+        bump(&state.counters.rpc_errors);
+        return Err(e.into());
+    }
+    // Store reads touch sled's page cache and may hit disk; keep them off the runtime.
+    let s = state.clone();
+    let store = tokio::task::spawn_blocking(move || -> Result<Value, RpcError> {
+        let internal = |e: crate::store::StoreError| RpcError {
+            code: -1,
+            message: format!("store: {e}"),
+        };
+        let info = s.store.info().map_err(internal)?;
+        Ok(json!({
+            "path": s.store.path().display().to_string(),
+            "size_bytes": s.store.size_on_disk(),
+            "schema_version": s.store.schema_version().map_err(internal)?,
+            "created_at": info.created_at,
+            "starts": info.starts,
+            "tip_height": s.store.tip().map_err(internal)?,
+        }))
+    })
+    .await??;
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "network": state.network,
+        "node_id": state.node_id.map(|n| n.to_hex()),
+        "blockheight": state.blockheight(),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "store": store,
+        "claimed_hashes": state.claims.len(),
+        "counters": state.counters.snapshot(),
+    }))
+}

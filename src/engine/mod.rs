@@ -1,0 +1,7 @@
+//! Pure decision logic: no I/O, no async, no clocks read behind the caller's back.
+//!
+//! Each feature's state machine or planner lives in its own module here and is driven with
+//! plain data by the adapters in `cln` (and later `lnd` and the simulator).
+
+pub mod claims;
+pub mod hodl;

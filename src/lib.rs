@@ -1,0 +1,10 @@
+//! ballast: hold invoices, balance monitoring, rebalancing and fee policy for Lightning
+//! nodes. The engine is pure (`engine`), the store owns persistence (`store`), and each
+//! node implementation adapts the `node::Node` trait (`cln`).
+
+pub mod cln;
+pub mod counters;
+pub mod engine;
+pub mod node;
+pub mod store;
+pub mod types;

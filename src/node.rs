@@ -1,0 +1,194 @@
+//! What the engine needs from a Lightning node, in ballast's own types.
+//!
+//! `cln::ClnNode` implements this over lightningd's JSON-RPC socket and the LND sidecar over
+//! gRPC; tests and the simulator implement it in memory. Nothing here mentions cln-rpc or
+//! tonic types, so the engine stays independent of either daemon.
+
+use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+
+/// The node's identity and chain view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub alias: String,
+    pub network: String,
+    pub blockheight: u32,
+    pub version: String,
+}
+
+/// Where a channel is in its life; only `Normal` channels route payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    Opening,
+    Normal,
+    Closing,
+    ForceClosing,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HtlcDirection {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHtlc {
+    pub direction: HtlcDirection,
+    pub id: u64,
+    pub amount: Msat,
+    pub expiry: u32,
+    pub payment_hash: PaymentHash,
+}
+
+/// One of our own channels, with its balances as the node sees them now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    /// `None` until the funding transaction is confirmed deeply enough.
+    pub scid: Option<Scid>,
+    pub peer: NodeId,
+    pub peer_connected: bool,
+    pub state: ChannelState,
+    /// The node's own state name (e.g. `CHANNELD_NORMAL`), for display.
+    pub raw_state: String,
+    pub capacity: Msat,
+    pub local: Msat,
+    pub remote: Msat,
+    pub spendable: Msat,
+    pub receivable: Msat,
+    pub htlcs: Vec<PendingHtlc>,
+    /// Our side's current fee policy on this channel.
+    pub fee_base: Msat,
+    pub fee_ppm: u32,
+    pub private: bool,
+}
+
+/// One direction of a channel in the gossip graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphEdge {
+    pub scid: Scid,
+    pub source: NodeId,
+    pub destination: NodeId,
+    pub capacity: Msat,
+    pub fee_base: Msat,
+    pub fee_ppm: u32,
+    pub cltv_delta: u32,
+    pub htlc_min: Msat,
+    pub htlc_max: Msat,
+    pub active: bool,
+    pub last_update: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardStatus {
+    Offered,
+    Settled,
+    LocalFailed,
+    Failed,
+}
+
+/// A forwarded (or attempted) HTLC through our node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forward {
+    pub in_channel: Scid,
+    pub out_channel: Option<Scid>,
+    pub in_msat: Msat,
+    pub out_msat: Option<Msat>,
+    pub fee: Option<Msat>,
+    pub status: ForwardStatus,
+    pub received_time: f64,
+    pub resolved_time: Option<f64>,
+}
+
+/// The fee policy we advertise on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeUpdate {
+    pub base: Msat,
+    pub ppm: u32,
+}
+
+/// One hop of a route we ask the node to pay along.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteHop {
+    pub scid: Scid,
+    pub node: NodeId,
+    /// Amount delivered to `node` over this hop.
+    pub amount: Msat,
+    /// CLTV expiry of the HTLC offered over this hop.
+    pub delay: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayOutcome {
+    Success { preimage: Preimage },
+    /// The route failed; `failing_channel` is where, if the node could tell.
+    Failed {
+        failing_channel: Option<Scid>,
+        failing_node: Option<NodeId>,
+        code: Option<u32>,
+        message: String,
+    },
+}
+
+/// An invoice as the node stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub label: String,
+    pub payment_hash: PaymentHash,
+    pub amount: Option<Msat>,
+    pub received: Option<Msat>,
+    pub paid_at: Option<u64>,
+    pub status: String,
+}
+
+/// Errors a node adapter reports. Node-side refusals are kept apart from transport
+/// failures so callers can tell "lightningd said no" from "lightningd is gone".
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node rejected {method}: {message} (code {code:?})")]
+    Rejected {
+        method: &'static str,
+        code: Option<i64>,
+        message: String,
+    },
+    #[error("node connection failed during {method}: {message}")]
+    Transport {
+        method: &'static str,
+        message: String,
+    },
+    #[error("unexpected answer to {method}: {message}")]
+    Malformed {
+        method: &'static str,
+        message: String,
+    },
+}
+
+pub type NodeResult<T> = Result<T, NodeError>;
+
+/// Everything the engine asks of a node. Futures are `Send` so adapters can be driven from
+/// any runtime thread.
+pub trait Node: Send + Sync {
+    fn info(&self) -> impl Future<Output = NodeResult<NodeInfo>> + Send;
+    fn block_height(&self) -> impl Future<Output = NodeResult<u32>> + Send;
+    fn channels(&self) -> impl Future<Output = NodeResult<Vec<Channel>>> + Send;
+    /// The whole public graph, both directions of every channel.
+    fn graph(&self) -> impl Future<Output = NodeResult<Vec<GraphEdge>>> + Send;
+    /// Forwards that were received at or after `since` (unix seconds).
+    fn forwards(&self, since: u64) -> impl Future<Output = NodeResult<Vec<Forward>>> + Send;
+    fn set_fee(&self, scid: Scid, fee: FeeUpdate) -> impl Future<Output = NodeResult<()>> + Send;
+    /// Sends along `route` and waits for the outcome.
+    fn pay_route(
+        &self,
+        route: &[RouteHop],
+        payment_hash: PaymentHash,
+        timeout_secs: u32,
+    ) -> impl Future<Output = NodeResult<PayOutcome>> + Send;
+    /// Has the node sign an unsigned BOLT11 invoice string; returns the signed invoice.
+    fn sign_invoice(&self, unsigned: &str) -> impl Future<Output = NodeResult<String>> + Send;
+    fn invoices(&self) -> impl Future<Output = NodeResult<Vec<Invoice>>> + Send;
+}

@@ -1,0 +1,144 @@
+//! Typed, versioned records over a sled tree.
+
+use super::{StoreError, StoreResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+
+/// A value kept in the store. `VERSION` is written in front of every encoded value; bump it
+/// when the layout changes and teach `decode_version` to read the old one.
+pub trait Record: Serialize + DeserializeOwned {
+    const VERSION: u8;
+
+    /// Reads a value written under an older `VERSION`. The default refuses, which is right
+    /// until a record's layout first changes.
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, String> {
+        Err(format!("no reader for record version {version} ({} bytes)", body.len()))
+    }
+}
+
+/// A sled tree whose values are all records of one type.
+#[derive(Clone)]
+pub struct TypedTree<T> {
+    name: &'static str,
+    tree: sled::Tree,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Record> TypedTree<T> {
+    pub(super) fn new(name: &'static str, tree: sled::Tree) -> Self {
+        TypedTree {
+            name,
+            tree,
+            _t: PhantomData,
+        }
+    }
+
+    fn encode(value: &T) -> Vec<u8> {
+        let mut out = vec![T::VERSION];
+        // Serializing plain data structs into a Vec cannot fail.
+        serde_json::to_writer(&mut out, value).expect("record serializes");
+        out
+    }
+
+    fn decode(&self, key: &[u8], raw: &[u8]) -> StoreResult<T> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            tree: self.name.to_string(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason,
+        };
+        let (&version, body) = raw.split_first().ok_or_else(|| corrupt("empty value".into()))?;
+        if version == T::VERSION {
+            serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))
+        } else {
+            T::decode_version(version, body).map_err(corrupt)
+        }
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> StoreResult<Option<T>> {
+        let key = key.as_ref();
+        match self.tree.get(key)? {
+            Some(raw) => self.decode(key, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put(&self, key: impl AsRef<[u8]>, value: &T) -> StoreResult<()> {
+        self.tree.insert(key.as_ref(), Self::encode(value))?;
+        Ok(())
+    }
+
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> StoreResult<Option<T>> {
+        let key = key.as_ref();
+        match self.tree.remove(key)? {
+            Some(raw) => self.decode(key, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record in key order. A record that cannot be decoded is returned as an error
+    /// in its place instead of being skipped, so nothing a user stored silently vanishes.
+    pub fn iter(&self) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + '_ {
+        self.tree.iter().map(move |item| {
+            let (k, v) = item?;
+            let value = self.decode(&k, &v)?;
+            Ok((k.to_vec(), value))
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V2 {
+        amount_msat: u64,
+        note: String,
+    }
+
+    impl Record for V2 {
+        const VERSION: u8 = 2;
+        fn decode_version(version: u8, body: &[u8]) -> Result<Self, String> {
+            #[derive(Deserialize)]
+            struct V1 {
+                amount_msat: u64,
+            }
+            match version {
+                1 => {
+                    let old: V1 = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+                    Ok(V2 {
+                        amount_msat: old.amount_msat,
+                        note: String::new(),
+                    })
+                }
+                v => Err(format!("unknown version {v}")),
+            }
+        }
+    }
+
+    #[test]
+    fn old_record_versions_are_read_and_garbage_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), 1).unwrap();
+        let t: TypedTree<V2> = store.tree("things").unwrap();
+        t.put("new", &V2 { amount_msat: 5, note: "x".into() }).unwrap();
+        t.tree.insert("old", [&[1u8][..], br#"{"amount_msat":7}"#].concat()).unwrap();
+        t.tree.insert("bad", vec![9u8, b'{']).unwrap();
+        assert_eq!(t.get("old").unwrap().unwrap().amount_msat, 7);
+        assert_eq!(t.get("new").unwrap().unwrap().note, "x");
+        assert!(matches!(t.get("bad"), Err(StoreError::Corrupt { .. })));
+        assert_eq!(t.iter().filter(|r| r.is_err()).count(), 1);
+        assert_eq!(t.len(), 3);
+    }
+}

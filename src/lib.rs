@@ -6,5 +6,6 @@ pub mod cln;
 pub mod counters;
 pub mod engine;
 pub mod node;
+pub mod service;
 pub mod store;
 pub mod types;

@@ -64,7 +64,17 @@ pub struct Channel {
     /// Our side's current fee policy on this channel.
     pub fee_base: Msat,
     pub fee_ppm: u32,
+    /// The peer's policy for forwarding to us, once it has sent one; route hints for
+    /// private channels advertise it.
+    pub remote_policy: Option<PeerPolicy>,
     pub private: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPolicy {
+    pub fee_base: Msat,
+    pub fee_ppm: u32,
+    pub cltv_delta: u32,
 }
 
 /// One direction of a channel in the gossip graph.

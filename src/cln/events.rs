@@ -1,5 +1,6 @@
 //! Notification subscriptions.
 
+use super::now_unix;
 use super::state::PluginState;
 use crate::counters::bump;
 use cln_plugin::Plugin;
@@ -52,8 +53,13 @@ pub async fn block_added(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow:
         return Ok(());
     };
     s.set_blockheight(height);
-    // Deadlines are counted in blocks, so the tip is kept durable; flush off the runtime.
+    // Deadlines are counted in blocks, so the tip is kept durable; both run off the runtime
+    // because they may flush the store.
+    let svc = s.hodl.clone();
     tokio::task::spawn_blocking(move || {
+        if let Err(e) = svc.on_block(height, now_unix()) {
+            log::error!("hold invoice deadlines at block {height}: {e}");
+        }
         s.store.set_tip(height)?;
         s.store.flush()
     })
@@ -64,10 +70,22 @@ pub async fn block_added(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow:
 pub async fn shutdown(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::Error> {
     let s = p.state().clone();
     bump(&s.counters.notifications);
-    log::info!("shutdown requested by lightningd; flushing store");
-    let flushed = tokio::task::spawn_blocking(move || s.store.flush()).await?;
-    if let Err(e) = flushed {
-        log::error!("final store flush failed: {e}");
+    log::info!("shutdown requested; answering held HTLCs and flushing the store");
+    let height = s.blockheight();
+    let done = tokio::task::spawn_blocking(move || {
+        let answered = s.hodl.stop(now_unix(), height)?;
+        s.store.flush()?;
+        Ok::<_, anyhow::Error>(answered)
+    })
+    .await?;
+    match done {
+        Ok(0) => {}
+        Ok(n) => {
+            log::info!("answered {n} held HTLC(s) before stopping");
+            // Give cln-plugin's writer a moment to send those answers before we exit.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Err(e) => log::error!("stopping hold invoices failed: {e}"),
     }
     p.shutdown()?;
     Ok(())

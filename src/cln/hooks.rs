@@ -1,34 +1,55 @@
-//! The hook handlers cln-plugin runs: only the hooks the stdin fast path did not answer
-//! reach these (a claimed payment hash, or a payload it could not read).
+//! The hook handlers cln-plugin runs. Unclaimed `htlc_accepted` calls never get here: the
+//! stdin fast path answers them. What arrives is a claimed payment hash, a payload the fast
+//! path could not read, or an `invoice_payment`.
 
 use super::state::PluginState;
+use super::{hodl, now_unix};
 use crate::counters::bump;
-use crate::types::PaymentHash;
+use crate::service::income::PaidInvoice;
+use crate::types::Msat;
 use cln_plugin::Plugin;
 use serde_json::{json, Value};
 
 pub async fn htlc_accepted(p: Plugin<PluginState>, v: Value) -> Result<Value, anyhow::Error> {
     let state = p.state();
-    let hash = v
+    let claimed = v
         .pointer("/htlc/payment_hash")
         .and_then(Value::as_str)
-        .and_then(|h| h.parse::<PaymentHash>().ok());
-    match hash {
-        Some(h) if state.claims.contains(&h) => {
-            // Claimed hashes belong to features that register their own handling; until
-            // one does, lightningd's normal processing is the safe answer.
-            bump(&state.counters.htlcs_claimed);
+        .and_then(|h| h.parse().ok())
+        .is_some_and(|h| state.claims.contains(&h));
+    if claimed {
+        bump(&state.counters.htlcs_claimed);
+        if let Some(answer) = hodl::on_claimed_htlc(state, &v).await {
+            return Ok(answer);
         }
-        Some(_) => bump(&state.counters.htlcs_passed_through),
-        None => {
-            log::warn!("htlc_accepted without a readable payment_hash; letting lightningd decide");
-            bump(&state.counters.htlcs_passed_through);
-        }
+    } else {
+        log::debug!("htlc_accepted the fast path could not read; letting lightningd decide");
     }
+    bump(&state.counters.htlcs_passed_through);
     Ok(json!({"result": "continue"}))
 }
 
-pub async fn invoice_payment(p: Plugin<PluginState>, _v: Value) -> Result<Value, anyhow::Error> {
-    bump(&p.state().counters.invoices_passed_through);
+/// Ordinary CLN invoices: continue at once, and note the income off the hook's path.
+pub async fn invoice_payment(p: Plugin<PluginState>, v: Value) -> Result<Value, anyhow::Error> {
+    let s = p.state().clone();
+    bump(&s.counters.invoice_payment);
+    bump(&s.counters.invoices_passed_through);
+    let payment = v.get("payment");
+    let label = payment.and_then(|p| p.get("label")).and_then(Value::as_str);
+    let msat = payment.and_then(|p| p.get("msat")).and_then(Value::as_u64);
+    if let (Some(label), Some(msat)) = (label, msat) {
+        let paid = PaidInvoice {
+            label: label.to_string(),
+            amount: Msat(msat),
+            paid_at: now_unix(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = s.income.record(&paid) {
+                log::warn!("could not record paid invoice '{}': {e}", paid.label);
+            }
+        });
+    } else {
+        log::warn!("invoice_payment without label/msat: {v}");
+    }
     Ok(json!({"result": "continue"}))
 }

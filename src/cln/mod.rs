@@ -2,6 +2,7 @@
 //! the `Node` implementation over lightningd's RPC socket.
 
 mod events;
+mod hodl;
 mod hooks;
 pub mod node;
 pub mod options;
@@ -14,11 +15,15 @@ pub use node::ClnNode;
 
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
+use crate::engine::hodl::HodlParams;
 use crate::node::Node;
+use crate::service::hodl::HodlService;
+use crate::service::income::Income;
 use crate::store::Store;
 use anyhow::Context;
+use cln_plugin::messages::NotificationTopic;
 use cln_plugin::{Builder, HookBuilder, RpcMethodBuilder};
-use state::PluginState;
+use state::{HodlDefaults, PluginState, Shared};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +43,7 @@ pub fn launched_by_lightningd() -> bool {
         && unsafe { libc::isatty(0) } == 0
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -62,6 +67,13 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     let builder = Builder::new(input, stdio::StdoutSink(stdout))
         .dynamic()
         .option(options::DB_PATH)
+        .option(options::HODL_CANCEL_BLOCKS)
+        .option(options::HODL_WARN_BLOCKS)
+        .option(options::HODL_MPP_TIMEOUT)
+        .option(options::HODL_EXPIRY)
+        .option(options::HODL_CLTV)
+        .notification(NotificationTopic::new("ballast_hodl_state"))
+        .notification(NotificationTopic::new("ballast_alert"))
         .hook_from_builder(HookBuilder::new("htlc_accepted", hooks::htlc_accepted))
         .hook_from_builder(HookBuilder::new("invoice_payment", hooks::invoice_payment))
         .subscribe("forward_event", events::forward_event)
@@ -74,6 +86,31 @@ pub async fn run_plugin() -> anyhow::Result<()> {
             RpcMethodBuilder::new(status::NAME, status::status)
                 .description(status::DESCRIPTION)
                 .usage(""),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(hodl::INVOICE, hodl::invoice)
+                .description("Create a hold invoice: its HTLCs are held until hodl-settle or hodl-cancel")
+                .usage("amount_msat [payment_hash] [description] [expiry] [cltv] [description_hash] [label] [exposeprivatechannels]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(hodl::SETTLE, hodl::settle)
+                .description("Settle an accepted hold invoice with its preimage (or by hash if ballast made the preimage)")
+                .usage("[preimage] [payment_hash]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(hodl::CANCEL, hodl::cancel)
+                .description("Cancel a hold invoice, failing back any held HTLCs")
+                .usage("payment_hash"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(hodl::LOOKUP, hodl::lookup)
+                .description("Show a hold invoice; with wait_for_state, wait until it reaches that state")
+                .usage("payment_hash [wait_for_state] [timeout]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(hodl::LIST, hodl::list)
+                .description("List hold invoices, newest first")
+                .usage("[state] [limit] [offset]"),
         );
 
     // `None` means lightningd only wanted the manifest (`lightningd --help`).
@@ -81,23 +118,60 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         return Ok(());
     };
     let conf = configured.configuration();
+    let hodl_settings = (|| {
+        let int = |o: &cln_plugin::options::DefaultIntegerConfigOption, min, max| -> Result<i64, String> {
+            let v = configured.option(o).map_err(|e| e.to_string())?;
+            options::bounded(o.name(), v, min, max)
+        };
+        let params = HodlParams {
+            cancel_blocks: int(&options::HODL_CANCEL_BLOCKS, 3, 1000)? as u32,
+            warn_blocks: int(&options::HODL_WARN_BLOCKS, 0, 1000)? as u32,
+            mpp_timeout_secs: int(&options::HODL_MPP_TIMEOUT, 1, 86_400)? as u64,
+        };
+        let defaults = HodlDefaults {
+            expiry_secs: int(&options::HODL_EXPIRY, 1, 31_536_000)? as u64,
+            cltv: int(&options::HODL_CLTV, 9, 2016)? as u32,
+        };
+        if defaults.cltv < params.cancel_blocks + 6 {
+            return Err(format!(
+                "ballast-hodl-cltv ({}) must exceed ballast-hodl-cancel-blocks ({}) by at least 6",
+                defaults.cltv, params.cancel_blocks
+            ));
+        }
+        Ok((params, defaults))
+    })();
+    let (hodl_params, hodl_defaults) = match hodl_settings {
+        Ok(v) => v,
+        Err(reason) => {
+            let reason = format!("ballast disabled: {reason}");
+            log::warn!("{reason}");
+            configured.disable(&reason).await?;
+            return Ok(());
+        }
+    };
     let db_option = configured.option(&options::DB_PATH)?;
     let db_path = options::resolve_db_path(&conf.lightning_dir, &db_option);
 
+    // A start by `plugin start` while lightningd runs: no HTLCs will be replayed.
+    let plugin_only_restart = !conf.startup;
     let opened = {
         let path = db_path.clone();
+        let claims = claims.clone();
         tokio::task::spawn_blocking(move || {
             let store = Store::open(&path, now_unix())?;
             store.record_start()?;
-            Ok::<_, crate::store::StoreError>(store)
+            let (hodl, events) =
+                HodlService::load(store.clone(), claims, hodl_params, plugin_only_restart, now_unix())?;
+            let income = Income::open(&store)?;
+            Ok::<_, anyhow::Error>((store, hodl, events, income))
         })
         .await?
     };
-    let store = match opened {
+    let (store, hodl, startup_events, income) = match opened {
         Ok(s) => s,
         Err(e) => {
             // lightningd logs the disable reason and keeps running without us.
-            let reason = format!("ballast disabled: {e}");
+            let reason = format!("ballast disabled: {e:#}");
             log::warn!("{reason}");
             configured.disable(&reason).await?;
             return Ok(());
@@ -118,15 +192,34 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         }
     };
 
-    let state = PluginState::new(
-        store.clone(),
+    let state = PluginState::new(Shared {
+        store: store.clone(),
+        node,
         counters,
         claims,
-        conf.network.clone(),
+        hodl: Arc::new(hodl),
+        income: Arc::new(income),
+        network: conf.network.clone(),
         node_id,
-        height,
-    );
-    let plugin = configured.start(state).await?;
+        started: std::time::Instant::now(),
+        hodl_defaults,
+        blockheight: height.into(),
+    });
+    let plugin = configured.start(state.clone()).await?;
+    tokio::spawn(hodl::run_notifier(plugin.clone()));
+    tokio::spawn(hodl::run_ticker(state.clone()));
+    for e in startup_events {
+        hodl::publish(&plugin, e).await;
+    }
+    // Blocks may have passed while we were down: apply HTLC deadlines before the next one.
+    if height > 0 {
+        let svc = state.hodl.clone();
+        match tokio::task::spawn_blocking(move || svc.on_block(height, now_unix())).await {
+            Ok(Err(e)) => log::error!("hold invoice deadlines at start-up: {e}"),
+            Err(e) => log::error!("hold invoice deadline task failed: {e}"),
+            Ok(Ok(_)) => {}
+        }
+    }
     log::info!(
         "ballast {} started: network {}, height {height}, store {}",
         env!("CARGO_PKG_VERSION"),

@@ -1,6 +1,6 @@
 //! The plugin's `ballast-*` options, as lightningd shows them in `listconfigs`.
 
-use cln_plugin::options::{ConfigOption, DefaultStringConfigOption};
+use cln_plugin::options::{ConfigOption, DefaultIntegerConfigOption, DefaultStringConfigOption};
 use std::path::{Path, PathBuf};
 
 pub const DB_PATH: DefaultStringConfigOption = ConfigOption::new_str_with_default(
@@ -8,6 +8,45 @@ pub const DB_PATH: DefaultStringConfigOption = ConfigOption::new_str_with_defaul
     "ballast",
     "Directory of ballast's store; a relative path is taken from <lightning-dir>/<network>",
 );
+
+pub const HODL_CANCEL_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-hodl-cancel-blocks",
+    10,
+    "Cancel an accepted hold invoice when its earliest HTLC is this many blocks from expiry",
+);
+
+pub const HODL_WARN_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-hodl-warn-blocks",
+    6,
+    "Warn (ballast_alert) this many blocks before a hold invoice is auto-canceled",
+);
+
+pub const HODL_MPP_TIMEOUT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-hodl-mpp-timeout",
+    60,
+    "Seconds an incomplete multi-part payment to a hold invoice is held before failing (mpp_timeout)",
+);
+
+pub const HODL_EXPIRY: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-hodl-expiry",
+    86_400,
+    "Default expiry in seconds of new hold invoices",
+);
+
+pub const HODL_CLTV: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-hodl-cltv",
+    80,
+    "Default min_final_cltv_expiry of new hold invoices: the blocks an app has to decide",
+);
+
+/// Reads an integer option into a range, naming the option when it is out of it.
+pub fn bounded(name: &str, v: i64, min: i64, max: i64) -> Result<i64, String> {
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{name} must be between {min} and {max}, got {v}"))
+    }
+}
 
 /// Resolves the store path the way an operator reads the option: relative to the
 /// network's lightning-dir, which lightningd passes to plugins (and also makes their cwd).

@@ -1,7 +1,10 @@
 //! What every method, hook and subscription handler shares.
 
+use super::node::ClnNode;
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
+use crate::service::hodl::HodlService;
+use crate::service::income::Income;
 use crate::store::Store;
 use crate::types::NodeId;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,32 +16,28 @@ pub struct PluginState(Arc<Shared>);
 
 pub struct Shared {
     pub store: Store,
+    pub node: ClnNode,
     pub counters: Arc<Counters>,
     pub claims: Arc<ClaimSet>,
+    pub hodl: Arc<HodlService>,
+    pub income: Arc<Income>,
     pub network: String,
     pub node_id: Option<NodeId>,
     pub started: Instant,
-    blockheight: AtomicU32,
+    /// Defaults for new hold invoices, from options.
+    pub hodl_defaults: HodlDefaults,
+    pub blockheight: AtomicU32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HodlDefaults {
+    pub expiry_secs: u64,
+    pub cltv: u32,
 }
 
 impl PluginState {
-    pub fn new(
-        store: Store,
-        counters: Arc<Counters>,
-        claims: Arc<ClaimSet>,
-        network: String,
-        node_id: Option<NodeId>,
-        blockheight: u32,
-    ) -> Self {
-        PluginState(Arc::new(Shared {
-            store,
-            counters,
-            claims,
-            network,
-            node_id,
-            started: Instant::now(),
-            blockheight: AtomicU32::new(blockheight),
-        }))
+    pub fn new(shared: Shared) -> Self {
+        PluginState(Arc::new(shared))
     }
 
     pub fn blockheight(&self) -> u32 {

@@ -4,7 +4,7 @@
 //! little more than the pipe. cln-plugin dispatches each message through tokio tasks and an
 //! mpsc hop before the reply reaches stdout; measured here (benches/hotpath.rs) that alone
 //! is several times the transport floor. So a dedicated thread owns stdin with blocking
-//! reads (the floor's own loop), answers the hooks nobody has claimed right there, and
+//! reads (the floor's own loop), answers the `htlc_accepted` calls nobody has claimed, and
 //! forwards every other message to cln-plugin through an in-memory pipe. cln-plugin still
 //! owns the protocol (manifest, init, methods, notifications, claimed hooks); it never
 //! learns that some hooks were answered before it saw them.
@@ -158,11 +158,6 @@ impl FastPath {
                     return false;
                 }
                 bump(&self.counters.htlcs_passed_through);
-            }
-            "invoice_payment" => {
-                // Ordinary CLN invoices: no ballast feature claims them yet.
-                bump(&self.counters.invoice_payment);
-                bump(&self.counters.invoices_passed_through);
             }
             _ => return false,
         }

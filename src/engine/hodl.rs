@@ -66,6 +66,11 @@ pub struct HeldHtlc {
     pub cltv_expiry: u32,
     /// Unix seconds when we first saw it.
     pub arrived_at: u64,
+    /// Answered with a failure when the plugin stopped while the invoice was unsettled. If
+    /// lightningd was going down too, it ignored that answer and replays the HTLC at its
+    /// next start (which clears this); if only the plugin stopped, the HTLC is gone.
+    #[serde(default)]
+    pub released_at_stop: bool,
 }
 
 /// Why an invoice was canceled, for the record and the notification.
@@ -83,7 +88,8 @@ pub enum CancelReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HodlInvoice {
     pub payment_hash: PaymentHash,
-    /// Known when ballast made the preimage, or once the caller settled.
+    /// Known from the start when ballast made the preimage, otherwise once the caller
+    /// settles. Shown to callers only once SETTLED.
     pub preimage: Option<Preimage>,
     pub payment_secret: [u8; 32],
     pub amount: Msat,
@@ -197,10 +203,6 @@ impl HodlInvoice {
         Msat(self.htlcs.iter().map(|h| h.amount.0).sum())
     }
 
-    fn held(&self, key: &HtlcKey) -> bool {
-        self.htlcs.iter().any(|h| h.key == *key)
-    }
-
     fn set_state(&mut self, to: HodlState, now: u64) -> (HodlState, HodlState) {
         let from = self.state;
         self.state = to;
@@ -226,15 +228,19 @@ impl HodlInvoice {
 
         // A replay (lightningd restarted, or we did) gets the answer its invoice's state
         // implies, without being counted twice.
-        if self.held(&htlc.key) {
+        if let Some(h) = self.htlcs.iter_mut().find(|h| h.key == htlc.key) {
+            let was_released = std::mem::replace(&mut h.released_at_stop, false);
+            if was_released {
+                self.updated_at = now;
+            }
             return match (self.state, self.preimage) {
                 (HodlState::Settled, Some(pre)) => HtlcOutcome {
                     verdict: HtlcVerdict::Resolve(pre),
                     transition: None,
-                    changed: false,
+                    changed: was_released,
                 },
-                (HodlState::Open | HodlState::Accepted, _) => hold(None, false),
-                _ => fail(false),
+                (HodlState::Open | HodlState::Accepted, _) => hold(None, was_released),
+                _ => fail(was_released),
             };
         }
 
@@ -282,6 +288,7 @@ impl HodlInvoice {
             amount: htlc.amount,
             cltv_expiry: htlc.cltv_expiry,
             arrived_at: now,
+            released_at_stop: false,
         });
         self.updated_at = now;
         if sum >= total.0 {
@@ -356,6 +363,46 @@ impl HodlInvoice {
             Some(self.set_state(HodlState::Expired, now))
         } else {
             None
+        }
+    }
+
+    /// Marks the held HTLCs of an unsettled invoice as answered with a failure because the
+    /// plugin is stopping; returns them. A settled invoice's HTLCs are resolved instead and
+    /// need no mark.
+    pub fn release_at_stop(&mut self, now: u64) -> Vec<HtlcKey> {
+        if !matches!(self.state, HodlState::Open | HodlState::Accepted) {
+            return Vec::new();
+        }
+        let mut keys = Vec::new();
+        for h in self.htlcs.iter_mut().filter(|h| !h.released_at_stop) {
+            h.released_at_stop = true;
+            keys.push(h.key);
+        }
+        if !keys.is_empty() {
+            self.updated_at = now;
+        }
+        keys
+    }
+
+    /// After the plugin alone was restarted (lightningd kept running, so nothing will be
+    /// replayed), HTLCs failed at stop are gone: drop them, and an ACCEPTED invoice that
+    /// lost its HTLCs is canceled, since nothing is left to settle.
+    pub fn reconcile_after_plugin_restart(&mut self, now: u64) -> Option<(HodlState, HodlState)> {
+        let before = self.htlcs.len();
+        self.htlcs.retain(|h| !h.released_at_stop);
+        if self.htlcs.len() == before {
+            return None;
+        }
+        self.updated_at = now;
+        match self.state {
+            HodlState::Accepted => self.cancel(CancelReason::Shutdown, now).ok().map(|(_, t)| t),
+            HodlState::Open => {
+                if self.htlcs.is_empty() {
+                    self.mpp_total = None;
+                }
+                None
+            }
+            _ => None,
         }
     }
 

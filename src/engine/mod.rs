@@ -3,5 +3,6 @@
 //! Each feature's state machine or planner lives in its own module here and is driven with
 //! plain data by the adapters in `cln` (and later `lnd` and the simulator).
 
+pub mod bolt11;
 pub mod claims;
 pub mod hodl;

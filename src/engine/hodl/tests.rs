@@ -147,6 +147,23 @@ fn settle_and_cancel_are_exclusive_and_name_the_state() {
 }
 
 #[test]
+fn stop_then_lightningd_replay_keeps_holding_but_plugin_only_restart_cancels() {
+    let mut inv = invoice(10_000);
+    inv.on_htlc(&part(1, 10_000, 10_000), 1_010, 200, &P);
+    assert_eq!(inv.release_at_stop(1_020).len(), 1);
+    // lightningd restarted too: it replays the HTLC, which is held again.
+    let mut replayed = inv.clone();
+    let o = replayed.on_htlc(&part(1, 10_000, 10_000), 1_030, 201, &P);
+    assert_eq!((o.verdict, o.changed), (HtlcVerdict::Hold, true));
+    assert!(replayed.reconcile_after_plugin_restart(1_031).is_none());
+    assert_eq!(replayed.state, HodlState::Accepted);
+    // Only the plugin restarted: the failed HTLC is gone, so the invoice is canceled.
+    let t = inv.reconcile_after_plugin_restart(1_030);
+    assert_eq!(t, Some((HodlState::Accepted, HodlState::Canceled)));
+    assert_eq!(inv.cancel_reason, Some(CancelReason::Shutdown));
+}
+
+#[test]
 fn failure_message_encoding() {
     let f = Failure::IncorrectOrUnknownPaymentDetails {
         htlc_msat: Msat(1_000),
@@ -235,7 +252,8 @@ proptest! {
                 prop_assert!(inv.received() >= inv.amount);
                 prop_assert!(inv.received().0 <= inv.amount.0 * 2);
             }
-            // Only a settled invoice knows the preimage (it was not made by ballast here).
+            // The preimage is known exactly when settled (this invoice's was not made by
+            // ballast, so nothing else could have set it).
             prop_assert_eq!(inv.preimage.is_some(), inv.state == HodlState::Settled);
             // Settling never changes which HTLCs are held.
             if let Some(keys) = &settled_keys {

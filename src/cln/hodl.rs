@@ -1,0 +1,610 @@
+//! The `hodl-*` methods, the claimed-HTLC hook path, and the timers and notifications of
+//! hold invoices on Core Lightning.
+
+use super::params::{Params, RpcError};
+use super::state::PluginState;
+use super::now_unix;
+use crate::counters::bump;
+use crate::engine::bolt11::{self, Description, HintHop, InvoiceSpec};
+use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
+use crate::node::{ChannelState, Node};
+use crate::service::hodl::{Answer, HodlEvent, HtlcReply, ServiceError};
+use crate::types::{Msat, PaymentHash, Preimage, Scid};
+use cln_plugin::Plugin;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Application error codes for the hodl methods (CLN leaves positive codes to plugins).
+const ERR_UNKNOWN: i64 = 2001;
+const ERR_STATE: i64 = 2002;
+const ERR_DUPLICATE: i64 = 2003;
+const ERR_WAIT_TIMEOUT: i64 = 2004;
+const ERR_NODE: i64 = 2005;
+const ERR_INTERNAL: i64 = -1;
+
+fn service_error(e: ServiceError) -> RpcError {
+    let code = match &e {
+        ServiceError::Unknown(_) => ERR_UNKNOWN,
+        ServiceError::Duplicate(_) => ERR_DUPLICATE,
+        ServiceError::Hodl(_) | ServiceError::NoPreimage(_) => ERR_STATE,
+        ServiceError::Store(_) => ERR_INTERNAL,
+    };
+    RpcError {
+        code,
+        message: e.to_string(),
+    }
+}
+
+/// Runs blocking service work (it may flush the store) off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, RpcError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(service_error),
+        Err(e) => Err(RpcError {
+            code: ERR_INTERNAL,
+            message: format!("internal task failed: {e}"),
+        }),
+    }
+}
+
+/// The JSON shape of an invoice, shared by every method (and by the sidecar later).
+pub fn invoice_json(inv: &HodlInvoice, height: u32) -> Value {
+    let htlcs: Vec<Value> = inv
+        .htlcs
+        .iter()
+        .map(|h| {
+            json!({
+                "short_channel_id": h.key.scid.to_string(),
+                "id": h.key.id,
+                "amount_msat": h.amount.0,
+                "cltv_expiry": h.cltv_expiry,
+                "blocks_left": h.cltv_expiry as i64 - height as i64,
+                "arrived_at": h.arrived_at,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "payment_hash": inv.payment_hash.to_hex(),
+        "state": inv.state.as_str(),
+        "amount_msat": inv.amount.0,
+        "received_msat": inv.received().0,
+        "bolt11": inv.bolt11,
+        "created_at": inv.created_at,
+        "expires_at": inv.expires_at,
+        "updated_at": inv.updated_at,
+        "min_final_cltv_expiry": inv.min_final_cltv,
+        "htlcs": htlcs,
+    });
+    let obj = v.as_object_mut().expect("json! object");
+    if let Some(l) = &inv.label {
+        obj.insert("label".into(), json!(l));
+    }
+    if let Some(d) = &inv.description {
+        obj.insert("description".into(), json!(d));
+    }
+    if let Some(r) = inv.cancel_reason {
+        obj.insert("cancel_reason".into(), json!(r));
+    }
+    // The preimage is only revealed once the money is claimed.
+    if inv.state == HodlState::Settled {
+        if let Some(p) = inv.preimage {
+            obj.insert("preimage".into(), json!(p.to_hex()));
+        }
+    }
+    v
+}
+
+fn random32() -> Result<[u8; 32], RpcError> {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).map_err(|e| RpcError {
+        code: ERR_INTERNAL,
+        message: format!("no randomness available: {e}"),
+    })?;
+    Ok(b)
+}
+
+pub const INVOICE: &str = "hodl-invoice";
+const INVOICE_PARAMS: [&str; 8] = [
+    "amount_msat",
+    "payment_hash",
+    "description",
+    "expiry",
+    "cltv",
+    "description_hash",
+    "label",
+    "exposeprivatechannels",
+];
+
+pub async fn invoice(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    let s = p.state().clone();
+    bump(&s.counters.rpc_calls);
+    create_invoice(&s, &params).await.map_err(|e| {
+        bump(&s.counters.rpc_errors);
+        e.into()
+    })
+}
+
+async fn create_invoice(s: &PluginState, params: &Value) -> Result<Value, RpcError> {
+    let p = Params::parse(INVOICE, params, &INVOICE_PARAMS, 1)?;
+    let amount = p.required(p.u64("amount_msat")?, "amount_msat")?;
+    if amount == 0 {
+        return Err(RpcError::invalid(format!("{INVOICE}: 'amount_msat' must be greater than 0")));
+    }
+    let given_hash: Option<PaymentHash> = p.parsed("payment_hash", "64 hex characters")?;
+    let description = p.str("description")?.map(str::to_string);
+    let expiry = p.u64("expiry")?.unwrap_or(s.hodl_defaults.expiry_secs);
+    if expiry == 0 || expiry > 365 * 24 * 3600 {
+        return Err(RpcError::invalid(format!("{INVOICE}: 'expiry' must be 1..31536000 seconds")));
+    }
+    let cltv = p.u32("cltv")?.unwrap_or(s.hodl_defaults.cltv);
+    // Below ballast's own cancel window an accepted HTLC would be canceled on arrival;
+    // above 2016 blocks senders refuse the route.
+    let min_cltv = s.hodl.params().cancel_blocks + 6;
+    if !(min_cltv..=2016).contains(&cltv) {
+        return Err(RpcError::invalid(format!(
+            "{INVOICE}: 'cltv' must be {min_cltv}..2016 (ballast cancels {} blocks before expiry)",
+            s.hodl.params().cancel_blocks
+        )));
+    }
+    let description_hash: Option<PaymentHash> = p.parsed("description_hash", "64 hex characters")?;
+    let label = p.str("label")?.map(str::to_string);
+    let hints_wanted = match p.raw("exposeprivatechannels") {
+        None | Some(Value::Null) => HintChoice::None,
+        Some(Value::Bool(b)) => {
+            if *b {
+                HintChoice::All
+            } else {
+                HintChoice::None
+            }
+        }
+        Some(Value::String(t)) if t == "true" || t == "false" => {
+            if t == "true" {
+                HintChoice::All
+            } else {
+                HintChoice::None
+            }
+        }
+        Some(Value::Array(items)) => {
+            let mut scids = Vec::new();
+            for i in items {
+                let scid = i
+                    .as_str()
+                    .and_then(|t| t.parse::<Scid>().ok())
+                    .ok_or_else(|| RpcError::invalid(format!("{INVOICE}: 'exposeprivatechannels' entries must be short_channel_ids, got {i}")))?;
+                scids.push(scid);
+            }
+            HintChoice::Only(scids)
+        }
+        Some(v) => {
+            return Err(RpcError::invalid(format!(
+                "{INVOICE}: 'exposeprivatechannels' must be true, false or a list of short_channel_ids, got {v}"
+            )))
+        }
+    };
+    if let Some(l) = &label {
+        if s.hodl.list(None, usize::MAX, 0).1.iter().any(|i| i.label.as_deref() == Some(l)) {
+            return Err(RpcError {
+                code: ERR_DUPLICATE,
+                message: format!("{INVOICE}: label '{l}' is already used"),
+            });
+        }
+    }
+
+    // Without a hash, ballast makes the preimage and keeps it, so the caller can settle by
+    // hash alone.
+    let (payment_hash, own_preimage) = match given_hash {
+        Some(h) => (h, None),
+        None => {
+            let pre = Preimage(random32()?);
+            (pre.payment_hash(), Some(pre))
+        }
+    };
+    if s.hodl.get(&payment_hash).is_some() {
+        return Err(RpcError {
+            code: ERR_DUPLICATE,
+            message: format!("{INVOICE}: an invoice for payment_hash {payment_hash} already exists"),
+        });
+    }
+    let hints = route_hints(s, &hints_wanted).await?;
+    let payment_secret = random32()?;
+    let now = now_unix();
+    let spec = InvoiceSpec {
+        network: s.network.clone(),
+        amount: Msat(amount),
+        payment_hash,
+        payment_secret,
+        description: match description_hash {
+            Some(h) => Description::Hash(h.0),
+            None => Description::Text(description.clone().unwrap_or_default()),
+        },
+        created_at: now,
+        expiry_secs: expiry,
+        min_final_cltv: cltv,
+        hints,
+    };
+    let unsigned = bolt11::build_unsigned(&spec).map_err(|e| RpcError::invalid(format!("{INVOICE}: {e}")))?;
+    let signed = s.node.sign_invoice(&unsigned).await.map_err(|e| RpcError {
+        code: ERR_NODE,
+        message: format!("{INVOICE}: lightningd could not sign the invoice: {e}"),
+    })?;
+    // Never hand out an invoice that pays something other than what we will hold.
+    bolt11::verify_signed(&signed, &spec).map_err(|e| RpcError {
+        code: ERR_NODE,
+        message: format!("{INVOICE}: {e}"),
+    })?;
+    let inv = HodlInvoice {
+        payment_hash,
+        preimage: own_preimage,
+        payment_secret,
+        amount: Msat(amount),
+        bolt11: signed,
+        label,
+        description,
+        created_at: now,
+        expires_at: now + expiry,
+        min_final_cltv: cltv,
+        state: HodlState::Open,
+        htlcs: Vec::new(),
+        mpp_total: None,
+        updated_at: now,
+        cancel_reason: None,
+    };
+    let svc = s.hodl.clone();
+    let inv = blocking(move || svc.create(inv)).await?;
+    let mut out = json!({
+        "bolt11": inv.bolt11,
+        "payment_hash": inv.payment_hash.to_hex(),
+        "payment_secret": hex::encode(inv.payment_secret),
+        "amount_msat": inv.amount.0,
+        "created_at": inv.created_at,
+        "expires_at": inv.expires_at,
+        "state": inv.state.as_str(),
+    });
+    if let Some(pre) = own_preimage {
+        out["preimage"] = json!(pre.to_hex());
+    }
+    Ok(out)
+}
+
+enum HintChoice {
+    None,
+    All,
+    Only(Vec<Scid>),
+}
+
+/// Private channels a payer can reach us through, with the peer's policy towards us.
+async fn route_hints(s: &PluginState, choice: &HintChoice) -> Result<Vec<HintHop>, RpcError> {
+    if matches!(choice, HintChoice::None) {
+        return Ok(Vec::new());
+    }
+    let channels = s.node.channels().await.map_err(|e| RpcError {
+        code: ERR_NODE,
+        message: format!("{INVOICE}: listing channels for route hints failed: {e}"),
+    })?;
+    let mut hints = Vec::new();
+    for c in channels {
+        let (Some(scid), Some(policy)) = (c.scid, c.remote_policy) else {
+            continue;
+        };
+        let usable = c.private && c.state == ChannelState::Normal && c.peer_connected && c.receivable.0 > 0;
+        let wanted = match choice {
+            HintChoice::Only(list) => list.contains(&scid),
+            _ => usable,
+        };
+        if !wanted {
+            continue;
+        }
+        hints.push(HintHop {
+            peer: c.peer,
+            scid,
+            fee_base: policy.fee_base,
+            fee_ppm: policy.fee_ppm,
+            cltv_delta: u16::try_from(policy.cltv_delta).unwrap_or(u16::MAX),
+        });
+    }
+    if let HintChoice::Only(list) = choice {
+        if let Some(missing) = list.iter().find(|scid| !hints.iter().any(|h| h.scid == **scid)) {
+            return Err(RpcError::invalid(format!(
+                "{INVOICE}: {missing} is not one of our channels with a known peer policy"
+            )));
+        }
+    }
+    // Largest inbound first is what CLN does; here deterministic order by scid is enough
+    // and keeps the invoice stable for tests.
+    hints.sort_by_key(|h| h.scid);
+    hints.truncate(8);
+    Ok(hints)
+}
+
+pub const SETTLE: &str = "hodl-settle";
+
+pub async fn settle(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    let s = p.state().clone();
+    bump(&s.counters.rpc_calls);
+    let r = async {
+        let p = Params::parse(SETTLE, &params, &["preimage", "payment_hash"], 0)?;
+        let preimage: Option<Preimage> = p.parsed("preimage", "64 hex characters")?;
+        let hash: Option<PaymentHash> = p.parsed("payment_hash", "64 hex characters")?;
+        if preimage.is_none() && hash.is_none() {
+            return Err(RpcError::invalid(format!("{SETTLE}: give 'preimage' (or 'payment_hash' for an invoice ballast made the preimage of)")));
+        }
+        if let (Some(pre), Some(h)) = (preimage, hash) {
+            if pre.payment_hash() != h {
+                return Err(RpcError::invalid(format!("{SETTLE}: preimage does not hash to payment_hash")));
+            }
+        }
+        let svc = s.hodl.clone();
+        let inv = blocking(move || svc.settle(preimage, hash, now_unix())).await?;
+        Ok(invoice_json(&inv, s.blockheight()))
+    }
+    .await;
+    r.map_err(|e: RpcError| {
+        bump(&s.counters.rpc_errors);
+        e.into()
+    })
+}
+
+pub const CANCEL: &str = "hodl-cancel";
+
+pub async fn cancel(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    let s = p.state().clone();
+    bump(&s.counters.rpc_calls);
+    let r = async {
+        let p = Params::parse(CANCEL, &params, &["payment_hash"], 1)?;
+        let hash: PaymentHash = p.required(p.parsed("payment_hash", "64 hex characters")?, "payment_hash")?;
+        let svc = s.hodl.clone();
+        let height = s.blockheight();
+        let inv = blocking(move || svc.cancel(hash, CancelReason::Requested, now_unix(), height)).await?;
+        Ok(invoice_json(&inv, height))
+    }
+    .await;
+    r.map_err(|e: RpcError| {
+        bump(&s.counters.rpc_errors);
+        e.into()
+    })
+}
+
+pub const LOOKUP: &str = "hodl-lookup";
+/// The longest a caller may block in `hodl-lookup`.
+const MAX_WAIT_SECS: u64 = 24 * 3600;
+
+pub async fn lookup(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    let s = p.state().clone();
+    bump(&s.counters.rpc_calls);
+    let r = async {
+        let p = Params::parse(LOOKUP, &params, &["payment_hash", "wait_for_state", "timeout"], 1)?;
+        let hash: PaymentHash = p.required(p.parsed("payment_hash", "64 hex characters")?, "payment_hash")?;
+        let want = match p.str("wait_for_state")? {
+            None => None,
+            Some(w) => Some(HodlState::parse(w).ok_or_else(|| {
+                RpcError::invalid(format!("{LOOKUP}: unknown state '{w}' (OPEN, ACCEPTED, SETTLED, CANCELED, EXPIRED)"))
+            })?),
+        };
+        let timeout = p.u64("timeout")?.unwrap_or(60);
+        if timeout > MAX_WAIT_SECS {
+            return Err(RpcError::invalid(format!("{LOOKUP}: 'timeout' is at most {MAX_WAIT_SECS} seconds")));
+        }
+        // Subscribe before reading, so a transition between the read and the wait is seen.
+        let mut events = s.hodl.subscribe();
+        let inv = s.hodl.get(&hash).ok_or_else(|| RpcError {
+            code: ERR_UNKNOWN,
+            message: format!("{LOOKUP}: unknown payment_hash {hash}"),
+        })?;
+        let Some(want) = want else {
+            return Ok(invoice_json(&inv, s.blockheight()));
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        let mut current = inv.state;
+        loop {
+            if current == want {
+                let inv = s.hodl.get(&hash).unwrap_or(inv);
+                return Ok(invoice_json(&inv, s.blockheight()));
+            }
+            if current.is_final() {
+                return Err(RpcError {
+                    code: ERR_STATE,
+                    message: format!("{LOOKUP}: invoice is {current} and can never become {want}"),
+                });
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    return Err(RpcError {
+                        code: ERR_WAIT_TIMEOUT,
+                        message: format!("{LOOKUP}: still {current} after {timeout}s waiting for {want}"),
+                    })
+                }
+                Ok(Ok(HodlEvent::State { payment_hash, to, .. })) if payment_hash == hash => current = to,
+                Ok(Ok(_)) => {}
+                // Missed events: re-read the truth instead of guessing.
+                Ok(Err(_)) => {
+                    events = s.hodl.subscribe();
+                    current = s.hodl.get(&hash).map(|i| i.state).unwrap_or(current);
+                }
+            }
+        }
+    }
+    .await;
+    r.map_err(|e: RpcError| {
+        bump(&s.counters.rpc_errors);
+        e.into()
+    })
+}
+
+pub const LIST: &str = "hodl-list";
+
+pub async fn list(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    let s = p.state().clone();
+    bump(&s.counters.rpc_calls);
+    let r = (|| {
+        let p = Params::parse(LIST, &params, &["state", "limit", "offset"], 0)?;
+        let state = match p.str("state")? {
+            None => None,
+            Some(w) => Some(HodlState::parse(w).ok_or_else(|| {
+                RpcError::invalid(format!("{LIST}: unknown state '{w}' (OPEN, ACCEPTED, SETTLED, CANCELED, EXPIRED)"))
+            })?),
+        };
+        let limit = p.u64("limit")?.unwrap_or(100).min(10_000) as usize;
+        let offset = p.u64("offset")?.unwrap_or(0) as usize;
+        let (total, invs) = s.hodl.list(state, limit, offset);
+        let h = s.blockheight();
+        Ok(json!({
+            "total": total,
+            "invoices": invs.iter().map(|i| invoice_json(i, h)).collect::<Vec<_>>(),
+        }))
+    })();
+    r.map_err(|e: RpcError| {
+        bump(&s.counters.rpc_errors);
+        e.into()
+    })
+}
+
+/// Reads what the state machine needs from an `htlc_accepted` payload.
+fn incoming(v: &Value) -> Option<(PaymentHash, IncomingHtlc)> {
+    let htlc = v.get("htlc")?;
+    let onion = v.get("onion")?;
+    let hash = htlc.get("payment_hash")?.as_str()?.parse().ok()?;
+    let secret = match onion.get("payment_secret").and_then(Value::as_str) {
+        Some(t) => Some(crate::types::decode_hex_array::<32>("payment_secret", t).ok()?),
+        None => None,
+    };
+    Some((
+        hash,
+        IncomingHtlc {
+            key: HtlcKey {
+                scid: htlc.get("short_channel_id")?.as_str()?.parse().ok()?,
+                id: htlc.get("id")?.as_u64()?,
+            },
+            amount: Msat(htlc.get("amount_msat")?.as_u64()?),
+            cltv_expiry: u32::try_from(htlc.get("cltv_expiry")?.as_u64()?).ok()?,
+            cltv_expiry_relative: u32::try_from(htlc.get("cltv_expiry_relative")?.as_u64()?).unwrap_or(0),
+            payment_secret: secret,
+            total_msat: onion.get("total_msat").and_then(Value::as_u64).map(Msat),
+        },
+    ))
+}
+
+fn answer_json(a: &Answer) -> Value {
+    match a {
+        Answer::Resolve(p) => json!({"result": "resolve", "payment_key": p.to_hex()}),
+        Answer::Fail(f) => json!({"result": "fail", "failure_message": f.to_hex()}),
+    }
+}
+
+/// The hook path for a hash ballast claimed. Returns `None` when no hold invoice owns it.
+pub async fn on_claimed_htlc(s: &PluginState, payload: &Value) -> Option<Value> {
+    let Some((hash, htlc)) = incoming(payload) else {
+        log::warn!("htlc_accepted for a claimed hash with an unreadable payload; failing it back");
+        return Some(json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
+            htlc_msat: Msat(payload.pointer("/htlc/amount_msat").and_then(Value::as_u64).unwrap_or(0)),
+            height: s.blockheight(),
+        }.to_hex()}));
+    };
+    let svc = s.hodl.clone();
+    let height = s.blockheight();
+    let reply = match tokio::task::spawn_blocking(move || svc.on_htlc(hash, &htlc, now_unix(), height)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            // The store failed: holding money we cannot record would be worse than failing it.
+            log::error!("hold invoice {hash}: cannot record HTLC ({e}); failing it back");
+            return Some(answer_json(&Answer::Fail(crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
+                htlc_msat: Msat(payload.pointer("/htlc/amount_msat").and_then(Value::as_u64).unwrap_or(0)),
+                height,
+            })));
+        }
+        Err(e) => {
+            log::error!("hold invoice {hash}: internal task failed ({e}); letting lightningd decide");
+            return None;
+        }
+    };
+    match reply {
+        HtlcReply::NotOurs => None,
+        HtlcReply::Now(a) => Some(answer_json(&a)),
+        HtlcReply::Wait(rx) => match rx.await {
+            Ok(a) => Some(answer_json(&a)),
+            // The waiter was replaced by a replay of the same HTLC; this request is stale.
+            Err(_) => Some(json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails { htlc_msat: Msat(0), height: s.blockheight() }.to_hex()})),
+        },
+    }
+}
+
+/// Runs the once-a-second work (MPP timeouts, expiry) until the plugin ends.
+pub async fn run_ticker(s: PluginState) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let svc = s.hodl.clone();
+        match tokio::task::spawn_blocking(move || svc.tick(now_unix())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::error!("hold invoice timer: {e}"),
+            Err(e) => log::error!("hold invoice timer task failed: {e}"),
+        }
+    }
+}
+
+/// Turns service events into custom notifications and log lines.
+pub async fn run_notifier(p: Plugin<PluginState>) {
+    let mut rx = p.state().hodl.subscribe();
+    loop {
+        let e = match rx.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                log::warn!("{n} hold-invoice notifications were dropped (too many at once)");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        publish(&p, e).await;
+    }
+}
+
+pub async fn publish(p: &Plugin<PluginState>, e: HodlEvent) {
+    let (topic, body) = match e {
+        HodlEvent::State {
+            payment_hash,
+            from,
+            to,
+            reason,
+        } => {
+            log::info!("hold invoice {payment_hash}: {from} -> {to}");
+            (
+                "ballast_hodl_state",
+                json!({
+                    "payment_hash": payment_hash.to_hex(),
+                    "old_state": from.as_str(),
+                    "new_state": to.as_str(),
+                    "reason": reason,
+                    "timestamp": now_unix(),
+                }),
+            )
+        }
+        HodlEvent::DeadlineWarning {
+            payment_hash,
+            blocks_to_cancel,
+        } => {
+            let message = format!(
+                "hold invoice {payment_hash}: settle within {blocks_to_cancel} block(s) or ballast cancels it to protect the channel"
+            );
+            log::warn!("{message}");
+            (
+                "ballast_alert",
+                json!({
+                    "type": "hodl_deadline",
+                    "severity": "warning",
+                    "payment_hash": payment_hash.to_hex(),
+                    "blocks_to_cancel": blocks_to_cancel,
+                    "message": message,
+                    "timestamp": now_unix(),
+                }),
+            )
+        }
+        HodlEvent::PartsReleased { payment_hash, count } => {
+            log::info!("hold invoice {payment_hash}: failed {count} part(s) of an incomplete payment");
+            return;
+        }
+    };
+    if let Err(err) = p.send_custom_notification(topic.to_string(), body).await {
+        log::warn!("could not send {topic}: {err}");
+    }
+}

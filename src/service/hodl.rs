@@ -1,0 +1,495 @@
+//! Hold invoices at runtime: the book of invoices, one waiter per held HTLC, and the rule
+//! that the store is flushed before any HTLC is answered.
+
+use crate::engine::claims::ClaimSet;
+use crate::engine::hodl::{
+    CancelReason, DeadlineAction, Failure, HodlError, HodlInvoice, HodlParams, HodlState, HtlcKey,
+    HtlcVerdict, IncomingHtlc,
+};
+use crate::store::{Record, Store, StoreError, TypedTree};
+use crate::types::{PaymentHash, Preimage};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{broadcast, oneshot};
+
+impl Record for HodlInvoice {
+    const VERSION: u8 = 1;
+}
+
+pub const TREE: &str = "hodl_invoices";
+
+/// The final answer for one held HTLC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Resolve(Preimage),
+    Fail(Failure),
+}
+
+/// What an incoming HTLC gets from the service.
+pub enum HtlcReply {
+    /// Answer it now.
+    Now(Answer),
+    /// Answer when this fires (settle, cancel, timeout or stop).
+    Wait(oneshot::Receiver<Answer>),
+    /// Not one of our invoices after all: let lightningd handle it.
+    NotOurs,
+}
+
+/// Something callers may want to announce: a state change or a deadline warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HodlEvent {
+    State {
+        payment_hash: PaymentHash,
+        from: HodlState,
+        to: HodlState,
+        reason: Option<CancelReason>,
+    },
+    DeadlineWarning {
+        payment_hash: PaymentHash,
+        blocks_to_cancel: u32,
+    },
+    /// Parts of an incomplete set were failed (MPP timeout or deadline); stays OPEN.
+    PartsReleased {
+        payment_hash: PaymentHash,
+        count: usize,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("unknown payment_hash {0}")]
+    Unknown(PaymentHash),
+    #[error("an invoice with payment_hash {0} already exists")]
+    Duplicate(PaymentHash),
+    #[error(transparent)]
+    Hodl(#[from] HodlError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no preimage known for {0}: pass the preimage")]
+    NoPreimage(PaymentHash),
+}
+
+#[derive(Default)]
+struct Book {
+    invoices: HashMap<PaymentHash, HodlInvoice>,
+    waiters: HashMap<(PaymentHash, HtlcKey), oneshot::Sender<Answer>>,
+}
+
+pub struct HodlService {
+    store: Store,
+    tree: TypedTree<HodlInvoice>,
+    claims: Arc<ClaimSet>,
+    book: Mutex<Book>,
+    params: HodlParams,
+    events: broadcast::Sender<HodlEvent>,
+}
+
+impl HodlService {
+    /// Loads every invoice; claims the hashes whose HTLCs ballast must still decide.
+    /// `plugin_only_restart` is true when lightningd kept running while the plugin was
+    /// stopped: nothing will be replayed, so HTLCs failed at stop are reconciled now.
+    pub fn load(
+        store: Store,
+        claims: Arc<ClaimSet>,
+        params: HodlParams,
+        plugin_only_restart: bool,
+        now: u64,
+    ) -> Result<(Self, Vec<HodlEvent>), ServiceError> {
+        let tree: TypedTree<HodlInvoice> = store.tree(TREE)?;
+        let mut book = Book::default();
+        let mut events = Vec::new();
+        for item in tree.iter() {
+            // An unreadable record is an error, not a skip: skipping could leave HTLCs of a
+            // paid invoice to be failed by lightningd.
+            let (_, mut inv) = item?;
+            if plugin_only_restart {
+                if let Some((from, to)) = inv.reconcile_after_plugin_restart(now) {
+                    events.push(HodlEvent::State {
+                        payment_hash: inv.payment_hash,
+                        from,
+                        to,
+                        reason: inv.cancel_reason,
+                    });
+                }
+                tree.put(inv.payment_hash.0, &inv)?;
+            }
+            if wants_claim(inv.state) {
+                claims.claim(inv.payment_hash);
+            }
+            book.invoices.insert(inv.payment_hash, inv);
+        }
+        if plugin_only_restart {
+            store.flush()?;
+        }
+        let (tx, _) = broadcast::channel(1024);
+        Ok((
+            HodlService {
+                store,
+                tree,
+                claims,
+                book: Mutex::new(book),
+                params,
+                events: tx,
+            },
+            events,
+        ))
+    }
+
+    pub fn params(&self) -> &HodlParams {
+        &self.params
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<HodlEvent> {
+        self.events.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        // A panic while holding the lock cannot leave the maps half-written in a way that
+        // matters more than refusing every later HTLC would.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, e: HodlEvent) {
+        // No subscribers is fine.
+        let _ = self.events.send(e);
+    }
+
+    fn emit_transition(&self, inv: &HodlInvoice, (from, to): (HodlState, HodlState)) {
+        self.emit(HodlEvent::State {
+            payment_hash: inv.payment_hash,
+            from,
+            to,
+            reason: inv.cancel_reason,
+        });
+    }
+
+    /// Adds a new invoice, durably, before anyone can pay it.
+    pub fn create(&self, inv: HodlInvoice) -> Result<HodlInvoice, ServiceError> {
+        let hash = inv.payment_hash;
+        {
+            let mut book = self.lock();
+            if book.invoices.contains_key(&hash) {
+                return Err(ServiceError::Duplicate(hash));
+            }
+            self.tree.put(hash.0, &inv)?;
+            book.invoices.insert(hash, inv.clone());
+        }
+        self.store.flush()?;
+        self.claims.claim(hash);
+        Ok(inv)
+    }
+
+    pub fn get(&self, hash: &PaymentHash) -> Option<HodlInvoice> {
+        self.lock().invoices.get(hash).cloned()
+    }
+
+    /// Invoices, newest first, optionally of one state.
+    pub fn list(&self, state: Option<HodlState>, limit: usize, offset: usize) -> (usize, Vec<HodlInvoice>) {
+        let book = self.lock();
+        let mut all: Vec<&HodlInvoice> = book
+            .invoices
+            .values()
+            .filter(|i| state.is_none_or(|s| i.state == s))
+            .collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.payment_hash.cmp(&b.payment_hash)));
+        let total = all.len();
+        (total, all.into_iter().skip(offset).take(limit).cloned().collect())
+    }
+
+    pub fn counts(&self) -> HashMap<HodlState, usize> {
+        let mut m = HashMap::new();
+        for i in self.lock().invoices.values() {
+            *m.entry(i.state).or_default() += 1;
+        }
+        m
+    }
+
+    /// Decides an HTLC for a claimed hash. Flushes before returning any final answer.
+    pub fn on_htlc(
+        &self,
+        hash: PaymentHash,
+        htlc: &IncomingHtlc,
+        now: u64,
+        height: u32,
+    ) -> Result<HtlcReply, ServiceError> {
+        let (reply, transition, must_flush, inv) = {
+            let mut book = self.lock();
+            let Some(inv) = book.invoices.get_mut(&hash) else {
+                return Ok(HtlcReply::NotOurs);
+            };
+            let outcome = inv.on_htlc(htlc, now, height, &self.params);
+            if outcome.changed {
+                self.tree.put(hash.0, inv)?;
+            }
+            let snapshot = inv.clone();
+            let reply = match outcome.verdict {
+                HtlcVerdict::Hold => {
+                    let (tx, rx) = oneshot::channel();
+                    // A replay replaces the waiter of the previous lightningd run, whose
+                    // request no longer exists.
+                    book.waiters.insert((hash, htlc.key), tx);
+                    HtlcReply::Wait(rx)
+                }
+                HtlcVerdict::Resolve(p) => HtlcReply::Now(Answer::Resolve(p)),
+                HtlcVerdict::Fail(f) => HtlcReply::Now(Answer::Fail(f)),
+            };
+            // Parts that merely join a set are recovered from lightningd's replay if lost;
+            // a state change or an answer is not, so those are made durable first.
+            let must_flush = outcome.transition.is_some() || (outcome.changed && matches!(reply, HtlcReply::Now(_)));
+            (reply, outcome.transition, must_flush, snapshot)
+        };
+        if must_flush {
+            self.store.flush()?;
+        }
+        if let Some(t) = transition {
+            self.emit_transition(&inv, t);
+        }
+        Ok(reply)
+    }
+
+    /// Settles with `preimage`, or with the stored preimage when only `hash` is given.
+    pub fn settle(
+        &self,
+        preimage: Option<Preimage>,
+        hash: Option<PaymentHash>,
+        now: u64,
+    ) -> Result<HodlInvoice, ServiceError> {
+        let (inv, answers, t) = {
+            let mut book = self.lock();
+            let hash = match (preimage, hash) {
+                (Some(p), _) => p.payment_hash(),
+                (None, Some(h)) => h,
+                (None, None) => return Err(ServiceError::NoPreimage(PaymentHash([0; 32]))),
+            };
+            let inv = book.invoices.get_mut(&hash).ok_or(ServiceError::Unknown(hash))?;
+            let pre = preimage.or(inv.preimage).ok_or(ServiceError::NoPreimage(hash))?;
+            let mut next = inv.clone();
+            let (keys, t) = next.settle(pre, now)?;
+            self.tree.put(hash.0, &next)?;
+            *inv = next.clone();
+            let answers = take_waiters(&mut book, hash, &keys, Answer::Resolve(pre));
+            (next, answers, t)
+        };
+        // Durable before any HTLC is claimed: after a crash the replay must find SETTLED.
+        self.store.flush()?;
+        deliver(answers);
+        self.emit_transition(&inv, t);
+        Ok(inv)
+    }
+
+    pub fn cancel(
+        &self,
+        hash: PaymentHash,
+        reason: CancelReason,
+        now: u64,
+        height: u32,
+    ) -> Result<HodlInvoice, ServiceError> {
+        let (inv, answers, t) = {
+            let mut book = self.lock();
+            let inv = book.invoices.get_mut(&hash).ok_or(ServiceError::Unknown(hash))?;
+            let mut next = inv.clone();
+            let (keys, t) = next.cancel(reason, now)?;
+            self.tree.put(hash.0, &next)?;
+            *inv = next.clone();
+            let answers = fail_waiters(&mut book, &next, &keys, height);
+            (next, answers, t)
+        };
+        self.store.flush()?;
+        self.claims.release(&hash);
+        deliver(answers);
+        self.emit_transition(&inv, t);
+        Ok(inv)
+    }
+
+    /// Periodic work: MPP timeouts and expiry. Returns how many invoices changed.
+    pub fn tick(&self, now: u64) -> Result<usize, ServiceError> {
+        let mut answers = Vec::new();
+        let mut events = Vec::new();
+        let mut released_claims = Vec::new();
+        {
+            let mut book = self.lock();
+            let hashes: Vec<PaymentHash> = book
+                .invoices
+                .values()
+                .filter(|i| i.state == HodlState::Open)
+                .map(|i| i.payment_hash)
+                .collect();
+            for hash in hashes {
+                let Some(inv) = book.invoices.get_mut(&hash) else { continue };
+                let keys = inv.mpp_timeout(now, &self.params);
+                let expired = inv.expire(now);
+                if keys.is_empty() && expired.is_none() {
+                    continue;
+                }
+                self.tree.put(hash.0, inv)?;
+                let snapshot = inv.clone();
+                if !keys.is_empty() {
+                    events.push(HodlEvent::PartsReleased {
+                        payment_hash: hash,
+                        count: keys.len(),
+                    });
+                    answers.extend(take_waiters(&mut book, hash, &keys, Answer::Fail(Failure::MppTimeout)));
+                }
+                if let Some((from, to)) = expired {
+                    released_claims.push(hash);
+                    events.push(HodlEvent::State {
+                        payment_hash: hash,
+                        from,
+                        to,
+                        reason: snapshot.cancel_reason,
+                    });
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        self.store.flush()?;
+        for h in &released_claims {
+            self.claims.release(h);
+        }
+        deliver(answers);
+        let n = events.len();
+        for e in events {
+            self.emit(e);
+        }
+        Ok(n)
+    }
+
+    /// A new block: warn about and enforce HTLC deadlines.
+    pub fn on_block(&self, height: u32, now: u64) -> Result<Vec<HodlEvent>, ServiceError> {
+        let mut to_cancel = Vec::new();
+        let mut events = Vec::new();
+        let mut answers = Vec::new();
+        {
+            let mut book = self.lock();
+            let hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
+            for hash in hashes {
+                let Some(inv) = book.invoices.get_mut(&hash) else { continue };
+                match inv.on_block(height, &self.params) {
+                    DeadlineAction::None => {}
+                    DeadlineAction::Warn { blocks_to_cancel } => events.push(HodlEvent::DeadlineWarning {
+                        payment_hash: hash,
+                        blocks_to_cancel,
+                    }),
+                    DeadlineAction::Cancel => to_cancel.push(hash),
+                    DeadlineAction::ReleaseParts => {
+                        // Taken before the parts are dropped from the invoice.
+                        let amounts: HashMap<HtlcKey, crate::types::Msat> =
+                            inv.htlcs.iter().map(|h| (h.key, h.amount)).collect();
+                        let keys = inv.release_parts(now);
+                        self.tree.put(hash.0, inv)?;
+                        events.push(HodlEvent::PartsReleased {
+                            payment_hash: hash,
+                            count: keys.len(),
+                        });
+                        let snapshot = inv.clone();
+                        answers.extend(fail_waiters_of(&mut book, &snapshot, &keys, height, &amounts));
+                    }
+                }
+            }
+        }
+        if !answers.is_empty() {
+            self.store.flush()?;
+            deliver(answers);
+        }
+        for e in &events {
+            self.emit(e.clone());
+        }
+        for hash in to_cancel {
+            // Another caller may have settled or canceled it since: that is fine.
+            match self.cancel(hash, CancelReason::Deadline, now, height) {
+                Ok(_) | Err(ServiceError::Hodl(HodlError::IllegalTransition { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(events)
+    }
+
+    /// The plugin is stopping: answer every held HTLC rather than abandon it.
+    pub fn stop(&self, now: u64, height: u32) -> Result<usize, ServiceError> {
+        let mut answers = Vec::new();
+        {
+            let mut book = self.lock();
+            let hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
+            for hash in hashes {
+                let Some(inv) = book.invoices.get_mut(&hash) else { continue };
+                match (inv.state, inv.preimage) {
+                    (HodlState::Settled, Some(p)) => {
+                        let keys: Vec<HtlcKey> = inv.htlcs.iter().map(|h| h.key).collect();
+                        answers.extend(take_waiters(&mut book, hash, &keys, Answer::Resolve(p)));
+                    }
+                    _ => {
+                        let keys = inv.release_at_stop(now);
+                        if keys.is_empty() {
+                            continue;
+                        }
+                        self.tree.put(hash.0, inv)?;
+                        let snapshot = inv.clone();
+                        answers.extend(fail_waiters(&mut book, &snapshot, &keys, height));
+                    }
+                }
+            }
+        }
+        self.store.flush()?;
+        let n = answers.len();
+        deliver(answers);
+        Ok(n)
+    }
+
+    /// How many HTLCs are waiting for an answer right now.
+    pub fn held_count(&self) -> usize {
+        self.lock().waiters.len()
+    }
+}
+
+fn wants_claim(s: HodlState) -> bool {
+    // Settled invoices stay claimed so a replayed HTLC is resolved, not failed.
+    matches!(s, HodlState::Open | HodlState::Accepted | HodlState::Settled)
+}
+
+type Delivery = (oneshot::Sender<Answer>, Answer);
+
+fn take_waiters(book: &mut Book, hash: PaymentHash, keys: &[HtlcKey], answer: Answer) -> Vec<Delivery> {
+    take_waiters_with(book, hash, keys, |_| answer.clone())
+}
+
+fn take_waiters_with(
+    book: &mut Book,
+    hash: PaymentHash,
+    keys: &[HtlcKey],
+    answer: impl Fn(&HtlcKey) -> Answer,
+) -> Vec<Delivery> {
+    keys.iter()
+        .filter_map(|k| book.waiters.remove(&(hash, *k)).map(|tx| (tx, answer(k))))
+        .collect()
+}
+
+/// Fails the waiters of `keys` with BOLT 4's incorrect_or_unknown_payment_details, each
+/// carrying its own HTLC amount as the spec asks.
+fn fail_waiters(book: &mut Book, inv: &HodlInvoice, keys: &[HtlcKey], height: u32) -> Vec<Delivery> {
+    let amounts: HashMap<HtlcKey, crate::types::Msat> = inv.htlcs.iter().map(|h| (h.key, h.amount)).collect();
+    fail_waiters_of(book, inv, keys, height, &amounts)
+}
+
+fn fail_waiters_of(
+    book: &mut Book,
+    inv: &HodlInvoice,
+    keys: &[HtlcKey],
+    height: u32,
+    amounts: &HashMap<HtlcKey, crate::types::Msat>,
+) -> Vec<Delivery> {
+    take_waiters_with(book, inv.payment_hash, keys, |k| {
+        Answer::Fail(Failure::IncorrectOrUnknownPaymentDetails {
+            htlc_msat: amounts.get(k).copied().unwrap_or(inv.amount),
+            height,
+        })
+    })
+}
+
+fn deliver(answers: Vec<Delivery>) {
+    for (tx, a) in answers {
+        // The hook call may be gone (lightningd restarted); its replay will be answered.
+        let _ = tx.send(a);
+    }
+}

@@ -87,6 +87,6 @@ pub async fn shutdown(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::E
         }
         Err(e) => log::error!("stopping hold invoices failed: {e}"),
     }
-    p.shutdown()?;
+    p.state().stop.notify_one();
     Ok(())
 }

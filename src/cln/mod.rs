@@ -181,7 +181,12 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     let node = ClnNode::new(Path::new(&conf.lightning_dir).join(&conf.rpc_file));
     // Learn the chain tip now so deadlines are right before the first block_added.
     let (node_id, height) = match tokio::time::timeout(Duration::from_secs(10), node.info()).await {
-        Ok(Ok(info)) => (Some(info.id), info.blockheight),
+        Ok(Ok(info)) => {
+            if let Err(e) = store.set_tip(info.blockheight) {
+                log::warn!("could not record the chain tip: {e}");
+            }
+            (Some(info.id), info.blockheight)
+        }
         Ok(Err(e)) => {
             log::warn!("getinfo failed at start-up ({e}); using the stored tip until block_added");
             (None, store.tip().ok().flatten().unwrap_or(0))
@@ -204,6 +209,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         started: std::time::Instant::now(),
         hodl_defaults,
         blockheight: height.into(),
+        stop: tokio::sync::Notify::new(),
     });
     let plugin = configured.start(state.clone()).await?;
     tokio::spawn(hodl::run_notifier(plugin.clone()));
@@ -226,7 +232,10 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         conf.network,
         db_path.display()
     );
-    plugin.join().await?;
+    tokio::select! {
+        r = plugin.join() => r?,
+        _ = state.stop.notified() => {}
+    }
     tokio::task::spawn_blocking(move || store.flush()).await??;
     Ok(())
 }

@@ -27,6 +27,9 @@ pub struct Shared {
     /// Defaults for new hold invoices, from options.
     pub hodl_defaults: HodlDefaults,
     pub blockheight: AtomicU32,
+    /// Fired by the `shutdown` notification. A `Notify` keeps the signal even when it
+    /// arrives before the main task starts waiting (lightningd may stop us right after init).
+    pub stop: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -85,10 +85,15 @@ pub fn parse_plugin_message(msg: &Value) -> Result<FromPlugin, String> {
             problems.push(format!("`id` must be a string or a number, got {id}"));
         }
         if obj.contains_key("method") {
-            problems.push("plugins may not send requests over stdout (message has both `id` and `method`)".into());
+            problems.push(
+                "plugins may not send requests over stdout (message has both `id` and `method`)".into(),
+            );
         }
         for k in obj.keys() {
-            if !matches!(k.as_str(), "jsonrpc" | "id" | "result" | "error" | "method" | "params") {
+            if !matches!(
+                k.as_str(),
+                "jsonrpc" | "id" | "result" | "error" | "method" | "params"
+            ) {
                 problems.push(format!("unexpected member `{k}` in response"));
             }
         }
@@ -121,7 +126,9 @@ pub fn parse_plugin_message(msg: &Value) -> Result<FromPlugin, String> {
             Some(Value::String(method)) => {
                 let params = obj.get("params").cloned().unwrap_or(Value::Null);
                 if !params.is_object() {
-                    problems.push(format!("notification `{method}`: `params` must be an object, got {params}"));
+                    problems.push(format!(
+                        "notification `{method}`: `params` must be an object, got {params}"
+                    ));
                 }
                 for k in obj.keys() {
                     if !matches!(k.as_str(), "jsonrpc" | "method" | "params") {
@@ -145,7 +152,10 @@ pub fn parse_plugin_message(msg: &Value) -> Result<FromPlugin, String> {
     };
     match (problems.is_empty(), result) {
         (true, Some(r)) => Ok(r),
-        _ => Err(format!("invalid JSON-RPC message ({}): {msg}", problems.join("; "))),
+        _ => Err(format!(
+            "invalid JSON-RPC message ({}): {msg}",
+            problems.join("; ")
+        )),
     }
 }
 
@@ -163,7 +173,10 @@ pub fn parse_error_object(e: &Value) -> Result<JsonRpcError, String> {
         .get("message")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("`error.message` must be a string: {e}"))?;
-    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "code" | "message" | "data")) {
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "code" | "message" | "data"))
+    {
         return Err(format!("unexpected member `{k}` in error object: {e}"));
     }
     Ok(JsonRpcError {
@@ -206,7 +219,10 @@ pub fn check_rpc_request_envelope(msg: &Value) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("invalid JSON-RPC request ({}): {msg}", problems.join("; ")))
+        Err(format!(
+            "invalid JSON-RPC request ({}): {msg}",
+            problems.join("; ")
+        ))
     }
 }
 
@@ -238,7 +254,9 @@ pub fn parse_log(params: &Value) -> Result<LogEntry, String> {
             message: m.to_string(),
         }),
         (Some(l), Some(_)) => Err(format!("log notification with unknown level `{l}`: {params}")),
-        _ => Err(format!("log notification needs string `level` and `message`: {params}")),
+        _ => Err(format!(
+            "log notification needs string `level` and `message`: {params}"
+        )),
     }
 }
 
@@ -390,7 +408,10 @@ pub fn check_manifest(result: &Value) -> Result<Manifest, String> {
                     problems.push(format!("{what}: needs a string `usage`"));
                 }
                 for k in ro.keys() {
-                    if !matches!(k.as_str(), "name" | "description" | "usage" | "long_description" | "deprecated") {
+                    if !matches!(
+                        k.as_str(),
+                        "name" | "description" | "usage" | "long_description" | "deprecated"
+                    ) {
                         problems.push(format!("{what}: unknown member `{k}`"));
                     }
                 }
@@ -502,7 +523,9 @@ pub fn check_manifest(result: &Value) -> Result<Manifest, String> {
 
 fn check_option(o: &Value) -> Result<ManifestOption, String> {
     let what = format!("option {o}");
-    let obj = o.as_object().ok_or_else(|| format!("{what}: must be an object"))?;
+    let obj = o
+        .as_object()
+        .ok_or_else(|| format!("{what}: must be an object"))?;
     let mut problems = Vec::new();
     let name = match obj.get("name").and_then(Value::as_str) {
         Some(n) if !n.is_empty() && !n.starts_with('-') => n.to_string(),
@@ -517,7 +540,9 @@ fn check_option(o: &Value) -> Result<ManifestOption, String> {
         Some("bool") => Some(OptionType::Bool),
         Some("flag") => Some(OptionType::Flag),
         other => {
-            problems.push(format!("`type` must be one of string/int/bool/flag, got {other:?}"));
+            problems.push(format!(
+                "`type` must be one of string/int/bool/flag, got {other:?}"
+            ));
             None
         }
     };
@@ -597,7 +622,11 @@ pub fn init_options(manifest: &Manifest, set: &[(String, Value)]) -> Result<Map<
         }
     }
     for opt in &manifest.options {
-        let given: Vec<&Value> = set.iter().filter(|(n, _)| *n == opt.name).map(|(_, v)| v).collect();
+        let given: Vec<&Value> = set
+            .iter()
+            .filter(|(n, _)| *n == opt.name)
+            .map(|(_, v)| v)
+            .collect();
         if given.is_empty() {
             match (&opt.default, opt.kind) {
                 (Some(d), _) => {
@@ -632,7 +661,11 @@ pub fn init_options(manifest: &Manifest, set: &[(String, Value)]) -> Result<Map<
             out.insert(opt.name.clone(), Value::Array(values));
         } else {
             if given.len() > 1 {
-                return Err(format!("option `{}` given {} times but is not multi", opt.name, given.len()));
+                return Err(format!(
+                    "option `{}` given {} times but is not multi",
+                    opt.name,
+                    given.len()
+                ));
             }
             out.insert(opt.name.clone(), coerce(opt, given[0])?);
         }
@@ -719,23 +752,46 @@ mod tests {
         assert_eq!(m.option("ballast-n").unwrap().kind, OptionType::Int);
     }
 
+    type Mutation = Box<dyn Fn(&mut Value)>;
+
     #[test]
     fn bad_manifests_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        let cases: Vec<(&str, Mutation)> = vec![
             ("type", Box::new(|m| m["options"][0]["type"] = json!("float"))),
-            ("default", Box::new(|m| m["options"][1]["default"] = json!("three"))),
-            ("description", Box::new(|m| {
-                m["rpcmethods"][0].as_object_mut().unwrap().remove("description");
-            })),
-            ("clashes", Box::new(|m| m["rpcmethods"][0]["name"] = json!("getinfo"))),
-            ("not a hook", Box::new(|m| m["hooks"][0]["name"] = json!("no_such_hook"))),
-            ("native", Box::new(|m| m["notifications"][0]["method"] = json!("block_added"))),
-            ("must be an object", Box::new(|m| m["hooks"][0] = json!("htlc_accepted"))),
+            (
+                "default",
+                Box::new(|m| m["options"][1]["default"] = json!("three")),
+            ),
+            (
+                "description",
+                Box::new(|m| {
+                    m["rpcmethods"][0].as_object_mut().unwrap().remove("description");
+                }),
+            ),
+            (
+                "clashes",
+                Box::new(|m| m["rpcmethods"][0]["name"] = json!("getinfo")),
+            ),
+            (
+                "not a hook",
+                Box::new(|m| m["hooks"][0]["name"] = json!("no_such_hook")),
+            ),
+            (
+                "native",
+                Box::new(|m| m["notifications"][0]["method"] = json!("block_added")),
+            ),
+            (
+                "must be an object",
+                Box::new(|m| m["hooks"][0] = json!("htlc_accepted")),
+            ),
             ("boolean", Box::new(|m| m["dynamic"] = json!("yes"))),
-            ("declared twice", Box::new(|m| {
-                let o = m["options"][0].clone();
-                m["options"].as_array_mut().unwrap().push(o);
-            })),
+            (
+                "declared twice",
+                Box::new(|m| {
+                    let o = m["options"][0].clone();
+                    m["options"].as_array_mut().unwrap().push(o);
+                }),
+            ),
         ];
         for (needle, mutate) in cases {
             let mut m = manifest();
@@ -805,7 +861,10 @@ mod tests {
         assert!(parse_log(&json!({"level": "warn", "message": "m"})).is_ok());
         assert!(parse_log(&json!({"level": "io", "message": "m"})).is_err());
         assert!(parse_log(&json!({"level": "info"})).is_err());
-        assert!(check_rpc_request_envelope(&json!({"jsonrpc": "2.0", "id": 1, "method": "getinfo", "params": {}})).is_ok());
+        assert!(check_rpc_request_envelope(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "getinfo", "params": {}})
+        )
+        .is_ok());
         assert!(check_rpc_request_envelope(&json!({"jsonrpc": "2.0", "method": "getinfo"})).is_err());
         assert!(check_rpc_request_envelope(&json!({"id": 1, "method": "getinfo"})).is_err());
     }

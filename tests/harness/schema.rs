@@ -227,13 +227,7 @@ impl Schemas {
 
     /// Validates `instance` against one sub-schema, listing every violation
     /// with its JSON path.
-    pub fn validate(
-        &self,
-        kind: Kind,
-        name: &str,
-        part: Part,
-        instance: &Value,
-    ) -> Result<(), String> {
+    pub fn validate(&self, kind: Kind, name: &str, part: Part, instance: &Value) -> Result<(), String> {
         let compiled = self.compiled(kind, name, part)?;
         let problems: Vec<String> = compiled
             .validator
@@ -271,12 +265,7 @@ impl Schemas {
         // Compile outside the lock: some schemas are large, and tests run
         // on several threads.
         let built = self.build(kind, name, part).map(Arc::new);
-        self.cache
-            .lock()
-            .unwrap()
-            .entry(key)
-            .or_insert(built)
-            .clone()
+        self.cache.lock().unwrap().entry(key).or_insert(built).clone()
     }
 
     fn build(&self, kind: Kind, name: &str, part: Part) -> Result<Compiled, String> {
@@ -291,8 +280,8 @@ impl Schemas {
                 path.display()
             )
         })?;
-        let file: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?;
+        let file: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?;
         let key = match part {
             Part::Request => "request",
             Part::Response => "response",
@@ -300,8 +289,8 @@ impl Schemas {
         let raw = file
             .get(key)
             .ok_or_else(|| format!("{}: no `{key}` sub-schema", path.display()))?;
-        let mut converted = convert(raw, kind.flow(part))
-            .map_err(|e| format!("{}: {key}: {e}", path.display()))?;
+        let mut converted =
+            convert(raw, kind.flow(part)).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
         // Every top-level message body is an object (RPC params given by
         // name, results, hook payloads, notification payloads). CLN's
         // schemas often leave that implicit at the root.
@@ -315,10 +304,7 @@ impl Schemas {
             .get("properties")
             .and_then(Value::as_object)
             .map_or(0, Map::len);
-        let required_count = raw
-            .get("required")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
+        let required_count = raw.get("required").and_then(Value::as_array).map_or(0, Vec::len);
         Ok(Compiled {
             validator,
             property_count,
@@ -747,7 +733,11 @@ mod tests {
             unexpected.is_empty(),
             "{} failures:\n{}",
             unexpected.len(),
-            unexpected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+            unexpected
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert_eq!(failures.len(), KNOWN_BAD.len(), "{failures:#?}");
     }
@@ -755,7 +745,8 @@ mod tests {
     #[test]
     fn htlc_accepted_payload_good_and_bad() {
         let s = schemas();
-        s.check_hook_request("htlc_accepted", &good_htlc_accepted()).unwrap();
+        s.check_hook_request("htlc_accepted", &good_htlc_accepted())
+            .unwrap();
 
         let mut missing = good_htlc_accepted();
         missing["htlc"].as_object_mut().unwrap().remove("payment_hash");
@@ -815,7 +806,9 @@ mod tests {
         assert!(s
             .check_hook_response("htlc_accepted", &json!({"result": "continue", "x": 1}))
             .is_err());
-        assert!(s.check_hook_response("htlc_accepted", &json!("continue")).is_err());
+        assert!(s
+            .check_hook_response("htlc_accepted", &json!("continue"))
+            .is_err());
     }
 
     #[test]
@@ -857,7 +850,8 @@ mod tests {
         let s = schemas();
         s.check_rpc_request("getinfo", &json!([])).unwrap();
         assert!(s.check_rpc_request("getinfo", &json!([1])).is_err());
-        s.check_rpc_request("setchannel", &json!(["all", 1000, 10])).unwrap();
+        s.check_rpc_request("setchannel", &json!(["all", 1000, 10]))
+            .unwrap();
         // `id` is required
         assert!(s.check_rpc_request("setchannel", &json!([])).is_err());
         assert!(s.check_rpc_request("signinvoice", &json!({})).is_err());
@@ -876,7 +870,8 @@ mod tests {
             .check_notification("block_added", &json!({"hash": "xyz", "height": 1}))
             .is_err());
         s.check_notification("shutdown", &json!({})).unwrap();
-        s.check_notification("ballast_anything", &json!({"a": 1})).unwrap();
+        s.check_notification("ballast_anything", &json!({"a": 1}))
+            .unwrap();
         assert!(s.check_notification("ballast_anything", &json!([1])).is_err());
         let err = s.check_notification("no_such_topic", &json!({})).unwrap_err();
         assert!(err.contains("no CLN schema"), "{err}");
@@ -939,9 +934,7 @@ mod tests {
 
     #[test]
     fn refuses_path_tricks() {
-        let err = schemas()
-            .check_rpc_response("../Cargo", &json!({}))
-            .unwrap_err();
+        let err = schemas().check_rpc_response("../Cargo", &json!({})).unwrap_err();
         assert!(err.contains("invalid"), "{err}");
     }
 }

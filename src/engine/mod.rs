@@ -5,4 +5,5 @@
 
 pub mod bolt11;
 pub mod claims;
+pub mod fees;
 pub mod hodl;

@@ -19,6 +19,7 @@ pub struct Counters {
     pub peer_disconnects: AtomicU64,
     pub rpc_calls: AtomicU64,
     pub rpc_errors: AtomicU64,
+    pub fee_changes: AtomicU64,
 }
 
 pub fn bump(c: &AtomicU64) {
@@ -40,6 +41,7 @@ pub struct CountersSnapshot {
     pub peer_disconnects: u64,
     pub rpc_calls: u64,
     pub rpc_errors: u64,
+    pub fee_changes: u64,
 }
 
 impl Counters {
@@ -59,6 +61,7 @@ impl Counters {
             peer_disconnects: g(&self.peer_disconnects),
             rpc_calls: g(&self.rpc_calls),
             rpc_errors: g(&self.rpc_errors),
+            fee_changes: g(&self.fee_changes),
         }
     }
 }

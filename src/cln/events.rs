@@ -12,10 +12,11 @@ fn payload<'a>(topic: &str, params: &'a Value) -> &'a Value {
     params.get(topic).unwrap_or(params)
 }
 
-pub async fn forward_event(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::Error> {
+pub async fn forward_event(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow::Error> {
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.forward_events);
+    super::fees::on_forward_event(s, payload("forward_event", &v));
     Ok(())
 }
 

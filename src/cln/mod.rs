@@ -2,6 +2,7 @@
 //! the `Node` implementation over lightningd's RPC socket.
 
 mod events;
+mod fees;
 mod hodl;
 mod hooks;
 pub mod node;
@@ -17,6 +18,8 @@ use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
 use crate::engine::hodl::HodlParams;
 use crate::node::Node;
+use crate::engine::fees::FeeConfig;
+use crate::service::fees::FeeService;
 use crate::service::hodl::HodlService;
 use crate::service::income::Income;
 use crate::store::Store;
@@ -72,6 +75,14 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         .option(options::HODL_MPP_TIMEOUT)
         .option(options::HODL_EXPIRY)
         .option(options::HODL_CLTV)
+        .option(options::FEE_POLICY_FILE)
+        .option(options::FEE_DRY_RUN)
+        .option(options::FEE_MIN_DELTA)
+        .option(options::FEE_MIN_DELTA_PERCENT)
+        .option(options::FEE_MIN_INTERVAL)
+        .option(options::FEE_COALESCE)
+        .option(options::FEE_INTERVAL)
+        .option(options::FEE_FLOW_WINDOW)
         .notification(NotificationTopic::new("ballast_hodl_state"))
         .notification(NotificationTopic::new("ballast_alert"))
         .hook_from_builder(HookBuilder::new("htlc_accepted", hooks::htlc_accepted))
@@ -111,6 +122,26 @@ pub async fn run_plugin() -> anyhow::Result<()> {
             RpcMethodBuilder::new(hodl::LIST, hodl::list)
                 .description("List hold invoices, newest first")
                 .usage("[state] [limit] [offset]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(fees::PREVIEW, fees::preview)
+                .description("Dry run of the fee policy: per channel the current and target fee, the rule, inputs and when it would apply")
+                .usage("[scid]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(fees::APPLY, fees::apply)
+                .description("Apply the fee policy now (force skips min-delta, start-up hold and rate limit)")
+                .usage("[scid] [force]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(fees::HISTORY, fees::history)
+                .description("Fee changes ballast made, newest first, with trigger, rule and explanation")
+                .usage("[scid] [limit]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(fees::POLICY, fees::policy)
+                .description("Show the fee policy, or replace it with a JSON policy, TOML text or a TOML file")
+                .usage("[policy] [toml] [file]"),
         );
 
     // `None` means lightningd only wanted the manifest (`lightningd --help`).
@@ -118,7 +149,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         return Ok(());
     };
     let conf = configured.configuration();
-    let hodl_settings = (|| {
+    let settings = (|| {
         let int = |o: &cln_plugin::options::DefaultIntegerConfigOption, min, max| -> Result<i64, String> {
             let v = configured.option(o).map_err(|e| e.to_string())?;
             options::bounded(o.name(), v, min, max)
@@ -138,9 +169,23 @@ pub async fn run_plugin() -> anyhow::Result<()> {
                 defaults.cltv, params.cancel_blocks
             ));
         }
-        Ok((params, defaults))
+        let fee_cfg = FeeConfig {
+            min_delta_ppm: int(&options::FEE_MIN_DELTA, 0, 1_000_000)? as u32,
+            min_delta_ratio: int(&options::FEE_MIN_DELTA_PERCENT, 0, 100)? as f64 / 100.0,
+            // CLN itself refuses channel updates closer than 5 minutes apart.
+            min_interval_secs: int(&options::FEE_MIN_INTERVAL, 300, 30 * 86_400)? as u64,
+            coalesce_secs: int(&options::FEE_COALESCE, 0, 86_400)? as u64,
+            dry_run: configured.option(&options::FEE_DRY_RUN).map_err(|e| e.to_string())?,
+        };
+        let fee_interval = int(&options::FEE_INTERVAL, 60, 30 * 86_400)? as u64;
+        let flow_window = int(&options::FEE_FLOW_WINDOW, 300, 90 * 86_400)? as u64;
+        let policy_file = configured
+            .option(&options::FEE_POLICY_FILE)
+            .map_err(|e| e.to_string())?
+            .filter(|p| !p.is_empty());
+        Ok((params, defaults, (fee_cfg, fee_interval, flow_window, policy_file)))
     })();
-    let (hodl_params, hodl_defaults) = match hodl_settings {
+    let (hodl_params, hodl_defaults, (fee_cfg, fee_interval, flow_window, policy_file)) = match settings {
         Ok(v) => v,
         Err(reason) => {
             let reason = format!("ballast disabled: {reason}");
@@ -157,17 +202,21 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     let opened = {
         let path = db_path.clone();
         let claims = claims.clone();
+        let lightning_dir = conf.lightning_dir.clone();
         tokio::task::spawn_blocking(move || {
             let store = Store::open(&path, now_unix())?;
             store.record_start()?;
             let (hodl, events) =
                 HodlService::load(store.clone(), claims, hodl_params, plugin_only_restart, now_unix())?;
             let income = Income::open(&store)?;
-            Ok::<_, anyhow::Error>((store, hodl, events, income))
+            let policy_path = policy_file.map(|p| options::resolve_db_path(&lightning_dir, &p));
+            let (fees, fee_warnings) =
+                FeeService::load(store.clone(), fee_cfg, flow_window, policy_path.as_deref(), now_unix())?;
+            Ok::<_, anyhow::Error>((store, hodl, events, income, fees, fee_warnings))
         })
         .await?
     };
-    let (store, hodl, startup_events, income) = match opened {
+    let (store, hodl, startup_events, income, fees, fee_warnings) = match opened {
         Ok(s) => s,
         Err(e) => {
             // lightningd logs the disable reason and keeps running without us.
@@ -204,6 +253,8 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         claims,
         hodl: Arc::new(hodl),
         income: Arc::new(income),
+        fees: Arc::new(fees),
+        awaited: Default::default(),
         network: conf.network.clone(),
         node_id,
         started: std::time::Instant::now(),
@@ -214,6 +265,10 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     let plugin = configured.start(state.clone()).await?;
     tokio::spawn(hodl::run_notifier(plugin.clone()));
     tokio::spawn(hodl::run_ticker(state.clone()));
+    tokio::spawn(fees::run_loop(state.clone(), Duration::from_secs(fee_interval)));
+    for w in fee_warnings {
+        log::warn!("fee policy: {w}");
+    }
     for e in startup_events {
         hodl::publish(&plugin, e).await;
     }

@@ -1,6 +1,9 @@
 //! The plugin's `ballast-*` options, as lightningd shows them in `listconfigs`.
 
-use cln_plugin::options::{ConfigOption, DefaultIntegerConfigOption, DefaultStringConfigOption};
+use cln_plugin::options::{
+    ConfigOption, DefaultBooleanConfigOption, DefaultIntegerConfigOption, DefaultStringConfigOption,
+    StringConfigOption,
+};
 use std::path::{Path, PathBuf};
 
 pub const DB_PATH: DefaultStringConfigOption = ConfigOption::new_str_with_default(
@@ -37,6 +40,53 @@ pub const HODL_CLTV: DefaultIntegerConfigOption = ConfigOption::new_i64_with_def
     "ballast-hodl-cltv",
     80,
     "Default min_final_cltv_expiry of new hold invoices: the blocks an app has to decide",
+);
+
+pub const FEE_POLICY_FILE: StringConfigOption = ConfigOption::new_str_no_default(
+    "ballast-fee-policy-file",
+    "TOML fee policy (see contrib/fee-policy.sample.toml); a bad file is refused and the previous policy kept",
+);
+
+pub const FEE_DRY_RUN: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
+    "ballast-fee-dry-run",
+    false,
+    "Decide and log fee changes, but never call setchannel (start here)",
+);
+
+pub const FEE_MIN_DELTA: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-fee-min-delta",
+    10,
+    "A fee change must move the ppm by at least this much (and by ballast-fee-min-delta-percent)",
+);
+
+pub const FEE_MIN_DELTA_PERCENT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-fee-min-delta-percent",
+    5,
+    "A fee change must move the ppm by at least this percentage of the current ppm",
+);
+
+pub const FEE_MIN_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-fee-min-interval",
+    3_600,
+    "Seconds between fee updates of one channel (also the hold after start-up)",
+);
+
+pub const FEE_COALESCE: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-fee-coalesce",
+    30,
+    "Forward events on a channel within this many seconds make one fee decision",
+);
+
+pub const FEE_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-fee-interval",
+    3_600,
+    "Seconds between passes over all channels (for channels without forwards)",
+);
+
+pub const FEE_FLOW_WINDOW: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-fee-flow-window",
+    86_400,
+    "Seconds of forward history the flow conditions and strategy look at",
 );
 
 /// Reads an integer option into a range, naming the option when it is out of it.

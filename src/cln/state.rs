@@ -3,6 +3,7 @@
 use super::node::ClnNode;
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
+use crate::service::fees::FeeService;
 use crate::service::hodl::HodlService;
 use crate::service::income::Income;
 use crate::store::Store;
@@ -21,6 +22,9 @@ pub struct Shared {
     pub claims: Arc<ClaimSet>,
     pub hodl: Arc<HodlService>,
     pub income: Arc<Income>,
+    pub fees: Arc<FeeService>,
+    /// Forwards a pending fee decision waits to see settled in `listpeerchannels`.
+    pub awaited: super::fees::AwaitedForwards,
     pub network: String,
     pub node_id: Option<NodeId>,
     pub started: Instant,

@@ -86,6 +86,15 @@ impl<T: Record> TypedTree<T> {
         })
     }
 
+    /// Every record in reverse key order (newest first for time-prefixed keys).
+    pub fn iter_rev(&self) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + '_ {
+        self.tree.iter().rev().map(move |item| {
+            let (k, v) = item?;
+            let value = self.decode(&k, &v)?;
+            Ok((k.to_vec(), value))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.tree.len()
     }

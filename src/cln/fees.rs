@@ -1,0 +1,352 @@
+//! Fee policy on Core Lightning: forward events in, `setchannel` out, and the `fee-*`
+//! methods to preview, apply, explain and change it.
+
+use super::now_unix;
+use super::params::{Params, RpcError};
+use super::state::PluginState;
+use crate::counters::bump;
+use crate::engine::fees::{FeeDecision, Policy, Trigger};
+use crate::node::{Channel, ChannelState, FeeUpdate, Node};
+use crate::service::fees::{read_policy_file, FeeServiceError};
+use crate::types::{Msat, PaymentHash, Scid};
+use cln_plugin::Plugin;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const ERR_NODE: i64 = 2005;
+const ERR_UNKNOWN_CHANNEL: i64 = 2006;
+const ERR_INTERNAL: i64 = -1;
+
+/// How long a decision waits for `listpeerchannels` to stop showing a forward's HTLC
+/// (lightningd/plugins#525: the event can arrive before the balance moves).
+const SETTLE_RETRIES: u32 = 10;
+const SETTLE_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Payment hashes of forwards whose balances a pending decision must see settled.
+#[derive(Default)]
+pub struct AwaitedForwards(Mutex<HashMap<Scid, Vec<PaymentHash>>>);
+
+impl AwaitedForwards {
+    fn add(&self, scid: Scid, hash: PaymentHash) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let v = m.entry(scid).or_default();
+        // Bounded: only whether any is still in flight matters, not every one of a burst.
+        if v.len() < 64 {
+            v.push(hash);
+        }
+    }
+
+    fn take(&self, scid: Scid) -> Vec<PaymentHash> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&scid).unwrap_or_default()
+    }
+}
+
+fn node_error(what: &str, e: impl std::fmt::Display) -> RpcError {
+    RpcError {
+        code: ERR_NODE,
+        message: format!("{what}: {e}"),
+    }
+}
+
+fn service_error(e: FeeServiceError) -> RpcError {
+    match e {
+        FeeServiceError::Policy(p) => RpcError::invalid(format!("fee-policy: {p}")),
+        FeeServiceError::File { .. } => RpcError::invalid(e.to_string()),
+        FeeServiceError::Store(s) => RpcError {
+            code: ERR_INTERNAL,
+            message: format!("store: {s}"),
+        },
+    }
+}
+
+/// A settled `forward_event`: count flow and schedule the affected channels.
+pub fn on_forward_event(s: &PluginState, payload: &Value) {
+    if payload.get("status").and_then(Value::as_str) != Some("settled") {
+        return;
+    }
+    let scid = |k: &str| payload.get(k).and_then(Value::as_str).and_then(|t| t.parse::<Scid>().ok());
+    let msat = |k: &str| payload.get(k).and_then(Value::as_u64).map(Msat);
+    let Some(in_channel) = scid("in_channel") else {
+        log::warn!("forward_event without a usable in_channel: {payload}");
+        return;
+    };
+    let out_channel = scid("out_channel");
+    let in_msat = msat("in_msat").unwrap_or_default();
+    let out_msat = msat("out_msat").unwrap_or_default();
+    if let Some(h) = payload
+        .get("payment_hash")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<PaymentHash>().ok())
+    {
+        s.awaited.add(in_channel, h);
+        if let Some(o) = out_channel {
+            s.awaited.add(o, h);
+        }
+    }
+    s.fees.on_forward(in_channel, out_channel, in_msat, out_msat, now_unix());
+}
+
+/// Reads our channels, waiting until none of `awaited` is still an HTLC on `scid`.
+async fn settled_channels(s: &PluginState, scid: Scid, awaited: &[PaymentHash]) -> Result<Vec<Channel>, RpcError> {
+    let mut tries = 0;
+    loop {
+        let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+        let in_flight = channels
+            .iter()
+            .find(|c| c.scid == Some(scid))
+            .is_some_and(|c| c.htlcs.iter().any(|h| awaited.contains(&h.payment_hash)));
+        tries += 1;
+        if !in_flight || tries >= SETTLE_RETRIES {
+            if in_flight {
+                log::debug!("{scid}: forward still shows as an HTLC after {tries} reads; deciding anyway");
+            }
+            return Ok(channels);
+        }
+        tokio::time::sleep(SETTLE_RETRY_DELAY).await;
+    }
+}
+
+/// Applies (or dry-runs) a decision and records it. Returns the history entry, if any.
+async fn act(s: &PluginState, d: &FeeDecision, trigger: Trigger) -> Result<Option<Value>, RpcError> {
+    let now = now_unix();
+    if d.status.applies() {
+        s.node
+            .set_fee(
+                d.scid,
+                FeeUpdate {
+                    base: d.target.base_msat,
+                    ppm: d.target.ppm,
+                },
+            )
+            .await
+            .map_err(|e| node_error("setchannel", e))?;
+        bump(&s.counters.fee_changes);
+        log::info!("fee {d}");
+    } else if matches!(d.status, crate::engine::fees::Status::DryRun) {
+        log::info!("fee (dry-run) {d}");
+    } else {
+        log::debug!("fee {d}");
+        return Ok(None);
+    }
+    let svc = s.fees.clone();
+    let d2 = d.clone();
+    let change = tokio::task::spawn_blocking(move || svc.record(&d2, trigger, now))
+        .await
+        .map_err(|e| RpcError {
+            code: ERR_INTERNAL,
+            message: e.to_string(),
+        })?
+        .map_err(service_error)?;
+    Ok(change.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)))
+}
+
+fn manageable(c: &Channel) -> bool {
+    c.scid.is_some() && c.state == ChannelState::Normal
+}
+
+/// Decides every due channel (forward-triggered) and, every `interval`, all channels.
+pub async fn run_loop(s: PluginState, interval: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut next_sweep = tokio::time::Instant::now() + interval;
+    loop {
+        tick.tick().await;
+        for scid in s.fees.take_due(now_unix()) {
+            let awaited = s.awaited.take(scid);
+            let channels = match settled_channels(&s, scid, &awaited).await {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("fee decision for {scid}: {}", e.message);
+                    continue;
+                }
+            };
+            let Some(ch) = channels.iter().find(|c| c.scid == Some(scid) && manageable(c)) else {
+                continue;
+            };
+            if let Some(d) = s.fees.decide(ch, now_unix(), false) {
+                if let Err(e) = act(&s, &d, Trigger::Forward).await {
+                    log::warn!("fee change for {scid} failed: {}", e.message);
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + interval;
+            match s.node.channels().await {
+                Ok(channels) => {
+                    for ch in channels.iter().filter(|c| manageable(c)) {
+                        if let Some(d) = s.fees.decide(ch, now_unix(), false) {
+                            if let Err(e) = act(&s, &d, Trigger::Timer).await {
+                                log::warn!("fee change for {} failed: {}", d.scid, e.message);
+                            }
+                        }
+                    }
+                }
+                Err(e) => log::warn!("fee sweep: listpeerchannels failed: {e}"),
+            }
+        }
+    }
+}
+
+fn decision_json(d: &FeeDecision, next_allowed: u64) -> Value {
+    json!({
+        "short_channel_id": d.scid.to_string(),
+        "current": {"base_msat": d.current.base_msat.0, "ppm": d.current.ppm},
+        "target": {"base_msat": d.target.base_msat.0, "ppm": d.target.ppm},
+        "strategy_ppm": d.strategy_ppm,
+        "rule": d.rule.as_ref().map(|r| json!({"index": r.index, "name": r.name})),
+        "local_ratio": d.local_ratio,
+        "inputs": {
+            "capacity_msat": d.inputs.capacity.0,
+            "local_msat": d.inputs.local.0,
+            "pending_htlcs": d.inputs.pending_htlcs,
+            "flow_in_msat": d.inputs.flow.in_msat.0,
+            "flow_out_msat": d.inputs.flow.out_msat.0,
+            "flow_window_secs": d.inputs.flow.window_secs,
+            "rebalance_cost_ppm": d.inputs.rebalance_cost_ppm,
+            "last_update": d.inputs.last_update,
+        },
+        "explanation": d.explanation,
+        "status": d.status,
+        "would_apply_now": d.status.applies(),
+        "not_before": d.status.not_before().or(if d.changes_fee() && !d.status.applies() { Some(next_allowed) } else { None }),
+    })
+}
+
+async fn our_channels(s: &PluginState, only: Option<Scid>, method: &str) -> Result<Vec<Channel>, RpcError> {
+    let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+    let chosen: Vec<Channel> = channels
+        .into_iter()
+        .filter(|c| manageable(c) && only.is_none_or(|scid| c.scid == Some(scid)))
+        .collect();
+    if let (Some(scid), true) = (only, chosen.is_empty()) {
+        return Err(RpcError {
+            code: ERR_UNKNOWN_CHANNEL,
+            message: format!("{method}: {scid} is not one of our normal channels"),
+        });
+    }
+    Ok(chosen)
+}
+
+macro_rules! rpc_body {
+    ($p:ident, $s:ident, $body:expr) => {{
+        let $s = $p.state().clone();
+        bump(&$s.counters.rpc_calls);
+        let r: Result<Value, RpcError> = $body.await;
+        r.map_err(|e| {
+            bump(&$s.counters.rpc_errors);
+            e.into()
+        })
+    }};
+}
+
+pub const PREVIEW: &str = "fee-preview";
+
+pub async fn preview(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(PREVIEW, &params, &["scid"], 0)?;
+        let only: Option<Scid> = prm.parsed("scid", "a short_channel_id (BLOCKxTXxOUT)")?;
+        let now = now_unix();
+        let channels = our_channels(&s, only, PREVIEW).await?;
+        let out: Vec<Value> = channels
+            .iter()
+            .filter_map(|c| s.fees.decide(c, now, false))
+            .map(|d| decision_json(&d, s.fees.next_allowed(d.scid)))
+            .collect();
+        Ok(json!({"dry_run": s.fees.config().dry_run, "channels": out}))
+    })
+}
+
+pub const APPLY: &str = "fee-apply";
+
+pub async fn apply(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(APPLY, &params, &["scid", "force"], 0)?;
+        let only: Option<Scid> = prm.parsed("scid", "a short_channel_id (BLOCKxTXxOUT)")?;
+        let force = prm.bool("force")?.unwrap_or(false);
+        let now = now_unix();
+        let channels = our_channels(&s, only, APPLY).await?;
+        let mut results = Vec::new();
+        for c in &channels {
+            let Some(d) = s.fees.decide(c, now, force) else { continue };
+            let change = act(&s, &d, Trigger::Manual).await?;
+            let mut v = decision_json(&d, s.fees.next_allowed(d.scid));
+            v["applied"] = json!(d.status.applies());
+            v["change"] = change.unwrap_or(Value::Null);
+            results.push(v);
+        }
+        Ok(json!({"channels": results}))
+    })
+}
+
+pub const HISTORY: &str = "fee-history";
+
+pub async fn history(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(HISTORY, &params, &["scid", "limit"], 0)?;
+        let only: Option<Scid> = prm.parsed("scid", "a short_channel_id (BLOCKxTXxOUT)")?;
+        let limit = prm.u64("limit")?.unwrap_or(100).clamp(1, 10_000) as usize;
+        let svc = s.fees.clone();
+        let changes = tokio::task::spawn_blocking(move || svc.history(only, limit))
+            .await
+            .map_err(|e| RpcError {
+                code: ERR_INTERNAL,
+                message: e.to_string(),
+            })?
+            .map_err(service_error)?;
+        Ok(json!({"changes": changes}))
+    })
+}
+
+pub const POLICY: &str = "fee-policy";
+
+/// `fee-policy` alone shows the policy; with `policy` (JSON object) or `toml` (text) or
+/// `file` (path) it replaces it, all-or-nothing.
+pub async fn policy(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(POLICY, &params, &["policy", "toml", "file"], 0)?;
+        let given = [prm.raw("policy").is_some(), prm.str("toml")?.is_some(), prm.str("file")?.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(RpcError::invalid(format!("{POLICY}: give one of 'policy', 'toml' or 'file'")));
+        }
+        let new = if let Some(v) = prm.raw("policy") {
+            let v = match v {
+                // lightning-cli passes a positional JSON argument as a string.
+                Value::String(t) => serde_json::from_str(t)
+                    .map_err(|e| RpcError::invalid(format!("{POLICY}: 'policy' is not JSON: {e}")))?,
+                other => other.clone(),
+            };
+            Some((
+                Policy::from_json_value(v).map_err(|e| RpcError::invalid(format!("{POLICY}: {e}")))?,
+                "rpc (json)".to_string(),
+            ))
+        } else if let Some(t) = prm.str("toml")? {
+            Some((
+                Policy::from_toml(t).map_err(|e| RpcError::invalid(format!("{POLICY}: {e}")))?,
+                "rpc (toml)".to_string(),
+            ))
+        } else if let Some(path) = prm.str("file")? {
+            Some((
+                read_policy_file(Path::new(path)).map_err(service_error)?,
+                format!("file {path}"),
+            ))
+        } else {
+            None
+        };
+        if let Some((policy, source)) = new {
+            let svc = s.fees.clone();
+            tokio::task::spawn_blocking(move || svc.set_policy(policy, source, now_unix()))
+                .await
+                .map_err(|e| RpcError {
+                    code: ERR_INTERNAL,
+                    message: e.to_string(),
+                })?
+                .map_err(service_error)?;
+            log::info!("fee policy replaced");
+        }
+        let (policy, source) = s.fees.policy();
+        Ok(json!({"policy": policy, "source": source, "dry_run": s.fees.config().dry_run}))
+    })
+}

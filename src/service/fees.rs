@@ -1,0 +1,409 @@
+//! Fee policy at runtime: the active policy, per-channel flow and update times, the
+//! coalescer that turns forward bursts into one decision, and the change history.
+
+use crate::engine::fees::{
+    decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeChange, FeeConfig, FeeDecision, Flow, Policy,
+    PolicyError, Trigger,
+};
+use crate::node::Channel;
+use crate::store::{Record, Store, StoreError, TypedTree};
+use crate::types::{Msat, Scid};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+impl Record for FeeChange {
+    const VERSION: u8 = 1;
+}
+
+/// The policy in force, as persisted, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    pub policy: serde_json::Value,
+    pub source: String,
+    pub set_at: u64,
+}
+
+impl Record for StoredPolicy {
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUpdate {
+    pub at: u64,
+}
+
+impl Record for LastUpdate {
+    const VERSION: u8 = 1;
+}
+
+const POLICY_TREE: &str = "fee_policy";
+const HISTORY_TREE: &str = "fee_history";
+const LAST_TREE: &str = "fee_last_update";
+const POLICY_KEY: &[u8] = b"active";
+/// Flow is kept in buckets this wide: bounded memory however busy a channel is.
+const FLOW_BUCKET_SECS: u64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeeServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("policy rejected: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("cannot read policy file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+struct State {
+    policy: Policy,
+    source: String,
+    coalescer: Coalescer,
+    /// Per channel: bucket start → (in msat, out msat).
+    flows: HashMap<Scid, BTreeMap<u64, (u64, u64)>>,
+    last_update: HashMap<Scid, u64>,
+}
+
+pub struct FeeService {
+    store: Store,
+    policy_tree: TypedTree<StoredPolicy>,
+    history: TypedTree<FeeChange>,
+    last_tree: TypedTree<LastUpdate>,
+    state: Mutex<State>,
+    cfg: FeeConfig,
+    flow_window_secs: u64,
+    started_at: u64,
+    seq: AtomicU64,
+}
+
+/// Reads and validates a TOML policy file; the error names the line and the reason.
+pub fn read_policy_file(path: &Path) -> Result<Policy, FeeServiceError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FeeServiceError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Policy::from_toml(&text).map_err(|e| FeeServiceError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl FeeService {
+    /// Loads the stored policy, then the policy file if one is configured. A bad file is
+    /// reported and the stored policy stays in force; the returned strings are warnings.
+    pub fn load(
+        store: Store,
+        cfg: FeeConfig,
+        flow_window_secs: u64,
+        policy_file: Option<&Path>,
+        now: u64,
+    ) -> Result<(Self, Vec<String>), FeeServiceError> {
+        let policy_tree: TypedTree<StoredPolicy> = store.tree(POLICY_TREE)?;
+        let history = store.tree(HISTORY_TREE)?;
+        let last_tree: TypedTree<LastUpdate> = store.tree(LAST_TREE)?;
+        let mut warnings = Vec::new();
+        let (mut policy, mut source) = match policy_tree.get(POLICY_KEY)? {
+            Some(sp) => match Policy::from_json_value(sp.policy.clone()) {
+                Ok(p) => (p, sp.source),
+                Err(e) => {
+                    warnings.push(format!("stored fee policy no longer validates ({e}); no policy in force"));
+                    (Policy::new(Vec::new())?, "none".to_string())
+                }
+            },
+            None => (Policy::new(Vec::new())?, "none".to_string()),
+        };
+        if let Some(path) = policy_file {
+            match read_policy_file(path) {
+                Ok(p) => {
+                    policy = p;
+                    source = format!("file {}", path.display());
+                    policy_tree.put(
+                        POLICY_KEY,
+                        &StoredPolicy {
+                            policy: policy.to_json(),
+                            source: source.clone(),
+                            set_at: now,
+                        },
+                    )?;
+                }
+                Err(e) => warnings.push(format!("{e}; keeping the previous policy ({source})")),
+            }
+        }
+        let mut coalescer = Coalescer::new(&cfg, now);
+        let mut last_update = HashMap::new();
+        for item in last_tree.iter() {
+            let (key, lu) = item?;
+            if let Some(scid) = key.try_into().ok().map(u64::from_be_bytes).map(Scid::from_u64) {
+                coalescer.record_applied(scid, lu.at);
+                last_update.insert(scid, lu.at);
+            }
+        }
+        let seq = history.len() as u64;
+        Ok((
+            FeeService {
+                store,
+                policy_tree,
+                history,
+                last_tree,
+                state: Mutex::new(State {
+                    policy,
+                    source,
+                    coalescer,
+                    flows: HashMap::new(),
+                    last_update,
+                }),
+                cfg,
+                flow_window_secs,
+                started_at: now,
+                seq: AtomicU64::new(seq),
+            },
+            warnings,
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> &FeeConfig {
+        &self.cfg
+    }
+
+    pub fn policy(&self) -> (serde_json::Value, String) {
+        let s = self.lock();
+        (s.policy.to_json(), s.source.clone())
+    }
+
+    /// Replaces the policy in force (already validated by construction) and persists it.
+    pub fn set_policy(&self, policy: Policy, source: String, now: u64) -> Result<(), FeeServiceError> {
+        self.policy_tree.put(
+            POLICY_KEY,
+            &StoredPolicy {
+                policy: policy.to_json(),
+                source: source.clone(),
+                set_at: now,
+            },
+        )?;
+        self.store.flush()?;
+        let mut s = self.lock();
+        s.policy = policy;
+        s.source = source;
+        Ok(())
+    }
+
+    /// Notes a settled forward: flow on both channels, and a decision scheduled for each.
+    pub fn on_forward(&self, in_channel: Scid, out_channel: Option<Scid>, in_msat: Msat, out_msat: Msat, now: u64) {
+        let mut s = self.lock();
+        let bucket = now - now % FLOW_BUCKET_SECS;
+        let horizon = now.saturating_sub(self.flow_window_secs);
+        let add = |s: &mut State, scid: Scid, inn: u64, out: u64| {
+            let series = s.flows.entry(scid).or_default();
+            let e = series.entry(bucket).or_insert((0, 0));
+            e.0 = e.0.saturating_add(inn);
+            e.1 = e.1.saturating_add(out);
+            // Old buckets go as new ones come: memory stays window / bucket per channel.
+            while series.first_key_value().is_some_and(|(t, _)| *t + FLOW_BUCKET_SECS <= horizon) {
+                series.pop_first();
+            }
+            s.coalescer.on_event(scid, now);
+        };
+        add(&mut s, in_channel, in_msat.0, 0);
+        if let Some(out) = out_channel {
+            add(&mut s, out, 0, out_msat.0);
+        }
+    }
+
+    /// Channels whose coalesced decision is due.
+    pub fn take_due(&self, now: u64) -> Vec<Scid> {
+        self.lock().coalescer.take_due(now).into_iter().map(|(scid, _)| scid).collect()
+    }
+
+    pub fn pending_decisions(&self) -> usize {
+        self.lock().coalescer.pending_len()
+    }
+
+    fn flow(&self, s: &State, scid: Scid, now: u64) -> Flow {
+        let horizon = now.saturating_sub(self.flow_window_secs);
+        let (mut inn, mut out) = (0u64, 0u64);
+        if let Some(series) = s.flows.get(&scid) {
+            for (_, (i, o)) in series.range(horizon - horizon % FLOW_BUCKET_SECS..) {
+                inn = inn.saturating_add(*i);
+                out = out.saturating_add(*o);
+            }
+        }
+        Flow {
+            in_msat: Msat(inn),
+            out_msat: Msat(out),
+            window_secs: self.flow_window_secs,
+        }
+    }
+
+    /// Decides one of our channels. `None` for channels that cannot carry a fee yet.
+    pub fn decide(&self, ch: &Channel, now: u64, force: bool) -> Option<FeeDecision> {
+        let scid = ch.scid?;
+        let s = self.lock();
+        let inputs = ChannelInputs {
+            scid,
+            peer: ch.peer,
+            capacity: ch.capacity,
+            local: ch.local,
+            pending_htlcs: u32::try_from(ch.htlcs.len()).unwrap_or(u32::MAX),
+            flow: self.flow(&s, scid, now),
+            // Filled in once rebalancing records what moving liquidity cost.
+            rebalance_cost_ppm: None,
+            peer_channels: None,
+            current: ChannelFee {
+                base_msat: ch.fee_base,
+                ppm: ch.fee_ppm,
+                cltv_delta: None,
+            },
+            last_update: s.last_update.get(&scid).copied(),
+        };
+        Some(decide(
+            &s.policy,
+            &self.cfg,
+            &inputs,
+            DecideCtx {
+                now,
+                started_at: self.started_at,
+                force,
+            },
+        ))
+    }
+
+    /// Records a decision that was applied (or dry-run). Durable before returning.
+    pub fn record(&self, d: &FeeDecision, trigger: Trigger, now: u64) -> Result<Option<FeeChange>, FeeServiceError> {
+        let Some(change) = FeeChange::from_decision(d, trigger, now) else {
+            return Ok(None);
+        };
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut key = now.to_be_bytes().to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.history.put(key, &change)?;
+        if !change.dry_run {
+            self.last_tree.put(d.scid.as_u64().to_be_bytes(), &LastUpdate { at: now })?;
+            let mut s = self.lock();
+            s.coalescer.record_applied(d.scid, now);
+            s.last_update.insert(d.scid, now);
+        }
+        self.store.flush()?;
+        Ok(Some(change))
+    }
+
+    /// Changes, newest first.
+    pub fn history(&self, scid: Option<Scid>, limit: usize) -> Result<Vec<FeeChange>, FeeServiceError> {
+        let mut out = Vec::new();
+        for item in self.history.iter_rev() {
+            let (_, c) = item?;
+            if scid.is_none_or(|s| s == c.scid) {
+                out.push(c);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// When ballast last applied a fee to `scid`.
+    pub fn last_update(&self, scid: Scid) -> Option<u64> {
+        self.lock().last_update.get(&scid).copied()
+    }
+
+    /// When a held decision may next be applied.
+    pub fn next_allowed(&self, scid: Scid) -> u64 {
+        self.lock().coalescer.next_allowed(scid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::ChannelState;
+    use crate::types::NodeId;
+
+    fn channel(scid: Scid, local: u64, ppm: u32) -> Channel {
+        Channel {
+            scid: Some(scid),
+            peer: NodeId([2; 33]),
+            peer_connected: true,
+            state: ChannelState::Normal,
+            raw_state: "CHANNELD_NORMAL".into(),
+            capacity: Msat(1_000_000_000),
+            local: Msat(local),
+            remote: Msat(1_000_000_000 - local),
+            spendable: Msat(local),
+            receivable: Msat(1_000_000_000 - local),
+            htlcs: vec![],
+            fee_base: Msat(1000),
+            fee_ppm: ppm,
+            remote_policy: None,
+            private: false,
+        }
+    }
+
+    const POLICY: &str = r#"
+[defaults]
+min_ppm = 10
+max_ppm = 1000
+[[rule]]
+name = "all"
+strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10 }
+"#;
+
+    #[test]
+    fn policy_history_and_rate_limit_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, POLICY).unwrap();
+        let scid = Scid::new(100, 1, 0).unwrap();
+        let cfg = FeeConfig::default();
+        {
+            let store = Store::open(&path, 0).unwrap();
+            let (svc, warnings) = FeeService::load(store, cfg, 86_400, Some(&file), 0).unwrap();
+            assert!(warnings.is_empty(), "{warnings:?}");
+            // Past the startup hold; drained channel → high fee.
+            let d = svc.decide(&channel(scid, 50_000_000, 100), 10_000, false).unwrap();
+            assert!(d.status.applies(), "{d}");
+            assert!(d.target.ppm > 500, "{d}");
+            let c = svc.record(&d, Trigger::Forward, 10_000).unwrap().unwrap();
+            assert_eq!(c.new.ppm, d.target.ppm);
+        }
+        // A broken file on restart: reported, previous policy kept.
+        std::fs::write(&file, "[[rule]]\nname = 'x'\nstrategy = { type = 'blance' }\n").unwrap();
+        let store = Store::open(&path, 0).unwrap();
+        let (svc, warnings) = FeeService::load(store, cfg, 86_400, Some(&file), 10_100).unwrap();
+        assert!(warnings.iter().any(|w| w.contains("line")), "{warnings:?}");
+        assert!(svc.policy().1.contains("policy.toml"));
+        assert_eq!(svc.history(Some(scid), 10).unwrap().len(), 1);
+        assert_eq!(svc.last_update(scid), Some(10_000));
+        // Rate limit (and the startup hold) remembered across the restart: nothing before
+        // an hour after the last update.
+        let d = svc.decide(&channel(scid, 900_000_000, 900), 12_000, false).unwrap();
+        assert!(!d.status.applies(), "{d}");
+        assert!(d.status.not_before() >= Some(13_600), "{d}");
+        assert!(svc.next_allowed(scid) >= 13_600);
+    }
+
+    #[test]
+    fn a_burst_of_forwards_schedules_one_decision_and_counts_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), 0).unwrap();
+        let (svc, _) = FeeService::load(store, FeeConfig::default(), 3_600, None, 0).unwrap();
+        let a = Scid::new(1, 1, 1).unwrap();
+        let b = Scid::new(2, 2, 2).unwrap();
+        for i in 0..1_000 {
+            svc.on_forward(a, Some(b), Msat(1_000), Msat(990), 5_000 + i % 3);
+        }
+        assert_eq!(svc.pending_decisions(), 2);
+        let due = svc.take_due(10_000);
+        assert_eq!(due.len(), 2);
+        assert!(svc.take_due(10_001).is_empty());
+        let s = svc.lock();
+        assert_eq!(svc.flow(&s, a, 5_010).in_msat, Msat(1_000_000));
+        assert_eq!(svc.flow(&s, b, 5_010).out_msat, Msat(990_000));
+        assert_eq!(svc.flow(&s, b, 5_010 + 7_200).out_msat, Msat(0), "flow outside the window");
+    }
+}

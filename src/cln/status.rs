@@ -42,6 +42,15 @@ pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         "uptime_secs": state.started.elapsed().as_secs(),
         "store": store,
         "claimed_hashes": state.claims.len(),
+        "hodl": {
+            "held_htlcs": state.hodl.held_count(),
+            "invoices": state.hodl.counts().into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
+        },
+        "fees": {
+            "policy_source": state.fees.policy().1,
+            "dry_run": state.fees.config().dry_run,
+            "pending_decisions": state.fees.pending_decisions(),
+        },
         "counters": state.counters.snapshot(),
     }))
 }

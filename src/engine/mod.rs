@@ -7,3 +7,4 @@ pub mod bolt11;
 pub mod claims;
 pub mod fees;
 pub mod hodl;
+pub mod monitor;

@@ -135,7 +135,9 @@ pub struct RouteHop {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PayOutcome {
-    Success { preimage: Preimage },
+    Success {
+        preimage: Preimage,
+    },
     /// The route failed; `failing_channel` is where, if the node could tell.
     Failed {
         failing_channel: Option<Scid>,
@@ -167,15 +169,9 @@ pub enum NodeError {
         message: String,
     },
     #[error("node connection failed during {method}: {message}")]
-    Transport {
-        method: &'static str,
-        message: String,
-    },
+    Transport { method: &'static str, message: String },
     #[error("unexpected answer to {method}: {message}")]
-    Malformed {
-        method: &'static str,
-        message: String,
-    },
+    Malformed { method: &'static str, message: String },
 }
 
 pub type NodeResult<T> = Result<T, NodeError>;

@@ -225,7 +225,16 @@ mod tests {
         let s: Scid = "700000x1234x1".parse().unwrap();
         assert_eq!((s.block(), s.tx(), s.out()), (700000, 1234, 1));
         assert_eq!(s.to_string(), "700000x1234x1");
-        for bad in ["", "1x2", "1x2x3x4", "ax1x1", "1x1x70000", "16777216x0x0", "+1x1x1", "1x 1x1"] {
+        for bad in [
+            "",
+            "1x2",
+            "1x2x3x4",
+            "ax1x1",
+            "1x1x70000",
+            "16777216x0x0",
+            "+1x1x1",
+            "1x 1x1",
+        ] {
             assert!(bad.parse::<Scid>().is_err(), "{bad} should be rejected");
         }
     }

@@ -40,7 +40,11 @@ impl AwaitedForwards {
     }
 
     fn take(&self, scid: Scid) -> Vec<PaymentHash> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&scid).unwrap_or_default()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&scid)
+            .unwrap_or_default()
     }
 }
 
@@ -67,7 +71,12 @@ pub fn on_forward_event(s: &PluginState, payload: &Value) {
     if payload.get("status").and_then(Value::as_str) != Some("settled") {
         return;
     }
-    let scid = |k: &str| payload.get(k).and_then(Value::as_str).and_then(|t| t.parse::<Scid>().ok());
+    let scid = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<Scid>().ok())
+    };
     let msat = |k: &str| payload.get(k).and_then(Value::as_u64).map(Msat);
     let Some(in_channel) = scid("in_channel") else {
         log::warn!("forward_event without a usable in_channel: {payload}");
@@ -86,14 +95,23 @@ pub fn on_forward_event(s: &PluginState, payload: &Value) {
             s.awaited.add(o, h);
         }
     }
-    s.fees.on_forward(in_channel, out_channel, in_msat, out_msat, now_unix());
+    s.fees
+        .on_forward(in_channel, out_channel, in_msat, out_msat, now_unix());
 }
 
 /// Reads our channels, waiting until none of `awaited` is still an HTLC on `scid`.
-async fn settled_channels(s: &PluginState, scid: Scid, awaited: &[PaymentHash]) -> Result<Vec<Channel>, RpcError> {
+async fn settled_channels(
+    s: &PluginState,
+    scid: Scid,
+    awaited: &[PaymentHash],
+) -> Result<Vec<Channel>, RpcError> {
     let mut tries = 0;
     loop {
-        let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+        let channels = s
+            .node
+            .channels()
+            .await
+            .map_err(|e| node_error("listpeerchannels", e))?;
         let in_flight = channels
             .iter()
             .find(|c| c.scid == Some(scid))
@@ -216,7 +234,11 @@ fn decision_json(d: &FeeDecision, next_allowed: u64) -> Value {
 }
 
 async fn our_channels(s: &PluginState, only: Option<Scid>, method: &str) -> Result<Vec<Channel>, RpcError> {
-    let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+    let channels = s
+        .node
+        .channels()
+        .await
+        .map_err(|e| node_error("listpeerchannels", e))?;
     let chosen: Vec<Channel> = channels
         .into_iter()
         .filter(|c| manageable(c) && only.is_none_or(|scid| c.scid == Some(scid)))
@@ -270,7 +292,9 @@ pub async fn apply(p: Plugin<PluginState>, params: Value) -> Result<Value, anyho
         let channels = our_channels(&s, only, APPLY).await?;
         let mut results = Vec::new();
         for c in &channels {
-            let Some(d) = s.fees.decide(c, now, force) else { continue };
+            let Some(d) = s.fees.decide(c, now, force) else {
+                continue;
+            };
             let change = act(&s, &d, Trigger::Manual).await?;
             let mut v = decision_json(&d, s.fees.next_allowed(d.scid));
             v["applied"] = json!(d.status.applies());
@@ -307,9 +331,15 @@ pub const POLICY: &str = "fee-policy";
 pub async fn policy(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
     rpc_body!(p, s, async {
         let prm = Params::parse(POLICY, &params, &["policy", "toml", "file"], 0)?;
-        let given = [prm.raw("policy").is_some(), prm.str("toml")?.is_some(), prm.str("file")?.is_some()];
+        let given = [
+            prm.raw("policy").is_some(),
+            prm.str("toml")?.is_some(),
+            prm.str("file")?.is_some(),
+        ];
         if given.iter().filter(|g| **g).count() > 1 {
-            return Err(RpcError::invalid(format!("{POLICY}: give one of 'policy', 'toml' or 'file'")));
+            return Err(RpcError::invalid(format!(
+                "{POLICY}: give one of 'policy', 'toml' or 'file'"
+            )));
         }
         let new = if let Some(v) = prm.raw("policy") {
             let v = match v {

@@ -1,9 +1,9 @@
 //! The `hodl-*` methods, the claimed-HTLC hook path, and the timers and notifications of
 //! hold invoices on Core Lightning.
 
+use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::PluginState;
-use super::now_unix;
 use crate::counters::bump;
 use crate::engine::bolt11::{self, Description, HintHop, InvoiceSpec};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
@@ -129,13 +129,17 @@ async fn create_invoice(s: &PluginState, params: &Value) -> Result<Value, RpcErr
     let p = Params::parse(INVOICE, params, &INVOICE_PARAMS, 1)?;
     let amount = p.required(p.u64("amount_msat")?, "amount_msat")?;
     if amount == 0 {
-        return Err(RpcError::invalid(format!("{INVOICE}: 'amount_msat' must be greater than 0")));
+        return Err(RpcError::invalid(format!(
+            "{INVOICE}: 'amount_msat' must be greater than 0"
+        )));
     }
     let given_hash: Option<PaymentHash> = p.parsed("payment_hash", "64 hex characters")?;
     let description = p.str("description")?.map(str::to_string);
     let expiry = p.u64("expiry")?.unwrap_or(s.hodl_defaults.expiry_secs);
     if expiry == 0 || expiry > 365 * 24 * 3600 {
-        return Err(RpcError::invalid(format!("{INVOICE}: 'expiry' must be 1..31536000 seconds")));
+        return Err(RpcError::invalid(format!(
+            "{INVOICE}: 'expiry' must be 1..31536000 seconds"
+        )));
     }
     let cltv = p.u32("cltv")?.unwrap_or(s.hodl_defaults.cltv);
     // Below ballast's own cancel window an accepted HTLC would be canceled on arrival;
@@ -168,22 +172,26 @@ async fn create_invoice(s: &PluginState, params: &Value) -> Result<Value, RpcErr
         Some(Value::Array(items)) => {
             let mut scids = Vec::new();
             for i in items {
-                let scid = i
-                    .as_str()
-                    .and_then(|t| t.parse::<Scid>().ok())
-                    .ok_or_else(|| RpcError::invalid(format!("{INVOICE}: 'exposeprivatechannels' entries must be short_channel_ids, got {i}")))?;
+                let scid = i.as_str().and_then(|t| t.parse::<Scid>().ok()).ok_or_else(|| {
+                    RpcError::invalid(format!(
+                        "{INVOICE}: 'exposeprivatechannels' entries must be short_channel_ids, got {i}"
+                    ))
+                })?;
                 scids.push(scid);
             }
             HintChoice::Only(scids)
         }
-        Some(v) => {
-            return Err(RpcError::invalid(format!(
-                "{INVOICE}: 'exposeprivatechannels' must be true, false or a list of short_channel_ids, got {v}"
-            )))
-        }
+        Some(v) => return Err(RpcError::invalid(format!(
+            "{INVOICE}: 'exposeprivatechannels' must be true, false or a list of short_channel_ids, got {v}"
+        ))),
     };
     if let Some(l) = &label {
-        if s.hodl.list(None, usize::MAX, 0).1.iter().any(|i| i.label.as_deref() == Some(l)) {
+        if s.hodl
+            .list(None, usize::MAX, 0)
+            .1
+            .iter()
+            .any(|i| i.label.as_deref() == Some(l))
+        {
             return Err(RpcError {
                 code: ERR_DUPLICATE,
                 message: format!("{INVOICE}: label '{l}' is already used"),
@@ -327,11 +335,15 @@ pub async fn settle(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let preimage: Option<Preimage> = p.parsed("preimage", "64 hex characters")?;
         let hash: Option<PaymentHash> = p.parsed("payment_hash", "64 hex characters")?;
         if preimage.is_none() && hash.is_none() {
-            return Err(RpcError::invalid(format!("{SETTLE}: give 'preimage' (or 'payment_hash' for an invoice ballast made the preimage of)")));
+            return Err(RpcError::invalid(format!(
+                "{SETTLE}: give 'preimage' (or 'payment_hash' for an invoice ballast made the preimage of)"
+            )));
         }
         if let (Some(pre), Some(h)) = (preimage, hash) {
             if pre.payment_hash() != h {
-                return Err(RpcError::invalid(format!("{SETTLE}: preimage does not hash to payment_hash")));
+                return Err(RpcError::invalid(format!(
+                    "{SETTLE}: preimage does not hash to payment_hash"
+                )));
             }
         }
         let svc = s.hodl.clone();
@@ -378,12 +390,16 @@ pub async fn lookup(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let want = match p.str("wait_for_state")? {
             None => None,
             Some(w) => Some(HodlState::parse(w).ok_or_else(|| {
-                RpcError::invalid(format!("{LOOKUP}: unknown state '{w}' (OPEN, ACCEPTED, SETTLED, CANCELED, EXPIRED)"))
+                RpcError::invalid(format!(
+                    "{LOOKUP}: unknown state '{w}' (OPEN, ACCEPTED, SETTLED, CANCELED, EXPIRED)"
+                ))
             })?),
         };
         let timeout = p.u64("timeout")?.unwrap_or(60);
         if timeout > MAX_WAIT_SECS {
-            return Err(RpcError::invalid(format!("{LOOKUP}: 'timeout' is at most {MAX_WAIT_SECS} seconds")));
+            return Err(RpcError::invalid(format!(
+                "{LOOKUP}: 'timeout' is at most {MAX_WAIT_SECS} seconds"
+            )));
         }
         // Subscribe before reading, so a transition between the read and the wait is seen.
         let mut events = s.hodl.subscribe();
@@ -441,7 +457,9 @@ pub async fn list(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow
         let state = match p.str("state")? {
             None => None,
             Some(w) => Some(HodlState::parse(w).ok_or_else(|| {
-                RpcError::invalid(format!("{LIST}: unknown state '{w}' (OPEN, ACCEPTED, SETTLED, CANCELED, EXPIRED)"))
+                RpcError::invalid(format!(
+                    "{LIST}: unknown state '{w}' (OPEN, ACCEPTED, SETTLED, CANCELED, EXPIRED)"
+                ))
             })?),
         };
         let limit = p.u64("limit")?.unwrap_or(100).min(10_000) as usize;
@@ -495,22 +513,32 @@ fn answer_json(a: &Answer) -> Value {
 pub async fn on_claimed_htlc(s: &PluginState, payload: &Value) -> Option<Value> {
     let Some((hash, htlc)) = incoming(payload) else {
         log::warn!("htlc_accepted for a claimed hash with an unreadable payload; failing it back");
-        return Some(json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
+        return Some(
+            json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
             htlc_msat: Msat(payload.pointer("/htlc/amount_msat").and_then(Value::as_u64).unwrap_or(0)),
             height: s.blockheight(),
-        }.to_hex()}));
+        }.to_hex()}),
+        );
     };
     let svc = s.hodl.clone();
     let height = s.blockheight();
-    let reply = match tokio::task::spawn_blocking(move || svc.on_htlc(hash, &htlc, now_unix(), height)).await {
+    let reply = match tokio::task::spawn_blocking(move || svc.on_htlc(hash, &htlc, now_unix(), height)).await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             // The store failed: holding money we cannot record would be worse than failing it.
             log::error!("hold invoice {hash}: cannot record HTLC ({e}); failing it back");
-            return Some(answer_json(&Answer::Fail(crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-                htlc_msat: Msat(payload.pointer("/htlc/amount_msat").and_then(Value::as_u64).unwrap_or(0)),
-                height,
-            })));
+            return Some(answer_json(&Answer::Fail(
+                crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
+                    htlc_msat: Msat(
+                        payload
+                            .pointer("/htlc/amount_msat")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0),
+                    ),
+                    height,
+                },
+            )));
         }
         Err(e) => {
             log::error!("hold invoice {hash}: internal task failed ({e}); letting lightningd decide");
@@ -523,7 +551,9 @@ pub async fn on_claimed_htlc(s: &PluginState, payload: &Value) -> Option<Value> 
         HtlcReply::Wait(rx) => match rx.await {
             Ok(a) => Some(answer_json(&a)),
             // The waiter was replaced by a replay of the same HTLC; this request is stale.
-            Err(_) => Some(json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails { htlc_msat: Msat(0), height: s.blockheight() }.to_hex()})),
+            Err(_) => Some(
+                json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails { htlc_msat: Msat(0), height: s.blockheight() }.to_hex()}),
+            ),
         },
     }
 }

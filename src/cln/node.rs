@@ -623,11 +623,15 @@ fn channel(c: ListpeerchannelsChannels) -> NodeResult<Channel> {
         fee_base: amount(fee_base, "fee_base_msat")?,
         // Went in as a u32, so it comes back as one.
         fee_ppm: need(fee_ppm.map(u64::from), "fee_proportional_millionths")? as u32,
-        remote_policy: c.updates.as_ref().and_then(|u| u.remote.as_ref()).map(|r| PeerPolicy {
-            fee_base: msat(r.fee_base_msat),
-            fee_ppm: r.fee_proportional_millionths,
-            cltv_delta: r.cltv_expiry_delta,
-        }),
+        remote_policy: c
+            .updates
+            .as_ref()
+            .and_then(|u| u.remote.as_ref())
+            .map(|r| PeerPolicy {
+                fee_base: msat(r.fee_base_msat),
+                fee_ppm: r.fee_proportional_millionths,
+                cltv_delta: r.cltv_expiry_delta,
+            }),
         private: need(c.private.map(u64::from), "private")? != 0,
         raw_state,
     })

@@ -115,7 +115,13 @@ mod tests {
 
     #[test]
     fn relative_paths_live_under_the_lightning_dir() {
-        assert_eq!(resolve_db_path("/ln/regtest", "ballast"), PathBuf::from("/ln/regtest/ballast"));
-        assert_eq!(resolve_db_path("/ln/regtest", "/var/lib/b"), PathBuf::from("/var/lib/b"));
+        assert_eq!(
+            resolve_db_path("/ln/regtest", "ballast"),
+            PathBuf::from("/ln/regtest/ballast")
+        );
+        assert_eq!(
+            resolve_db_path("/ln/regtest", "/var/lib/b"),
+            PathBuf::from("/var/lib/b")
+        );
     }
 }

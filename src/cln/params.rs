@@ -31,7 +31,12 @@ impl From<RpcError> for anyhow::Error {
 }
 
 /// Normalises `params` into named form against a method's parameter list.
-pub fn named(method: &str, params: &Value, names: &[&str], required: usize) -> Result<Map<String, Value>, RpcError> {
+pub fn named(
+    method: &str,
+    params: &Value,
+    names: &[&str],
+    required: usize,
+) -> Result<Map<String, Value>, RpcError> {
     let map = match params {
         Value::Null => Map::new(),
         Value::Object(m) => {
@@ -67,7 +72,9 @@ pub fn named(method: &str, params: &Value, names: &[&str], required: usize) -> R
         }
     };
     if let Some(missing) = names[..required].iter().find(|n| !map.contains_key(**n)) {
-        return Err(RpcError::invalid(format!("{method}: missing required parameter '{missing}'")));
+        return Err(RpcError::invalid(format!(
+            "{method}: missing required parameter '{missing}'"
+        )));
     }
     Ok(map)
 }
@@ -114,11 +121,17 @@ impl<'a> Params<'a> {
     pub fn u64(&self, name: &str) -> Result<Option<u64>, RpcError> {
         match self.map.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| self.bad(name, "a non-negative integer", &Value::Number(n.clone()))),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.bad(name, "a non-negative integer", &Value::Number(n.clone()))),
             Some(Value::String(s)) => {
                 let digits = s.strip_suffix("msat").unwrap_or(s);
                 if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
-                    digits.parse().map(Some).map_err(|_| self.bad(name, "a non-negative integer", &Value::String(s.clone())))
+                    digits
+                        .parse()
+                        .map(Some)
+                        .map_err(|_| self.bad(name, "a non-negative integer", &Value::String(s.clone())))
                 } else {
                     Err(self.bad(name, "a non-negative integer", &Value::String(s.clone())))
                 }
@@ -178,7 +191,10 @@ mod tests {
         let a = named("m", &json!(["1x1x1", 5]), &names, 1).unwrap();
         let b = named("m", &json!({"scid": "1x1x1", "limit": 5}), &names, 1).unwrap();
         assert_eq!(a, b);
-        assert!(named("m", &json!([null, 5]), &names, 0).unwrap().get("scid").is_none());
+        assert!(named("m", &json!([null, 5]), &names, 0)
+            .unwrap()
+            .get("scid")
+            .is_none());
     }
 
     #[test]
@@ -199,7 +215,9 @@ mod tests {
         let p = Params::parse("m", &json!(["1000msat", "true", "ab", 5]), &names, 0).unwrap();
         assert_eq!(p.u64("amount_msat").unwrap(), Some(1000));
         assert_eq!(p.bool("flag").unwrap(), Some(true));
-        let e = p.parsed::<crate::types::PaymentHash>("hash", "64 hex characters").unwrap_err();
+        let e = p
+            .parsed::<crate::types::PaymentHash>("hash", "64 hex characters")
+            .unwrap_err();
         assert!(e.message.contains("'hash'"), "{}", e.message);
         assert!(p.str("label").is_err());
         let p = Params::parse("m", &json!({"amount_msat": -5}), &names, 0).unwrap();

@@ -81,7 +81,11 @@ pub struct ForwardedInput {
 }
 
 impl AsyncRead for ForwardedInput {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         while this.pos >= this.current.len() {
             match this.rx.poll_recv(cx) {
@@ -243,7 +247,10 @@ pub fn pump(
 
 fn trim_ascii_whitespace(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -269,7 +276,10 @@ mod tests {
     fn unclaimed_hook_is_answered_with_its_exact_id() {
         let f = fast();
         let mut out = Vec::new();
-        assert!(f.try_answer(hook(r#""cln:htlc_accepted#7""#, &"ab".repeat(32)).as_bytes(), &mut out));
+        assert!(f.try_answer(
+            hook(r#""cln:htlc_accepted#7""#, &"ab".repeat(32)).as_bytes(),
+            &mut out
+        ));
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("\n\n"));
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
@@ -285,7 +295,10 @@ mod tests {
         let mut out = Vec::new();
         assert!(!f.try_answer(hook("1", &"ab".repeat(32)).as_bytes(), &mut out));
         assert!(!f.try_answer(hook("2", "nothex").as_bytes(), &mut out));
-        assert!(!f.try_answer(br#"{"jsonrpc":"2.0","id":3,"method":"getmanifest","params":{}}"#, &mut out));
+        assert!(!f.try_answer(
+            br#"{"jsonrpc":"2.0","id":3,"method":"getmanifest","params":{}}"#,
+            &mut out
+        ));
         assert!(!f.try_answer(b"{not json", &mut out));
         assert!(out.is_empty());
         let c = f.counters.snapshot();
@@ -314,7 +327,9 @@ mod tests {
         input.push_str("\n\n");
         input.push_str(&hook("2", &"cd".repeat(32)));
         input.push_str("\n\n");
-        input.push_str(r#"{"jsonrpc":"2.0","method":"block_added","params":{"block_added":{"hash":"00","height":5}}}"#);
+        input.push_str(
+            r#"{"jsonrpc":"2.0","method":"block_added","params":{"block_added":{"hash":"00","height":5}}}"#,
+        );
         input.push_str("\n\n");
         for step in [1, 2, 3, 7, 64, 4096] {
             let f = fast();
@@ -329,7 +344,10 @@ mod tests {
             };
             pump(&mut r, &f, &stdout, &tx).unwrap();
             let first = rx.try_recv().unwrap();
-            assert!(first.starts_with(br#"{"jsonrpc":"2.0","id":1,"#) && first.ends_with(b"\n\n"), "step {step}");
+            assert!(
+                first.starts_with(br#"{"jsonrpc":"2.0","id":1,"#) && first.ends_with(b"\n\n"),
+                "step {step}"
+            );
             let second = rx.try_recv().unwrap();
             assert!(String::from_utf8(second).unwrap().contains("block_added"));
             assert!(rx.try_recv().is_err());

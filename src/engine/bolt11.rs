@@ -82,7 +82,9 @@ pub fn build_unsigned(spec: &InvoiceSpec) -> Result<String, Bolt11Error> {
     }
     let mut text = match &spec.description {
         Description::Text(t) => builder.description(t.clone()).build_raw(),
-        Description::Hash(h) => builder.description_hash(sha256::Hash::from_byte_array(*h)).build_raw(),
+        Description::Hash(h) => builder
+            .description_hash(sha256::Hash::from_byte_array(*h))
+            .build_raw(),
     }
     .map_err(|e| build(&e))?
     .sign::<_, Bolt11Error>(|msg| {
@@ -194,7 +196,10 @@ mod tests {
         let text = build_unsigned(&s).unwrap();
         assert!(text.starts_with("lnbcrt1234560p1"), "{text}");
         let d = verify_signed(&text, &s).unwrap();
-        assert_eq!((d.created_at, d.expiry_secs, d.min_final_cltv), (1_700_000_000, 3_600, 18));
+        assert_eq!(
+            (d.created_at, d.expiry_secs, d.min_final_cltv),
+            (1_700_000_000, 3_600, 18)
+        );
         assert_eq!(d.route_hints, 1);
     }
 

@@ -31,7 +31,10 @@ impl HodlState {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, HodlState::Settled | HodlState::Canceled | HodlState::Expired)
+        matches!(
+            self,
+            HodlState::Settled | HodlState::Canceled | HodlState::Expired
+        )
     }
 
     pub fn parse(s: &str) -> Option<HodlState> {
@@ -193,7 +196,10 @@ pub struct HtlcOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HodlError {
     #[error("invoice is {current}; cannot {action}")]
-    IllegalTransition { current: HodlState, action: &'static str },
+    IllegalTransition {
+        current: HodlState,
+        action: &'static str,
+    },
     #[error("preimage does not hash to this invoice's payment_hash")]
     WrongPreimage,
 }
@@ -300,7 +306,11 @@ impl HodlInvoice {
     }
 
     /// Settles with `preimage`; returns the HTLCs to resolve.
-    pub fn settle(&mut self, preimage: Preimage, now: u64) -> Result<(Vec<HtlcKey>, (HodlState, HodlState)), HodlError> {
+    pub fn settle(
+        &mut self,
+        preimage: Preimage,
+        now: u64,
+    ) -> Result<(Vec<HtlcKey>, (HodlState, HodlState)), HodlError> {
         if preimage.payment_hash() != self.payment_hash {
             return Err(HodlError::WrongPreimage);
         }
@@ -437,7 +447,9 @@ impl HodlInvoice {
 pub enum DeadlineAction {
     None,
     /// The app can still settle, but has only this many blocks left to.
-    Warn { blocks_to_cancel: u32 },
+    Warn {
+        blocks_to_cancel: u32,
+    },
     /// Cancel the invoice now so no channel is force-closed over it.
     Cancel,
     /// Fail the parts of an incomplete set; the invoice stays OPEN.

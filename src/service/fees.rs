@@ -107,7 +107,9 @@ impl FeeService {
             Some(sp) => match Policy::from_json_value(sp.policy.clone()) {
                 Ok(p) => (p, sp.source),
                 Err(e) => {
-                    warnings.push(format!("stored fee policy no longer validates ({e}); no policy in force"));
+                    warnings.push(format!(
+                        "stored fee policy no longer validates ({e}); no policy in force"
+                    ));
                     (Policy::new(Vec::new())?, "none".to_string())
                 }
             },
@@ -193,7 +195,14 @@ impl FeeService {
     }
 
     /// Notes a settled forward: flow on both channels, and a decision scheduled for each.
-    pub fn on_forward(&self, in_channel: Scid, out_channel: Option<Scid>, in_msat: Msat, out_msat: Msat, now: u64) {
+    pub fn on_forward(
+        &self,
+        in_channel: Scid,
+        out_channel: Option<Scid>,
+        in_msat: Msat,
+        out_msat: Msat,
+        now: u64,
+    ) {
         let mut s = self.lock();
         let bucket = now - now % FLOW_BUCKET_SECS;
         let horizon = now.saturating_sub(self.flow_window_secs);
@@ -203,7 +212,10 @@ impl FeeService {
             e.0 = e.0.saturating_add(inn);
             e.1 = e.1.saturating_add(out);
             // Old buckets go as new ones come: memory stays window / bucket per channel.
-            while series.first_key_value().is_some_and(|(t, _)| *t + FLOW_BUCKET_SECS <= horizon) {
+            while series
+                .first_key_value()
+                .is_some_and(|(t, _)| *t + FLOW_BUCKET_SECS <= horizon)
+            {
                 series.pop_first();
             }
             s.coalescer.on_event(scid, now);
@@ -216,7 +228,12 @@ impl FeeService {
 
     /// Channels whose coalesced decision is due.
     pub fn take_due(&self, now: u64) -> Vec<Scid> {
-        self.lock().coalescer.take_due(now).into_iter().map(|(scid, _)| scid).collect()
+        self.lock()
+            .coalescer
+            .take_due(now)
+            .into_iter()
+            .map(|(scid, _)| scid)
+            .collect()
     }
 
     pub fn pending_decisions(&self) -> usize {
@@ -273,7 +290,12 @@ impl FeeService {
     }
 
     /// Records a decision that was applied (or dry-run). Durable before returning.
-    pub fn record(&self, d: &FeeDecision, trigger: Trigger, now: u64) -> Result<Option<FeeChange>, FeeServiceError> {
+    pub fn record(
+        &self,
+        d: &FeeDecision,
+        trigger: Trigger,
+        now: u64,
+    ) -> Result<Option<FeeChange>, FeeServiceError> {
         let Some(change) = FeeChange::from_decision(d, trigger, now) else {
             return Ok(None);
         };
@@ -282,7 +304,8 @@ impl FeeService {
         key.extend_from_slice(&seq.to_be_bytes());
         self.history.put(key, &change)?;
         if !change.dry_run {
-            self.last_tree.put(d.scid.as_u64().to_be_bytes(), &LastUpdate { at: now })?;
+            self.last_tree
+                .put(d.scid.as_u64().to_be_bytes(), &LastUpdate { at: now })?;
             let mut s = self.lock();
             s.coalescer.record_applied(d.scid, now);
             s.last_update.insert(d.scid, now);
@@ -365,7 +388,9 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
             let (svc, warnings) = FeeService::load(store, cfg, 86_400, Some(&file), 0).unwrap();
             assert!(warnings.is_empty(), "{warnings:?}");
             // Past the startup hold; drained channel → high fee.
-            let d = svc.decide(&channel(scid, 50_000_000, 100), 10_000, false).unwrap();
+            let d = svc
+                .decide(&channel(scid, 50_000_000, 100), 10_000, false)
+                .unwrap();
             assert!(d.status.applies(), "{d}");
             assert!(d.target.ppm > 500, "{d}");
             let c = svc.record(&d, Trigger::Forward, 10_000).unwrap().unwrap();
@@ -381,7 +406,9 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
         assert_eq!(svc.last_update(scid), Some(10_000));
         // Rate limit (and the startup hold) remembered across the restart: nothing before
         // an hour after the last update.
-        let d = svc.decide(&channel(scid, 900_000_000, 900), 12_000, false).unwrap();
+        let d = svc
+            .decide(&channel(scid, 900_000_000, 900), 12_000, false)
+            .unwrap();
         assert!(!d.status.applies(), "{d}");
         assert!(d.status.not_before() >= Some(13_600), "{d}");
         assert!(svc.next_allowed(scid) >= 13_600);
@@ -404,6 +431,10 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
         let s = svc.lock();
         assert_eq!(svc.flow(&s, a, 5_010).in_msat, Msat(1_000_000));
         assert_eq!(svc.flow(&s, b, 5_010).out_msat, Msat(990_000));
-        assert_eq!(svc.flow(&s, b, 5_010 + 7_200).out_msat, Msat(0), "flow outside the window");
+        assert_eq!(
+            svc.flow(&s, b, 5_010 + 7_200).out_msat,
+            Msat(0),
+            "flow outside the window"
+        );
     }
 }

@@ -49,10 +49,7 @@ pub enum HodlEvent {
         blocks_to_cancel: u32,
     },
     /// Parts of an incomplete set were failed (MPP timeout or deadline); stays OPEN.
-    PartsReleased {
-        payment_hash: PaymentHash,
-        count: usize,
-    },
+    PartsReleased { payment_hash: PaymentHash, count: usize },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +188,11 @@ impl HodlService {
             .values()
             .filter(|i| state.is_none_or(|s| i.state == s))
             .collect();
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.payment_hash.cmp(&b.payment_hash)));
+        all.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(a.payment_hash.cmp(&b.payment_hash))
+        });
         let total = all.len();
         (total, all.into_iter().skip(offset).take(limit).cloned().collect())
     }
@@ -235,7 +236,8 @@ impl HodlService {
             };
             // Parts that merely join a set are recovered from lightningd's replay if lost;
             // a state change or an answer is not, so those are made durable first.
-            let must_flush = outcome.transition.is_some() || (outcome.changed && matches!(reply, HtlcReply::Now(_)));
+            let must_flush =
+                outcome.transition.is_some() || (outcome.changed && matches!(reply, HtlcReply::Now(_)));
             (reply, outcome.transition, must_flush, snapshot)
         };
         if must_flush {
@@ -315,7 +317,9 @@ impl HodlService {
                 .map(|i| i.payment_hash)
                 .collect();
             for hash in hashes {
-                let Some(inv) = book.invoices.get_mut(&hash) else { continue };
+                let Some(inv) = book.invoices.get_mut(&hash) else {
+                    continue;
+                };
                 let keys = inv.mpp_timeout(now, &self.params);
                 let expired = inv.expire(now);
                 if keys.is_empty() && expired.is_none() {
@@ -328,7 +332,12 @@ impl HodlService {
                         payment_hash: hash,
                         count: keys.len(),
                     });
-                    answers.extend(take_waiters(&mut book, hash, &keys, Answer::Fail(Failure::MppTimeout)));
+                    answers.extend(take_waiters(
+                        &mut book,
+                        hash,
+                        &keys,
+                        Answer::Fail(Failure::MppTimeout),
+                    ));
                 }
                 if let Some((from, to)) = expired {
                     released_claims.push(hash);
@@ -365,7 +374,9 @@ impl HodlService {
             let mut book = self.lock();
             let hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
             for hash in hashes {
-                let Some(inv) = book.invoices.get_mut(&hash) else { continue };
+                let Some(inv) = book.invoices.get_mut(&hash) else {
+                    continue;
+                };
                 match inv.on_block(height, &self.params) {
                     DeadlineAction::None => {}
                     DeadlineAction::Warn { blocks_to_cancel } => events.push(HodlEvent::DeadlineWarning {
@@ -413,7 +424,9 @@ impl HodlService {
             let mut book = self.lock();
             let hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
             for hash in hashes {
-                let Some(inv) = book.invoices.get_mut(&hash) else { continue };
+                let Some(inv) = book.invoices.get_mut(&hash) else {
+                    continue;
+                };
                 match (inv.state, inv.preimage) {
                     (HodlState::Settled, Some(p)) => {
                         let keys: Vec<HtlcKey> = inv.htlcs.iter().map(|h| h.key).collect();

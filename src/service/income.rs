@@ -49,6 +49,15 @@ impl Income {
         }
         Ok((Msat(total), n))
     }
+
+    /// Every payment at or after `since` as (amount, paid_at), oldest first: a range scan,
+    /// since keys start with the payment time.
+    pub fn paid_since(&self, since: u64) -> StoreResult<Vec<(Msat, u64)>> {
+        self.tree
+            .range(since.to_be_bytes()..)
+            .map(|item| item.map(|(_, p)| (p.amount, p.paid_at)))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -63,7 +72,12 @@ mod tests {
             let store = Store::open(&path, 1).unwrap();
             let inc = Income::open(&store).unwrap();
             for (label, amount, at) in [("a", 1_000, 100), ("b", 2_000, 200), ("c", 4_000, 300)] {
-                inc.record(&PaidInvoice { label: label.into(), amount: Msat(amount), paid_at: at }).unwrap();
+                inc.record(&PaidInvoice {
+                    label: label.into(),
+                    amount: Msat(amount),
+                    paid_at: at,
+                })
+                .unwrap();
             }
             store.flush().unwrap();
         }
@@ -71,5 +85,9 @@ mod tests {
         let inc = Income::open(&store).unwrap();
         assert_eq!(inc.since(200).unwrap(), (Msat(6_000), 2));
         assert_eq!(inc.since(0).unwrap(), (Msat(7_000), 3));
+        assert_eq!(
+            inc.paid_since(200).unwrap(),
+            vec![(Msat(2_000), 200), (Msat(4_000), 300)]
+        );
     }
 }

@@ -279,7 +279,13 @@ mod tests {
         }
         let s = Store::open(&path, 2_000).unwrap();
         let info = s.record_start().unwrap();
-        assert_eq!(info, StoreInfo { created_at: 1_000, starts: 2 });
+        assert_eq!(
+            info,
+            StoreInfo {
+                created_at: 1_000,
+                starts: 2
+            }
+        );
         assert_eq!(s.tip().unwrap(), Some(812_345));
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o700);
         for e in std::fs::read_dir(&path).unwrap().flatten() {
@@ -311,7 +317,8 @@ mod tests {
         {
             let s = Store::open(&path, 1).unwrap();
             let meta = s.db.open_tree(META_TREE).unwrap();
-            meta.insert(KEY_SCHEMA, &(SCHEMA_VERSION + 5).to_be_bytes()).unwrap();
+            meta.insert(KEY_SCHEMA, &(SCHEMA_VERSION + 5).to_be_bytes())
+                .unwrap();
             s.flush().unwrap();
         }
         match Store::open(&path, 1) {

@@ -13,7 +13,10 @@ pub trait Record: Serialize + DeserializeOwned {
     /// Reads a value written under an older `VERSION`. The default refuses, which is right
     /// until a record's layout first changes.
     fn decode_version(version: u8, body: &[u8]) -> Result<Self, String> {
-        Err(format!("no reader for record version {version} ({} bytes)", body.len()))
+        Err(format!(
+            "no reader for record version {version} ({} bytes)",
+            body.len()
+        ))
     }
 }
 
@@ -95,6 +98,31 @@ impl<T: Record> TypedTree<T> {
         })
     }
 
+    /// Records whose keys fall in `range`, in key order (errors as in [`Self::iter`]).
+    pub fn range<K, R>(&self, range: R) -> impl DoubleEndedIterator<Item = StoreResult<(Vec<u8>, T)>> + '_
+    where
+        K: AsRef<[u8]>,
+        R: std::ops::RangeBounds<K>,
+    {
+        self.tree.range(range).map(move |item| {
+            let (k, v) = item?;
+            let value = self.decode(&k, &v)?;
+            Ok((k.to_vec(), value))
+        })
+    }
+
+    /// Records whose keys start with `prefix`, in key order (errors as in [`Self::iter`]).
+    pub fn scan_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+    ) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + '_ {
+        self.tree.scan_prefix(prefix).map(move |item| {
+            let (k, v) = item?;
+            let value = self.decode(&k, &v)?;
+            Ok((k.to_vec(), value))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.tree.len()
     }
@@ -141,8 +169,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s"), 1).unwrap();
         let t: TypedTree<V2> = store.tree("things").unwrap();
-        t.put("new", &V2 { amount_msat: 5, note: "x".into() }).unwrap();
-        t.tree.insert("old", [&[1u8][..], br#"{"amount_msat":7}"#].concat()).unwrap();
+        t.put(
+            "new",
+            &V2 {
+                amount_msat: 5,
+                note: "x".into(),
+            },
+        )
+        .unwrap();
+        t.tree
+            .insert("old", [&[1u8][..], br#"{"amount_msat":7}"#].concat())
+            .unwrap();
         t.tree.insert("bad", vec![9u8, b'{']).unwrap();
         assert_eq!(t.get("old").unwrap().unwrap().amount_msat, 7);
         assert_eq!(t.get("new").unwrap().unwrap().note, "x");

@@ -45,7 +45,10 @@ const P: HodlParams = HodlParams {
 };
 
 fn is_fail(o: &HtlcOutcome) -> bool {
-    matches!(o.verdict, HtlcVerdict::Fail(Failure::IncorrectOrUnknownPaymentDetails { .. }))
+    matches!(
+        o.verdict,
+        HtlcVerdict::Fail(Failure::IncorrectOrUnknownPaymentDetails { .. })
+    )
 }
 
 #[test]
@@ -79,12 +82,36 @@ fn three_part_mpp_accepts_on_the_last_part() {
 fn bad_htlcs_are_failed_with_the_right_code() {
     let inv = invoice(10_000);
     let cases: Vec<(&str, IncomingHtlc)> = vec![
-        ("wrong secret", IncomingHtlc { payment_secret: Some([1; 32]), ..part(1, 10_000, 10_000) }),
-        ("no secret", IncomingHtlc { payment_secret: None, ..part(1, 10_000, 10_000) }),
+        (
+            "wrong secret",
+            IncomingHtlc {
+                payment_secret: Some([1; 32]),
+                ..part(1, 10_000, 10_000)
+            },
+        ),
+        (
+            "no secret",
+            IncomingHtlc {
+                payment_secret: None,
+                ..part(1, 10_000, 10_000)
+            },
+        ),
         ("too small", part(1, 9_999, 9_999)),
         ("over 2x", part(1, 20_001, 20_001)),
-        ("cltv too low", IncomingHtlc { cltv_expiry_relative: 17, ..part(1, 10_000, 10_000) }),
-        ("inside cancel window", IncomingHtlc { cltv_expiry: 210, ..part(1, 10_000, 10_000) }),
+        (
+            "cltv too low",
+            IncomingHtlc {
+                cltv_expiry_relative: 17,
+                ..part(1, 10_000, 10_000)
+            },
+        ),
+        (
+            "inside cancel window",
+            IncomingHtlc {
+                cltv_expiry: 210,
+                ..part(1, 10_000, 10_000)
+            },
+        ),
         ("part above announced total", part(1, 11_000, 10_000)),
     ];
     for (what, h) in cases {
@@ -95,7 +122,10 @@ fn bad_htlcs_are_failed_with_the_right_code() {
     }
     // Overpayment up to 2x is accepted.
     let mut i = inv.clone();
-    assert_eq!(i.on_htlc(&part(1, 20_000, 20_000), 1_010, 200, &P).verdict, HtlcVerdict::Hold);
+    assert_eq!(
+        i.on_htlc(&part(1, 20_000, 20_000), 1_010, 200, &P).verdict,
+        HtlcVerdict::Hold
+    );
 }
 
 #[test]
@@ -106,7 +136,10 @@ fn expired_invoice_refuses_and_expires() {
     assert_eq!(inv.expire(4_600), Some((HodlState::Open, HodlState::Expired)));
     assert!(matches!(
         inv.cancel(CancelReason::Requested, 4_700),
-        Err(HodlError::IllegalTransition { current: HodlState::Expired, .. })
+        Err(HodlError::IllegalTransition {
+            current: HodlState::Expired,
+            ..
+        })
     ));
 }
 
@@ -116,7 +149,10 @@ fn mpp_timeout_fails_the_parts_and_keeps_the_invoice_open() {
     inv.on_htlc(&part(0, 3_000, 9_000), 1_000, 200, &P);
     assert!(inv.mpp_timeout(1_059, &P).is_empty());
     assert_eq!(inv.mpp_timeout(1_060, &P).len(), 1);
-    assert_eq!((inv.state, inv.received(), inv.mpp_total), (HodlState::Open, Msat(0), None));
+    assert_eq!(
+        (inv.state, inv.received(), inv.mpp_total),
+        (HodlState::Open, Msat(0), None)
+    );
     assert_eq!(Failure::MppTimeout.to_hex(), "0017");
 }
 
@@ -125,7 +161,10 @@ fn deadline_warns_then_cancels() {
     let mut inv = invoice(10_000);
     inv.on_htlc(&part(1, 10_000, 10_000), 1_010, 200, &P); // expires at 240
     assert_eq!(inv.on_block(223, &P), DeadlineAction::None);
-    assert_eq!(inv.on_block(224, &P), DeadlineAction::Warn { blocks_to_cancel: 6 });
+    assert_eq!(
+        inv.on_block(224, &P),
+        DeadlineAction::Warn { blocks_to_cancel: 6 }
+    );
     assert_eq!(inv.on_block(230, &P), DeadlineAction::Cancel);
     let (keys, _) = inv.cancel(CancelReason::Deadline, 1_100).unwrap();
     assert_eq!(keys.len(), 1);
@@ -137,7 +176,10 @@ fn settle_and_cancel_are_exclusive_and_name_the_state() {
     let mut inv = invoice(10_000);
     assert!(matches!(
         inv.settle(PRE, 1),
-        Err(HodlError::IllegalTransition { current: HodlState::Open, .. })
+        Err(HodlError::IllegalTransition {
+            current: HodlState::Open,
+            ..
+        })
     ));
     inv.on_htlc(&part(1, 10_000, 10_000), 1_010, 200, &P);
     assert_eq!(inv.settle(Preimage([1; 32]), 2), Err(HodlError::WrongPreimage));
@@ -174,8 +216,15 @@ fn failure_message_encoding() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Htlc { id: u64, amount: u64, total: u64, good_secret: bool },
-    Settle { right: bool },
+    Htlc {
+        id: u64,
+        amount: u64,
+        total: u64,
+        good_secret: bool,
+    },
+    Settle {
+        right: bool,
+    },
     Cancel,
     Block(u32),
     Tick(u64),
@@ -183,8 +232,18 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0u64..6, 1u64..12_000, prop_oneof![Just(10_000u64), 1u64..25_000], any::<bool>())
-            .prop_map(|(id, amount, total, good_secret)| Op::Htlc { id, amount, total, good_secret }),
+        (
+            0u64..6,
+            1u64..12_000,
+            prop_oneof![Just(10_000u64), 1u64..25_000],
+            any::<bool>()
+        )
+            .prop_map(|(id, amount, total, good_secret)| Op::Htlc {
+                id,
+                amount,
+                total,
+                good_secret
+            }),
         any::<bool>().prop_map(|right| Op::Settle { right }),
         Just(Op::Cancel),
         (0u32..60).prop_map(Op::Block),

@@ -20,6 +20,7 @@ pub struct Counters {
     pub rpc_calls: AtomicU64,
     pub rpc_errors: AtomicU64,
     pub fee_changes: AtomicU64,
+    pub rebalances: AtomicU64,
 }
 
 pub fn bump(c: &AtomicU64) {
@@ -42,6 +43,7 @@ pub struct CountersSnapshot {
     pub rpc_calls: u64,
     pub rpc_errors: u64,
     pub fee_changes: u64,
+    pub rebalances: u64,
 }
 
 impl Counters {
@@ -62,6 +64,7 @@ impl Counters {
             rpc_calls: g(&self.rpc_calls),
             rpc_errors: g(&self.rpc_errors),
             fee_changes: g(&self.fee_changes),
+            rebalances: g(&self.rebalances),
         }
     }
 }

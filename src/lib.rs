@@ -6,6 +6,7 @@ pub mod cln;
 pub mod counters;
 pub mod engine;
 pub mod node;
+pub mod report;
 pub mod service;
 pub mod store;
 pub mod types;

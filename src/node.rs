@@ -197,4 +197,7 @@ pub trait Node: Send + Sync {
     /// Has the node sign an unsigned BOLT11 invoice string; returns the signed invoice.
     fn sign_invoice(&self, unsigned: &str) -> impl Future<Output = NodeResult<String>> + Send;
     fn invoices(&self) -> impl Future<Output = NodeResult<Vec<Invoice>>> + Send;
+    /// The node's on-chain feerate for opening transactions, sat per 1000 vbytes, if it
+    /// has an estimate (swap recommendations price the on-chain leg with it).
+    fn feerate_perkb(&self) -> impl Future<Output = NodeResult<Option<u64>>> + Send;
 }

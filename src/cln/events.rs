@@ -17,6 +17,7 @@ pub async fn forward_event(p: Plugin<PluginState>, v: Value) -> Result<(), anyho
     bump(&s.counters.notifications);
     bump(&s.counters.forward_events);
     super::fees::on_forward_event(s, payload("forward_event", &v));
+    super::monitor::poke(s);
     Ok(())
 }
 
@@ -24,6 +25,7 @@ pub async fn channel_state_changed(p: Plugin<PluginState>, _v: Value) -> Result<
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.channel_state_changes);
+    super::monitor::poke(s);
     Ok(())
 }
 
@@ -31,6 +33,7 @@ pub async fn connect(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::Er
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.peer_connects);
+    super::monitor::poke(s);
     Ok(())
 }
 
@@ -38,6 +41,7 @@ pub async fn disconnect(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow:
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.peer_disconnects);
+    super::monitor::poke(s);
     Ok(())
 }
 
@@ -54,6 +58,7 @@ pub async fn block_added(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow:
         return Ok(());
     };
     s.set_blockheight(height);
+    super::monitor::poke(&s);
     // Deadlines are counted in blocks, so the tip is kept durable; both run off the runtime
     // because they may flush the store.
     let svc = s.hodl.clone();

@@ -161,6 +161,22 @@ async fn act(s: &PluginState, d: &FeeDecision, trigger: Trigger) -> Result<Optio
     Ok(change.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)))
 }
 
+/// How far back rebalance costs count for the `cost-floor` strategy.
+const COST_WINDOW_SECS: u64 = 7 * 86_400;
+
+/// Decides a channel with its recent rebalance cost filled in.
+fn decide(s: &PluginState, ch: &Channel, now: u64, force: bool) -> Option<FeeDecision> {
+    let cost = ch.scid.and_then(|scid| {
+        s.rebalance
+            .recent_cost_ppm(scid, now.saturating_sub(COST_WINDOW_SECS))
+            .unwrap_or_else(|e| {
+                log::warn!("rebalance cost of {scid} unreadable: {e}");
+                None
+            })
+    });
+    s.fees.decide(ch, cost, now, force)
+}
+
 fn manageable(c: &Channel) -> bool {
     c.scid.is_some() && c.state == ChannelState::Normal
 }
@@ -184,7 +200,7 @@ pub async fn run_loop(s: PluginState, interval: Duration) {
             let Some(ch) = channels.iter().find(|c| c.scid == Some(scid) && manageable(c)) else {
                 continue;
             };
-            if let Some(d) = s.fees.decide(ch, now_unix(), false) {
+            if let Some(d) = decide(&s, ch, now_unix(), false) {
                 if let Err(e) = act(&s, &d, Trigger::Forward).await {
                     log::warn!("fee change for {scid} failed: {}", e.message);
                 }
@@ -195,7 +211,7 @@ pub async fn run_loop(s: PluginState, interval: Duration) {
             match s.node.channels().await {
                 Ok(channels) => {
                     for ch in channels.iter().filter(|c| manageable(c)) {
-                        if let Some(d) = s.fees.decide(ch, now_unix(), false) {
+                        if let Some(d) = decide(&s, ch, now_unix(), false) {
                             if let Err(e) = act(&s, &d, Trigger::Timer).await {
                                 log::warn!("fee change for {} failed: {}", d.scid, e.message);
                             }
@@ -274,7 +290,7 @@ pub async fn preview(p: Plugin<PluginState>, params: Value) -> Result<Value, any
         let channels = our_channels(&s, only, PREVIEW).await?;
         let out: Vec<Value> = channels
             .iter()
-            .filter_map(|c| s.fees.decide(c, now, false))
+            .filter_map(|c| decide(&s, c, now, false))
             .map(|d| decision_json(&d, s.fees.next_allowed(d.scid)))
             .collect();
         Ok(json!({"dry_run": s.fees.config().dry_run, "channels": out}))
@@ -292,7 +308,7 @@ pub async fn apply(p: Plugin<PluginState>, params: Value) -> Result<Value, anyho
         let channels = our_channels(&s, only, APPLY).await?;
         let mut results = Vec::new();
         for c in &channels {
-            let Some(d) = s.fees.decide(c, now, force) else {
+            let Some(d) = decide(&s, c, now, force) else {
                 continue;
             };
             let change = act(&s, &d, Trigger::Manual).await?;

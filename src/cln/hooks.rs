@@ -3,22 +3,25 @@
 //! path could not read, or an `invoice_payment`.
 
 use super::state::PluginState;
-use super::{hodl, now_unix};
+use super::{hodl, now_unix, rebalance};
 use crate::counters::bump;
 use crate::service::income::PaidInvoice;
-use crate::types::Msat;
+use crate::types::{Msat, PaymentHash};
 use cln_plugin::Plugin;
 use serde_json::{json, Value};
 
 pub async fn htlc_accepted(p: Plugin<PluginState>, v: Value) -> Result<Value, anyhow::Error> {
     let state = p.state();
-    let claimed = v
+    let hash: Option<PaymentHash> = v
         .pointer("/htlc/payment_hash")
         .and_then(Value::as_str)
-        .and_then(|h| h.parse().ok())
-        .is_some_and(|h| state.claims.contains(&h));
-    if claimed {
+        .and_then(|h| h.parse().ok());
+    if let Some(hash) = hash.filter(|h| state.claims.contains(h)) {
         bump(&state.counters.htlcs_claimed);
+        // Our own rebalance payments first: they are few, and never hold invoices.
+        if let Some(answer) = rebalance::claim_answer(state, &hash) {
+            return Ok(answer);
+        }
         if let Some(answer) = hodl::on_claimed_htlc(state, &v).await {
             return Ok(answer);
         }

@@ -5,6 +5,9 @@ mod events;
 mod fees;
 mod hodl;
 mod hooks;
+mod monitor;
+mod rebalance;
+mod settings;
 pub mod node;
 pub mod options;
 pub mod params;
@@ -16,17 +19,17 @@ pub use node::ClnNode;
 
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
-use crate::engine::hodl::HodlParams;
 use crate::node::Node;
-use crate::engine::fees::FeeConfig;
 use crate::service::fees::FeeService;
 use crate::service::hodl::HodlService;
 use crate::service::income::Income;
+use crate::service::monitor::MonitorService;
+use crate::service::rebalance::RebalanceService;
 use crate::store::Store;
 use anyhow::Context;
 use cln_plugin::messages::NotificationTopic;
 use cln_plugin::{Builder, HookBuilder, RpcMethodBuilder};
-use state::{HodlDefaults, PluginState, Shared};
+use state::{PluginState, Shared};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -83,6 +86,21 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         .option(options::FEE_COALESCE)
         .option(options::FEE_INTERVAL)
         .option(options::FEE_FLOW_WINDOW)
+        .option(options::MONITOR_INTERVAL)
+        .option(options::ALERT_WEBHOOK)
+        .option(options::METRICS_BIND)
+        .option(options::GRAPH_REFRESH)
+        .option(options::LIQUIDITY_HALFLIFE)
+        .option(options::REBALANCE_HIGH)
+        .option(options::REBALANCE_LOW)
+        .option(options::REBALANCE_TARGET)
+        .option(options::REBALANCE_MAX_AMOUNT)
+        .option(options::REBALANCE_MAX_PPM)
+        .option(options::REBALANCE_FEE_SHARE)
+        .option(options::REBALANCE_DAILY_BUDGET)
+        .option(options::REBALANCE_MAX_HTLCS)
+        .option(options::REBALANCE_AUTO)
+        .option(options::REBALANCE_INTERVAL)
         .notification(NotificationTopic::new("ballast_hodl_state"))
         .notification(NotificationTopic::new("ballast_alert"))
         .hook_from_builder(HookBuilder::new("htlc_accepted", hooks::htlc_accepted))
@@ -142,6 +160,61 @@ pub async fn run_plugin() -> anyhow::Result<()> {
             RpcMethodBuilder::new(fees::POLICY, fees::policy)
                 .description("Show the fee policy, or replace it with a JSON policy, TOML text or a TOML file")
                 .usage("[policy] [toml] [file]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(monitor::STATUS, monitor::status)
+                .description("Per channel: balances, local ratio, HTLCs and active alerts, from the latest snapshot")
+                .usage("[scid]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(monitor::STATS, monitor::stats)
+                .description("Totals and averages over channels, fees earned and invoice income over 24h/7d/30d")
+                .usage(""),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(monitor::ALERTS, monitor::alerts)
+                .description("Active (or all stored) balance alerts, newest first; ack=<id> acknowledges one")
+                .usage("[which] [ack] [limit]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(monitor::HISTORY, monitor::history)
+                .description("A channel's local balance history between since and until (unix seconds, default the last 24h)")
+                .usage("scid [since] [until]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(monitor::EXPORT, monitor::export)
+                .description("Write balance history (or the latest snapshots) to a new file (mode 0600) as JSON or CSV")
+                .usage("path [format] [data] [scid] [overwrite]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(monitor::SET, monitor::set)
+                .description("Show the monitor rules, or change them at a scope (default, a peer id or a scid) with a JSON patch")
+                .usage("[scope] [rules] [reset]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(monitor::REPORT, monitor::report)
+                .description("Write a self-contained HTML report with SVG charts of balances, alerts and fees to a new file")
+                .usage("path [days] [overwrite]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(rebalance::ESTIMATE, rebalance::estimate)
+                .description("Estimate routes to a node: the cheapest and the fastest of k, with fee, CLTV and success probability")
+                .usage("destination amount_msat [k] [maxhops]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(rebalance::PLAN, rebalance::rebalance_plan)
+                .description("Dry run: which channels are lopsided, which circular moves would fix them, by which routes, at what cost; swaps where no route fits")
+                .usage("[channels] [max_ppm] [max_moves]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(rebalance::EXECUTE, rebalance::execute)
+                .description("Execute a plan (or one move) with circular payments to ourselves, never exceeding the fee budgets")
+                .usage("[plan_id] [source] [sink] [amount_msat] [max_ppm] [max_fee_msat]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new(rebalance::STATUS, rebalance::status)
+                .description("Rebalance attempts (newest first), spend over 24 h and the graph in use")
+                .usage("[id] [limit]"),
         );
 
     // `None` means lightningd only wanted the manifest (`lightningd --help`).
@@ -149,43 +222,26 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         return Ok(());
     };
     let conf = configured.configuration();
-    let settings = (|| {
-        let int = |o: &cln_plugin::options::DefaultIntegerConfigOption, min, max| -> Result<i64, String> {
-            let v = configured.option(o).map_err(|e| e.to_string())?;
-            options::bounded(o.name(), v, min, max)
-        };
-        let params = HodlParams {
-            cancel_blocks: int(&options::HODL_CANCEL_BLOCKS, 3, 1000)? as u32,
-            warn_blocks: int(&options::HODL_WARN_BLOCKS, 0, 1000)? as u32,
-            mpp_timeout_secs: int(&options::HODL_MPP_TIMEOUT, 1, 86_400)? as u64,
-        };
-        let defaults = HodlDefaults {
-            expiry_secs: int(&options::HODL_EXPIRY, 1, 31_536_000)? as u64,
-            cltv: int(&options::HODL_CLTV, 9, 2016)? as u32,
-        };
-        if defaults.cltv < params.cancel_blocks + 6 {
-            return Err(format!(
-                "ballast-hodl-cltv ({}) must exceed ballast-hodl-cancel-blocks ({}) by at least 6",
-                defaults.cltv, params.cancel_blocks
-            ));
+    let settings = match settings::Settings::read(&configured) {
+        Ok(v) => v,
+        Err(reason) => {
+            let reason = format!("ballast disabled: {reason}");
+            log::warn!("{reason}");
+            configured.disable(&reason).await?;
+            return Ok(());
         }
-        let fee_cfg = FeeConfig {
-            min_delta_ppm: int(&options::FEE_MIN_DELTA, 0, 1_000_000)? as u32,
-            min_delta_ratio: int(&options::FEE_MIN_DELTA_PERCENT, 0, 100)? as f64 / 100.0,
-            // CLN itself refuses channel updates closer than 5 minutes apart.
-            min_interval_secs: int(&options::FEE_MIN_INTERVAL, 300, 30 * 86_400)? as u64,
-            coalesce_secs: int(&options::FEE_COALESCE, 0, 86_400)? as u64,
-            dry_run: configured.option(&options::FEE_DRY_RUN).map_err(|e| e.to_string())?,
-        };
-        let fee_interval = int(&options::FEE_INTERVAL, 60, 30 * 86_400)? as u64;
-        let flow_window = int(&options::FEE_FLOW_WINDOW, 300, 90 * 86_400)? as u64;
-        let policy_file = configured
-            .option(&options::FEE_POLICY_FILE)
-            .map_err(|e| e.to_string())?
-            .filter(|p| !p.is_empty());
-        Ok((params, defaults, (fee_cfg, fee_interval, flow_window, policy_file)))
-    })();
-    let (hodl_params, hodl_defaults, (fee_cfg, fee_interval, flow_window, policy_file)) = match settings {
+    };
+    let settings::Settings {
+        hodl: hodl_params,
+        hodl_defaults,
+        fees: fee_cfg,
+        fee_interval,
+        flow_window,
+        policy_file,
+        rebalance: rebalance_settings,
+        halflife,
+    } = settings;
+    let monitor_settings = match monitor::MonitorSettings::read(&configured) {
         Ok(v) => v,
         Err(reason) => {
             let reason = format!("ballast disabled: {reason}");
@@ -206,21 +262,53 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
             let store = Store::open(&path, now_unix())?;
             store.record_start()?;
-            let (hodl, events) =
-                HodlService::load(store.clone(), claims, hodl_params, plugin_only_restart, now_unix())?;
+            let (hodl, events) = HodlService::load(
+                store.clone(),
+                claims.clone(),
+                hodl_params,
+                plugin_only_restart,
+                now_unix(),
+            )?;
             let income = Income::open(&store)?;
             let policy_path = policy_file.map(|p| options::resolve_db_path(&lightning_dir, &p));
-            let (fees, fee_warnings) =
-                FeeService::load(store.clone(), fee_cfg, flow_window, policy_path.as_deref(), now_unix())?;
-            Ok::<_, anyhow::Error>((store, hodl, events, income, fees, fee_warnings))
+            let (fees, fee_warnings) = FeeService::load(
+                store.clone(),
+                fee_cfg,
+                flow_window,
+                policy_path.as_deref(),
+                now_unix(),
+            )?;
+            let rebalance = RebalanceService::load(store.clone(), claims.clone(), halflife)?;
+            Ok::<_, anyhow::Error>((store, hodl, events, income, fees, fee_warnings, rebalance))
         })
         .await?
     };
-    let (store, hodl, startup_events, income, fees, fee_warnings) = match opened {
+    let (store, hodl, startup_events, income, fees, fee_warnings, rebalance) = match opened {
         Ok(s) => s,
         Err(e) => {
             // lightningd logs the disable reason and keeps running without us.
             let reason = format!("ballast disabled: {e:#}");
+            log::warn!("{reason}");
+            configured.disable(&reason).await?;
+            return Ok(());
+        }
+    };
+
+    let monitor_loaded = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || MonitorService::load(store, now_unix())).await?
+    };
+    let monitor_rt = monitor::Runtime::new(monitor_settings.webhook.clone());
+    let (monitor, monitor_warnings, monitor_rt) = match (monitor_loaded, monitor_rt) {
+        (Ok((m, w)), Ok(rt)) => (m, w, rt),
+        (Err(e), _) => {
+            let reason = format!("ballast disabled: balance monitor: {e}");
+            log::warn!("{reason}");
+            configured.disable(&reason).await?;
+            return Ok(());
+        }
+        (_, Err(e)) => {
+            let reason = format!("ballast disabled: cannot start the alert webhook thread: {e}");
             log::warn!("{reason}");
             configured.disable(&reason).await?;
             return Ok(());
@@ -254,7 +342,12 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         hodl: Arc::new(hodl),
         income: Arc::new(income),
         fees: Arc::new(fees),
+        monitor: Arc::new(monitor),
+        monitor_rt: Arc::new(monitor_rt),
         awaited: Default::default(),
+        rebalance: Arc::new(rebalance),
+        rebalance_settings,
+        rebalance_lock: tokio::sync::Mutex::new(()),
         network: conf.network.clone(),
         node_id,
         started: std::time::Instant::now(),
@@ -266,6 +359,21 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     tokio::spawn(hodl::run_notifier(plugin.clone()));
     tokio::spawn(hodl::run_ticker(state.clone()));
     tokio::spawn(fees::run_loop(state.clone(), Duration::from_secs(fee_interval)));
+    tokio::spawn(monitor::run_loop(plugin.clone(), monitor_settings.interval));
+    for w in monitor_warnings {
+        log::warn!("balance monitor: {w}");
+    }
+    if let Some(addr) = monitor_settings.metrics_bind {
+        // A taken port costs the metrics, not the plugin: say so and carry on.
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                log::info!("metrics: serving http://{}/metrics", l.local_addr().unwrap_or(addr));
+                tokio::spawn(monitor::serve_metrics(state.clone(), l));
+            }
+            Err(e) => log::error!("metrics: cannot listen on {addr}: {e}; metrics are off"),
+        }
+    }
+    tokio::spawn(rebalance::run_loop(state.clone()));
     for w in fee_warnings {
         log::warn!("fee policy: {w}");
     }

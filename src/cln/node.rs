@@ -12,6 +12,7 @@ use crate::node::{
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use cln_rpc::model::requests::{
+    FeeratesRequest, FeeratesStyle,
     GetinfoRequest, ListchannelsRequest, ListforwardsIndex, ListforwardsRequest, ListinvoicesIndex,
     ListinvoicesRequest, ListpeerchannelsRequest, SigninvoiceRequest, WaitsendpayRequest,
 };
@@ -108,6 +109,15 @@ impl ClnNode {
 }
 
 impl Node for ClnNode {
+    async fn feerate_perkb(&self) -> NodeResult<Option<u64>> {
+        let r = self
+            .call(&FeeratesRequest {
+                style: FeeratesStyle::PERKB,
+            })
+            .await?;
+        Ok(r.perkb.and_then(|k| k.opening).map(u64::from))
+    }
+
     async fn info(&self) -> NodeResult<NodeInfo> {
         let info = self.call(&GetinfoRequest {}).await?;
         Ok(NodeInfo {
@@ -318,6 +328,7 @@ rpc_methods! {
     SendpayParams => "sendpay",
     WaitsendpayRequest => "waitsendpay",
     SigninvoiceRequest => "signinvoice",
+    FeeratesRequest => "feerates",
 }
 
 /// A listing lightningd can page through by `created_index`.

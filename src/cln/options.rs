@@ -89,6 +89,107 @@ pub const FEE_FLOW_WINDOW: DefaultIntegerConfigOption = ConfigOption::new_i64_wi
     "Seconds of forward history the flow conditions and strategy look at",
 );
 
+pub const GRAPH_REFRESH: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-graph-refresh",
+    600,
+    "Seconds between refreshes of the gossip graph (updated in place)",
+);
+
+pub const LIQUIDITY_HALFLIFE: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-liquidity-halflife",
+    21_600,
+    "Seconds after which what a payment attempt taught about a channel's liquidity is half forgotten",
+);
+
+pub const REBALANCE_HIGH: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-rebalance-high",
+    "0.8",
+    "Local ratio above which a channel has liquidity to give",
+);
+
+pub const REBALANCE_LOW: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-rebalance-low",
+    "0.2",
+    "Local ratio below which a channel needs liquidity",
+);
+
+pub const REBALANCE_TARGET: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-rebalance-target",
+    "0.5",
+    "Local ratio a rebalance move aims for on both channels",
+);
+
+pub const REBALANCE_MAX_AMOUNT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-rebalance-max-amount",
+    1_000_000_000,
+    "Largest amount (msat) one rebalance move may shift",
+);
+
+pub const REBALANCE_MAX_PPM: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-rebalance-max-ppm",
+    1_000,
+    "Highest fee rate (ppm of the amount) a rebalance may pay",
+);
+
+pub const REBALANCE_FEE_SHARE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-rebalance-fee-share",
+    "0.5",
+    "A move may pay at most this share of the sink channel's own fee rate, so it can pay for itself",
+);
+
+pub const REBALANCE_DAILY_BUDGET: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-rebalance-daily-budget",
+    10_000_000,
+    "Most fees (msat) all rebalances together may spend in any 24 hours",
+);
+
+pub const REBALANCE_MAX_HTLCS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-rebalance-max-htlcs",
+    1,
+    "Most rebalance HTLCs in flight at once (executions currently send one at a time)",
+);
+
+pub const REBALANCE_AUTO: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
+    "ballast-rebalance-auto",
+    false,
+    "Plan and execute rebalances every ballast-rebalance-interval, within the same budgets",
+);
+
+pub const REBALANCE_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-rebalance-interval",
+    21_600,
+    "Seconds between automatic rebalance rounds",
+);
+
+/// Reads a ratio option ("0.8") and checks it lies in [0, 1].
+pub fn ratio(name: &str, text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{name} must be a number between 0 and 1, got '{text}'"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{name} must be between 0 and 1, got {v}"))
+    }
+}
+
+pub const MONITOR_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-monitor-interval",
+    60,
+    "Seconds between balance-monitor snapshots when no event triggers one",
+);
+
+pub const ALERT_WEBHOOK: StringConfigOption = ConfigOption::new_str_no_default(
+    "ballast-alert-webhook",
+    "http:// URL that receives each raised or cleared alert as a JSON POST (retried with backoff; https not supported)",
+);
+
+pub const METRICS_BIND: StringConfigOption = ConfigOption::new_str_no_default(
+    "ballast-metrics-bind",
+    "ip:port to serve Prometheus metrics on at /metrics (e.g. 127.0.0.1:9750); off when unset",
+);
+
 /// Reads an integer option into a range, naming the option when it is out of it.
 pub fn bounded(name: &str, v: i64, min: i64, max: i64) -> Result<i64, String> {
     if (min..=max).contains(&v) {

@@ -6,6 +6,8 @@ use crate::engine::claims::ClaimSet;
 use crate::service::fees::FeeService;
 use crate::service::hodl::HodlService;
 use crate::service::income::Income;
+use crate::service::monitor::MonitorService;
+use crate::service::rebalance::RebalanceService;
 use crate::store::Store;
 use crate::types::NodeId;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +25,13 @@ pub struct Shared {
     pub hodl: Arc<HodlService>,
     pub income: Arc<Income>,
     pub fees: Arc<FeeService>,
+    pub monitor: Arc<MonitorService>,
+    /// Snapshot triggers, webhook queue and delivery figures of the balance monitor.
+    pub monitor_rt: Arc<super::monitor::Runtime>,
+    pub rebalance: Arc<RebalanceService>,
+    pub rebalance_settings: super::rebalance::RebalanceSettings,
+    /// One execution at a time: budgets are checked against what has been spent so far.
+    pub rebalance_lock: tokio::sync::Mutex<()>,
     /// Forwards a pending fee decision waits to see settled in `listpeerchannels`.
     pub awaited: super::fees::AwaitedForwards,
     pub network: String,

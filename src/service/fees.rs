@@ -257,7 +257,14 @@ impl FeeService {
     }
 
     /// Decides one of our channels. `None` for channels that cannot carry a fee yet.
-    pub fn decide(&self, ch: &Channel, now: u64, force: bool) -> Option<FeeDecision> {
+    /// `rebalance_cost_ppm` is what moving liquidity into it cost recently (cost floor).
+    pub fn decide(
+        &self,
+        ch: &Channel,
+        rebalance_cost_ppm: Option<u32>,
+        now: u64,
+        force: bool,
+    ) -> Option<FeeDecision> {
         let scid = ch.scid?;
         let s = self.lock();
         let inputs = ChannelInputs {
@@ -267,8 +274,7 @@ impl FeeService {
             local: ch.local,
             pending_htlcs: u32::try_from(ch.htlcs.len()).unwrap_or(u32::MAX),
             flow: self.flow(&s, scid, now),
-            // Filled in once rebalancing records what moving liquidity cost.
-            rebalance_cost_ppm: None,
+            rebalance_cost_ppm,
             peer_channels: None,
             current: ChannelFee {
                 base_msat: ch.fee_base,
@@ -389,7 +395,7 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
             assert!(warnings.is_empty(), "{warnings:?}");
             // Past the startup hold; drained channel → high fee.
             let d = svc
-                .decide(&channel(scid, 50_000_000, 100), 10_000, false)
+                .decide(&channel(scid, 50_000_000, 100), None, 10_000, false)
                 .unwrap();
             assert!(d.status.applies(), "{d}");
             assert!(d.target.ppm > 500, "{d}");
@@ -407,7 +413,7 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
         // Rate limit (and the startup hold) remembered across the restart: nothing before
         // an hour after the last update.
         let d = svc
-            .decide(&channel(scid, 900_000_000, 900), 12_000, false)
+            .decide(&channel(scid, 900_000_000, 900), None, 12_000, false)
             .unwrap();
         assert!(!d.status.applies(), "{d}");
         assert!(d.status.not_before() >= Some(13_600), "{d}");

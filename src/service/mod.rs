@@ -5,3 +5,5 @@
 pub mod fees;
 pub mod hodl;
 pub mod income;
+pub mod monitor;
+pub mod rebalance;

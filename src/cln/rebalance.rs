@@ -1,0 +1,628 @@
+//! Rebalancing on Core Lightning: the gossip graph kept fresh, `route-estimate`,
+//! `rebalance-plan` (dry run), `rebalance-execute` within hard budgets, `rebalance-status`,
+//! and the optional automatic mode.
+//!
+//! Execution pays a circular route to our own node with `sendpay`; the payment hash is one
+//! ballast made and claimed, so its `htlc_accepted` path resolves the HTLC (no invoice).
+
+use super::now_unix;
+use super::params::{Params, RpcError};
+use super::state::PluginState;
+use crate::counters::bump;
+use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
+use crate::engine::route::{cheapest, fastest, find_circular_routes, find_routes, CircularRequest, Route, RouteParams};
+use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
+use crate::service::rebalance::{Attempt, RebalanceError};
+use crate::types::{Msat, NodeId, Scid};
+use cln_plugin::Plugin;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const ERR_NODE: i64 = 2005;
+const ERR_UNKNOWN_CHANNEL: i64 = 2006;
+const ERR_NO_GRAPH: i64 = 2007;
+const ERR_PLAN: i64 = 2008;
+const ERR_BUSY: i64 = 2009;
+const ERR_INTERNAL: i64 = -1;
+
+/// Budgets and targets from options.
+#[derive(Debug, Clone)]
+pub struct RebalanceSettings {
+    pub planner: PlannerConfig,
+    pub daily_budget: Msat,
+    pub max_htlcs: u32,
+    pub graph_refresh: Duration,
+    pub auto: bool,
+    pub interval: Duration,
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    RpcError {
+        code: ERR_INTERNAL,
+        message: e.to_string(),
+    }
+}
+
+fn store_error(e: RebalanceError) -> RpcError {
+    internal(e)
+}
+
+fn node_error(what: &str, e: NodeError) -> RpcError {
+    RpcError {
+        code: ERR_NODE,
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Loads the graph if it is not there yet (first use before the refresher ran).
+async fn ensure_graph(s: &PluginState) -> Result<(), RpcError> {
+    if s.rebalance.has_graph() {
+        return Ok(());
+    }
+    refresh_graph(s).await
+}
+
+async fn refresh_graph(s: &PluginState) -> Result<(), RpcError> {
+    let edges = s.node.graph().await.map_err(|e| node_error("listchannels", e))?;
+    let svc = s.rebalance.clone();
+    let (nodes, channels) = tokio::task::spawn_blocking(move || svc.refresh_graph(&edges))
+        .await
+        .map_err(internal)?
+        .map_err(|e| RpcError {
+            code: ERR_NO_GRAPH,
+            message: format!("gossip graph unusable: {e}"),
+        })?;
+    log::debug!("gossip graph refreshed: {nodes} nodes, {channels} channels");
+    Ok(())
+}
+
+/// Keeps the graph fresh, and runs automatic rebalancing when enabled.
+pub async fn run_loop(s: PluginState) {
+    let settings = s.rebalance_settings.clone();
+    let mut next_auto = tokio::time::Instant::now() + settings.interval;
+    loop {
+        if let Err(e) = refresh_graph(&s).await {
+            log::warn!("graph refresh failed: {}", e.message);
+        }
+        let sleep = if settings.auto {
+            settings.graph_refresh.min(next_auto.saturating_duration_since(tokio::time::Instant::now()))
+        } else {
+            settings.graph_refresh
+        };
+        tokio::time::sleep(sleep.max(Duration::from_secs(1))).await;
+        if settings.auto && tokio::time::Instant::now() >= next_auto {
+            next_auto = tokio::time::Instant::now() + settings.interval;
+            match auto_round(&s).await {
+                Ok(v) => log::info!("automatic rebalance: {v}"),
+                Err(e) => log::warn!("automatic rebalance: {}", e.message),
+            }
+        }
+    }
+}
+
+async fn auto_round(s: &PluginState) -> Result<Value, RpcError> {
+    let cfg = s.rebalance_settings.planner.clone();
+    let (plan_id, plan) = make_plan(s, cfg).await?;
+    let moves: Vec<(Scid, Scid, Msat, u32)> = plan
+        .moves
+        .iter()
+        .filter(|m| m.status == MoveStatus::Planned)
+        .map(|m| (m.source_scid, m.sink_scid, m.amount, m.fee_cap_ppm))
+        .collect();
+    if moves.is_empty() {
+        return Ok(json!({"plan_id": plan_id, "moves": 0}));
+    }
+    execute_moves(s, &plan_id, &moves, None).await
+}
+
+fn ours(s: &PluginState) -> Result<NodeId, RpcError> {
+    s.node_id.ok_or_else(|| RpcError {
+        code: ERR_NODE,
+        message: "our node id is unknown (getinfo failed at start-up)".into(),
+    })
+}
+
+fn route_json(r: &Route) -> Value {
+    json!({
+        "hops": r.hops.iter().map(|h| json!({
+            "short_channel_id": h.scid.to_string(),
+            "node": h.node.to_hex(),
+            "amount_msat": h.amount.0,
+            "fee_msat": h.fee.0,
+            "cltv_delta": h.cltv_delta,
+            "delay": h.delay,
+        })).collect::<Vec<_>>(),
+        "amount_msat": r.amount.0,
+        "fee_msat": r.fee.0,
+        "fee_ppm": r.fee_ppm,
+        "total_cltv": r.total_cltv,
+        "probability": r.probability,
+    })
+}
+
+macro_rules! rpc_body {
+    ($p:ident, $s:ident, $body:expr) => {{
+        let $s = $p.state().clone();
+        bump(&$s.counters.rpc_calls);
+        let r: Result<Value, RpcError> = $body.await;
+        r.map_err(|e| {
+            bump(&$s.counters.rpc_errors);
+            e.into()
+        })
+    }};
+}
+
+pub const ESTIMATE: &str = "route-estimate";
+
+pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(ESTIMATE, &params, &["destination", "amount_msat", "k", "maxhops"], 2)?;
+        let dest: NodeId = prm.required(prm.parsed("destination", "a node id (66 hex characters)")?, "destination")?;
+        let amount = prm.required(prm.u64("amount_msat")?, "amount_msat")?;
+        if amount == 0 {
+            return Err(RpcError::invalid(format!("{ESTIMATE}: 'amount_msat' must be greater than 0")));
+        }
+        let k = prm.u64("k")?.unwrap_or(5);
+        if !(1..=20).contains(&k) {
+            return Err(RpcError::invalid(format!("{ESTIMATE}: 'k' must be 1..20")));
+        }
+        let max_hops = prm.u64("maxhops")?.unwrap_or(20);
+        if !(1..=27).contains(&max_hops) {
+            return Err(RpcError::invalid(format!("{ESTIMATE}: 'maxhops' must be 1..27")));
+        }
+        let me = ours(&s)?;
+        ensure_graph(&s).await?;
+        let svc = s.rebalance.clone();
+        let routes = tokio::task::spawn_blocking(move || {
+            let params = RouteParams {
+                k: k as usize,
+                max_hops: max_hops as usize,
+                ..RouteParams::default()
+            };
+            svc.with_graph(now_unix(), |g, _, view| find_routes(g, view, &me, &dest, Msat(amount), &params))
+        })
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| RpcError {
+            code: ERR_NO_GRAPH,
+            message: "gossip graph not loaded".into(),
+        })?
+        .map_err(|e| RpcError::invalid(format!("{ESTIMATE}: {e}")))?;
+        Ok(json!({
+            "destination": dest.to_hex(),
+            "amount_msat": amount,
+            "routes_found": routes.len(),
+            "cheapest": cheapest(&routes).map(route_json),
+            "fastest": fastest(&routes).map(route_json),
+        }))
+    })
+}
+
+async fn make_plan(s: &PluginState, cfg: PlannerConfig) -> Result<(String, crate::engine::planner::Plan), RpcError> {
+    let me = ours(s)?;
+    ensure_graph(s).await?;
+    let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+    // Swaps are priced with the node's own estimate; a node without one still gets a plan.
+    let feerate = s.node.feerate_perkb().await.unwrap_or_else(|e| {
+        log::debug!("feerates unavailable for swap estimates: {e}");
+        None
+    });
+    let svc = s.rebalance.clone();
+    let now = now_unix();
+    tokio::task::spawn_blocking(move || {
+        let planned = svc
+            .with_graph(now, |graph, beliefs, _| {
+                plan(&PlanRequest {
+                    ours: me,
+                    channels: &channels,
+                    graph,
+                    beliefs,
+                    config: &cfg,
+                    feerate_perkb: feerate,
+                    now,
+                })
+            })
+            .ok_or_else(|| RpcError {
+                code: ERR_NO_GRAPH,
+                message: "gossip graph not loaded".into(),
+            })?
+            .map_err(|e| RpcError {
+                code: ERR_PLAN,
+                message: format!("rebalance-plan: {e}"),
+            })?;
+        let id = svc.store_plan(planned.clone(), now).map_err(store_error)?;
+        Ok((id, planned))
+    })
+    .await
+    .map_err(internal)?
+}
+
+pub const PLAN: &str = "rebalance-plan";
+
+pub async fn rebalance_plan(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(PLAN, &params, &["channels", "max_ppm", "max_moves"], 0)?;
+        let mut cfg = s.rebalance_settings.planner.clone();
+        if let Some(v) = prm.raw("channels") {
+            cfg.channels = Some(scid_list(PLAN, "channels", v)?);
+        }
+        if let Some(ppm) = prm.u32("max_ppm")? {
+            cfg.max_ppm = ppm;
+        }
+        if let Some(n) = prm.u64("max_moves")? {
+            if !(1..=100).contains(&n) {
+                return Err(RpcError::invalid(format!("{PLAN}: 'max_moves' must be 1..100")));
+            }
+            cfg.max_moves = n as usize;
+        }
+        let (id, planned) = make_plan(&s, cfg).await?;
+        let mut v = serde_json::to_value(&planned).map_err(internal)?;
+        v["plan_id"] = json!(id);
+        v["expires_at"] = json!(planned.generated_at + crate::service::rebalance::PLAN_TTL_SECS);
+        Ok(v)
+    })
+}
+
+fn scid_list(method: &str, name: &str, v: &Value) -> Result<Vec<Scid>, RpcError> {
+    let items: Vec<Value> = match v {
+        Value::Array(a) => a.clone(),
+        // lightning-cli passes a positional list as a string.
+        Value::String(t) if t.trim_start().starts_with('[') => serde_json::from_str(t)
+            .map_err(|e| RpcError::invalid(format!("{method}: '{name}' is not a JSON list: {e}")))?,
+        Value::String(t) => vec![Value::String(t.clone())],
+        other => return Err(RpcError::invalid(format!("{method}: '{name}' must be a list of short_channel_ids, got {other}"))),
+    };
+    items
+        .iter()
+        .map(|i| {
+            i.as_str()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| RpcError::invalid(format!("{method}: '{name}' entries must be short_channel_ids, got {i}")))
+        })
+        .collect()
+}
+
+pub const EXECUTE: &str = "rebalance-execute";
+
+pub async fn execute(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(
+            EXECUTE,
+            &params,
+            &["plan_id", "source", "sink", "amount_msat", "max_ppm", "max_fee_msat"],
+            0,
+        )?;
+        let plan_id = prm.str("plan_id")?;
+        let source: Option<Scid> = prm.parsed("source", "a short_channel_id")?;
+        let sink: Option<Scid> = prm.parsed("sink", "a short_channel_id")?;
+        let amount = prm.u64("amount_msat")?;
+        let max_ppm = prm.u32("max_ppm")?;
+        let max_fee = prm.u64("max_fee_msat")?.map(Msat);
+        let cfg = &s.rebalance_settings.planner;
+        let (exec_id, moves) = match (plan_id, source, sink, amount) {
+            (Some(id), None, None, None) => {
+                let stored = {
+                    let svc = s.rebalance.clone();
+                    let id = id.to_string();
+                    tokio::task::spawn_blocking(move || svc.plan(&id, now_unix()))
+                        .await
+                        .map_err(internal)?
+                        .map_err(store_error)?
+                };
+                let stored = stored.ok_or_else(|| RpcError {
+                    code: ERR_PLAN,
+                    message: format!("{EXECUTE}: no plan '{id}' (plans expire after an hour; make a new one)"),
+                })?;
+                let moves: Vec<_> = stored
+                    .plan
+                    .moves
+                    .iter()
+                    .filter(|m| m.status == MoveStatus::Planned)
+                    .map(|m| (m.source_scid, m.sink_scid, m.amount, max_ppm.unwrap_or(m.fee_cap_ppm).min(m.fee_cap_ppm)))
+                    .collect();
+                (stored.id, moves)
+            }
+            (None, Some(src), Some(dst), Some(amt)) => {
+                if src == dst {
+                    return Err(RpcError::invalid(format!("{EXECUTE}: source and sink are the same channel")));
+                }
+                if amt == 0 {
+                    return Err(RpcError::invalid(format!("{EXECUTE}: 'amount_msat' must be greater than 0")));
+                }
+                let mut raw = [0u8; 8];
+                getrandom::getrandom(&mut raw).map_err(internal)?;
+                (format!("manual-{}", hex::encode(raw)), vec![(src, dst, Msat(amt), max_ppm.unwrap_or(cfg.max_ppm))])
+            }
+            _ => {
+                return Err(RpcError::invalid(format!(
+                    "{EXECUTE}: give either 'plan_id', or 'source', 'sink' and 'amount_msat'"
+                )))
+            }
+        };
+        execute_moves(&s, &exec_id, &moves, max_fee).await
+    })
+}
+
+/// Runs moves one at a time (at most one self-payment HTLC of ours in flight, which never
+/// exceeds `ballast-rebalance-max-htlcs`), never letting fees pass the execution budget or
+/// the daily cap: both are checked before every attempt against that route's exact fee.
+async fn execute_moves(
+    s: &PluginState,
+    exec_id: &str,
+    moves: &[(Scid, Scid, Msat, u32)],
+    max_fee: Option<Msat>,
+) -> Result<Value, RpcError> {
+    let Ok(_guard) = s.rebalance_lock.try_lock() else {
+        return Err(RpcError {
+            code: ERR_BUSY,
+            message: format!("{EXECUTE}: another rebalance is running; try again when it ends"),
+        });
+    };
+    let me = ours(s)?;
+    ensure_graph(s).await?;
+    let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+    let mut budget_left = max_fee.unwrap_or(Msat(u64::MAX));
+    let mut results = Vec::new();
+    let mut spent_total = Msat(0);
+    for &(source, sink, amount, ppm) in moves {
+        let r = execute_move(s, &me, exec_id, &channels, source, sink, amount, ppm, &mut budget_left).await?;
+        spent_total = Msat(spent_total.0.saturating_add(r["fee_msat"].as_u64().unwrap_or(0)));
+        results.push(r);
+    }
+    Ok(json!({"execution": exec_id, "moves": results, "fee_msat": spent_total.0}))
+}
+
+fn find<'a>(channels: &'a [Channel], scid: Scid) -> Result<&'a Channel, RpcError> {
+    channels
+        .iter()
+        .find(|c| c.scid == Some(scid) && c.state == ChannelState::Normal)
+        .ok_or_else(|| RpcError {
+            code: ERR_UNKNOWN_CHANNEL,
+            message: format!("{EXECUTE}: {scid} is not one of our normal channels"),
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute_move(
+    s: &PluginState,
+    me: &NodeId,
+    exec_id: &str,
+    channels: &[Channel],
+    source: Scid,
+    sink: Scid,
+    amount: Msat,
+    max_ppm: u32,
+    budget_left: &mut Msat,
+) -> Result<Value, RpcError> {
+    let src = find(channels, source)?;
+    let dst = find(channels, sink)?;
+    if src.peer == dst.peer {
+        // Out and back through the same peer moves nothing and burns fees.
+        return Ok(json!({"source": source.to_string(), "sink": sink.to_string(), "moved_msat": 0, "fee_msat": 0,
+            "status": "refused", "reason": "source and sink are channels to the same peer"}));
+    }
+    let settings = &s.rebalance_settings;
+    let min_part = settings.planner.min_amount.0.max(1);
+    let mut remaining = amount.0;
+    let mut part = amount.0;
+    let mut moved = 0u64;
+    let mut fees = 0u64;
+    let mut attempts = 0u32;
+    let mut stop_reason = String::new();
+    while remaining > 0 && attempts < 16 {
+        part = part.min(remaining);
+        let day_spent = {
+            let svc = s.rebalance.clone();
+            tokio::task::spawn_blocking(move || svc.spent_since(now_unix().saturating_sub(86_400)))
+                .await
+                .map_err(internal)?
+                .map_err(store_error)?
+        };
+        let daily_left = settings.daily_budget.0.saturating_sub(day_spent.0);
+        let cap = (part as u128 * max_ppm as u128 / 1_000_000) as u64;
+        let fee_cap = cap.min(budget_left.0).min(daily_left);
+        if fee_cap == 0 && cap > 0 {
+            stop_reason = if daily_left == 0 {
+                "daily budget (ballast-rebalance-daily-budget) used up".into()
+            } else {
+                "execution budget (max_fee_msat) used up".into()
+            };
+            break;
+        }
+        let req = CircularRequest {
+            ours: *me,
+            out_scid: source,
+            out_peer: src.peer,
+            in_scid: sink,
+            in_peer: dst.peer,
+            amount: Msat(part),
+            in_policy: dst.remote_policy,
+        };
+        let params = RouteParams {
+            k: settings.planner.k.max(1),
+            max_hops: settings.planner.max_hops,
+            max_fee: Some(Msat(fee_cap)),
+            cost: settings.planner.cost.clone(),
+            ..RouteParams::default()
+        };
+        let svc = s.rebalance.clone();
+        let routes = tokio::task::spawn_blocking(move || {
+            svc.with_graph(now_unix(), |g, _, view| find_circular_routes(g, view, &req, &params))
+        })
+        .await
+        .map_err(internal)?
+        .unwrap_or(Ok(Vec::new()))
+        .map_err(|e| RpcError {
+            code: ERR_PLAN,
+            message: format!("{EXECUTE}: {e}"),
+        })?;
+        let mut succeeded = false;
+        for route in routes {
+            // The hard stop: this exact fee against what is left, before sending anything.
+            if route.fee.0 > budget_left.0 || route.fee.0 > daily_left || route.fee.0 > fee_cap {
+                continue;
+            }
+            attempts += 1;
+            let outcome = attempt(s, me, exec_id, source, sink, &route).await?;
+            match outcome {
+                AttemptResult::Success => {
+                    budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
+                    fees += route.fee.0;
+                    moved += part;
+                    remaining -= part;
+                    succeeded = true;
+                    break;
+                }
+                AttemptResult::Pending => {
+                    // Its fee stays counted as spent; do not pile more on top of it.
+                    budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
+                    fees += route.fee.0;
+                    stop_reason = "an attempt is still in flight; stopped to stay within budget".into();
+                    remaining = 0;
+                    break;
+                }
+                AttemptResult::Failed => {}
+            }
+            if attempts >= 16 {
+                break;
+            }
+        }
+        if !succeeded && remaining > 0 {
+            // Smaller parts find liquidity where the full amount did not.
+            if part / 2 >= min_part {
+                part /= 2;
+            } else {
+                stop_reason = format!("no route within budget for {} msat or less", part);
+                break;
+            }
+        }
+    }
+    if remaining > 0 && stop_reason.is_empty() {
+        stop_reason = "attempt limit reached".into();
+    }
+    Ok(json!({
+        "source": source.to_string(),
+        "sink": sink.to_string(),
+        "requested_msat": amount.0,
+        "moved_msat": moved,
+        "fee_msat": fees,
+        "attempts": attempts,
+        "status": if moved == amount.0 { "done" } else if moved > 0 { "partial" } else { "failed" },
+        "reason": stop_reason,
+    }))
+}
+
+enum AttemptResult {
+    Success,
+    Failed,
+    Pending,
+}
+
+async fn attempt(
+    s: &PluginState,
+    me: &NodeId,
+    exec_id: &str,
+    source: Scid,
+    sink: Scid,
+    route: &Route,
+) -> Result<AttemptResult, RpcError> {
+    let svc = s.rebalance.clone();
+    let hash = tokio::task::spawn_blocking(move || svc.new_self_payment(now_unix()))
+        .await
+        .map_err(internal)?
+        .map_err(store_error)?;
+    let outcome = s.node.pay_route(&route.to_route_hops(), hash, 60).await;
+    let now = now_unix();
+    let (result, failing, message, failed_at) = match outcome {
+        Ok(PayOutcome::Success { .. }) => (AttemptResult::Success, None, String::new(), None),
+        Ok(PayOutcome::Failed {
+            failing_channel,
+            message,
+            ..
+        }) => {
+            let idx = failing_channel.and_then(|f| route.hops.iter().position(|h| h.scid == f));
+            (AttemptResult::Failed, failing_channel, message, idx)
+        }
+        Err(NodeError::Rejected { code: Some(200), message, .. }) => (AttemptResult::Pending, None, message, None),
+        Err(e) => (AttemptResult::Failed, None, e.to_string(), Some(0)),
+    };
+    let a = Attempt {
+        id: 0,
+        execution: exec_id.to_string(),
+        time: now,
+        source,
+        sink,
+        amount: route.amount,
+        fee: route.fee,
+        route: route.hops.iter().map(|h| h.scid).collect(),
+        payment_hash: hash,
+        outcome: match result {
+            AttemptResult::Success => "success",
+            AttemptResult::Failed => "failed",
+            AttemptResult::Pending => "pending",
+        }
+        .into(),
+        failing_channel: failing,
+        message,
+    };
+    let svc = s.rebalance.clone();
+    let route2 = route.clone();
+    let me = *me;
+    let learn = !matches!(result, AttemptResult::Pending);
+    let final_outcome = !matches!(result, AttemptResult::Pending);
+    tokio::task::spawn_blocking(move || {
+        if learn {
+            // A failure the node could not place (failed_at None on a failure) teaches
+            // nothing about liquidity, so only placed failures and successes are learned.
+            let failed_at = if a.outcome == "success" { None } else { failed_at };
+            if a.outcome == "success" || failed_at.is_some() {
+                svc.learn(&me, &route2, failed_at, now)?;
+            }
+        }
+        if final_outcome {
+            svc.finish_self_payment(&a.payment_hash)?;
+        }
+        svc.record_attempt(a)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(store_error)?;
+    if matches!(result, AttemptResult::Success) {
+        bump(&s.counters.rebalances);
+    }
+    Ok(result)
+}
+
+pub const STATUS: &str = "rebalance-status";
+
+pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(STATUS, &params, &["id", "limit"], 0)?;
+        let id = prm.str("id")?.map(str::to_string);
+        let limit = prm.u64("limit")?.unwrap_or(100).clamp(1, 10_000) as usize;
+        let svc = s.rebalance.clone();
+        let daily = s.rebalance_settings.daily_budget;
+        let (attempts, spent) = tokio::task::spawn_blocking(move || {
+            Ok::<_, RebalanceError>((svc.attempts(id.as_deref(), limit)?, svc.spent_since(now_unix().saturating_sub(86_400))?))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(store_error)?;
+        let graph = s.rebalance.graph_stats();
+        Ok(json!({
+            "attempts": attempts,
+            "spent_24h_msat": spent.0,
+            "daily_budget_msat": daily.0,
+            "auto": s.rebalance_settings.auto,
+            "max_htlcs": s.rebalance_settings.max_htlcs,
+            "graph": graph.map(|(n, c, b)| json!({"nodes": n, "channels": c, "memory_bytes": b})),
+        }))
+    })
+}
+
+/// The hook path for a claimed hash that is one of our own rebalance payments.
+pub fn claim_answer(s: &PluginState, hash: &crate::types::PaymentHash) -> Option<Value> {
+    s.rebalance
+        .preimage_for(hash)
+        .map(|p| json!({"result": "resolve", "payment_key": p.to_hex()}))
+}

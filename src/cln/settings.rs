@@ -1,0 +1,98 @@
+//! Every `ballast-*` option read and checked once at init, so a bad value disables the
+//! plugin with a message naming the option instead of surfacing later.
+
+use super::options;
+use super::rebalance::RebalanceSettings;
+use super::state::{HodlDefaults, PluginState};
+use super::stdio::{ForwardedInput, StdoutSink};
+use crate::engine::fees::FeeConfig;
+use crate::engine::hodl::HodlParams;
+use crate::engine::planner::PlannerConfig;
+use crate::types::Msat;
+use cln_plugin::options::{DefaultIntegerConfigOption, DefaultStringConfigOption};
+use cln_plugin::ConfiguredPlugin;
+use std::time::Duration;
+
+pub struct Settings {
+    pub hodl: HodlParams,
+    pub hodl_defaults: HodlDefaults,
+    pub fees: FeeConfig,
+    pub fee_interval: u64,
+    pub flow_window: u64,
+    pub policy_file: Option<String>,
+    pub rebalance: RebalanceSettings,
+    pub halflife: u64,
+}
+
+type Configured = ConfiguredPlugin<PluginState, ForwardedInput, StdoutSink>;
+
+impl Settings {
+    pub fn read(c: &Configured) -> Result<Settings, String> {
+        let int = |o: &DefaultIntegerConfigOption, min, max| -> Result<i64, String> {
+            let v = c.option(o).map_err(|e| e.to_string())?;
+            options::bounded(o.name(), v, min, max)
+        };
+        let ratio = |o: &DefaultStringConfigOption| -> Result<f64, String> {
+            let v = c.option(o).map_err(|e| e.to_string())?;
+            options::ratio(o.name(), &v)
+        };
+        let hodl = HodlParams {
+            cancel_blocks: int(&options::HODL_CANCEL_BLOCKS, 3, 1000)? as u32,
+            warn_blocks: int(&options::HODL_WARN_BLOCKS, 0, 1000)? as u32,
+            mpp_timeout_secs: int(&options::HODL_MPP_TIMEOUT, 1, 86_400)? as u64,
+        };
+        let hodl_defaults = HodlDefaults {
+            expiry_secs: int(&options::HODL_EXPIRY, 1, 31_536_000)? as u64,
+            cltv: int(&options::HODL_CLTV, 9, 2016)? as u32,
+        };
+        if hodl_defaults.cltv < hodl.cancel_blocks + 6 {
+            return Err(format!(
+                "ballast-hodl-cltv ({}) must exceed ballast-hodl-cancel-blocks ({}) by at least 6",
+                hodl_defaults.cltv, hodl.cancel_blocks
+            ));
+        }
+        let fees = FeeConfig {
+            min_delta_ppm: int(&options::FEE_MIN_DELTA, 0, 1_000_000)? as u32,
+            min_delta_ratio: int(&options::FEE_MIN_DELTA_PERCENT, 0, 100)? as f64 / 100.0,
+            // CLN itself refuses channel updates closer than 5 minutes apart.
+            min_interval_secs: int(&options::FEE_MIN_INTERVAL, 300, 30 * 86_400)? as u64,
+            coalesce_secs: int(&options::FEE_COALESCE, 0, 86_400)? as u64,
+            dry_run: c.option(&options::FEE_DRY_RUN).map_err(|e| e.to_string())?,
+        };
+        let planner = PlannerConfig {
+            high: ratio(&options::REBALANCE_HIGH)?,
+            low: ratio(&options::REBALANCE_LOW)?,
+            target: ratio(&options::REBALANCE_TARGET)?,
+            max_amount: Msat(int(&options::REBALANCE_MAX_AMOUNT, 1_000, i64::MAX)? as u64),
+            max_ppm: int(&options::REBALANCE_MAX_PPM, 0, 1_000_000)? as u32,
+            fee_share: ratio(&options::REBALANCE_FEE_SHARE)?,
+            ..PlannerConfig::default()
+        };
+        if !(planner.low < planner.target && planner.target < planner.high) {
+            return Err(format!(
+                "ballast-rebalance-low ({}) < ballast-rebalance-target ({}) < ballast-rebalance-high ({}) must hold",
+                planner.low, planner.target, planner.high
+            ));
+        }
+        Ok(Settings {
+            hodl,
+            hodl_defaults,
+            fees,
+            fee_interval: int(&options::FEE_INTERVAL, 60, 30 * 86_400)? as u64,
+            flow_window: int(&options::FEE_FLOW_WINDOW, 300, 90 * 86_400)? as u64,
+            policy_file: c
+                .option(&options::FEE_POLICY_FILE)
+                .map_err(|e| e.to_string())?
+                .filter(|p| !p.is_empty()),
+            rebalance: RebalanceSettings {
+                planner,
+                daily_budget: Msat(int(&options::REBALANCE_DAILY_BUDGET, 0, i64::MAX)? as u64),
+                max_htlcs: int(&options::REBALANCE_MAX_HTLCS, 1, 483)? as u32,
+                graph_refresh: Duration::from_secs(int(&options::GRAPH_REFRESH, 10, 86_400)? as u64),
+                auto: c.option(&options::REBALANCE_AUTO).map_err(|e| e.to_string())?,
+                interval: Duration::from_secs(int(&options::REBALANCE_INTERVAL, 60, 30 * 86_400)? as u64),
+            },
+            halflife: int(&options::LIQUIDITY_HALFLIFE, 60, 365 * 86_400)? as u64,
+        })
+    }
+}

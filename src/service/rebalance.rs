@@ -1,0 +1,361 @@
+//! Rebalancing at runtime: the gossip graph (refreshed in place), liquidity beliefs, stored
+//! plans, self-payment preimages, and the history of every attempt with what it cost.
+
+use crate::engine::beliefs::{Beliefs, DirectedChannel};
+use crate::engine::claims::ClaimSet;
+use crate::engine::graph::{Graph, GraphError};
+use crate::engine::planner::Plan;
+use crate::engine::route::Route;
+use crate::node::GraphEdge;
+use crate::store::{Record, Store, StoreError, TypedTree};
+use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// How long a plan can be executed by id.
+pub const PLAN_TTL_SECS: u64 = 3_600;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPlan {
+    pub id: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub plan: Plan,
+}
+
+impl Record for StoredPlan {
+    const VERSION: u8 = 1;
+}
+
+/// One payment attempt of a rebalance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: u64,
+    pub execution: String,
+    pub time: u64,
+    pub source: Scid,
+    pub sink: Scid,
+    pub amount: Msat,
+    pub fee: Msat,
+    pub route: Vec<Scid>,
+    pub payment_hash: PaymentHash,
+    /// "success", "failed", or "pending" (still in flight when we stopped waiting; its fee
+    /// counts as spent until it resolves).
+    pub outcome: String,
+    pub failing_channel: Option<Scid>,
+    pub message: String,
+}
+
+impl Record for Attempt {
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct SelfPayment {
+    preimage: Preimage,
+    created_at: u64,
+}
+
+impl Record for SelfPayment {
+    const VERSION: u8 = 1;
+}
+
+impl Record for Beliefs {
+    const VERSION: u8 = 1;
+}
+
+const PLANS_TREE: &str = "rebalance_plans";
+const ATTEMPTS_TREE: &str = "rebalance_attempts";
+const SECRETS_TREE: &str = "rebalance_preimages";
+const BELIEFS_TREE: &str = "rebalance_beliefs";
+const BELIEFS_KEY: &[u8] = b"beliefs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebalanceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error("no randomness available: {0}")]
+    Random(String),
+}
+
+pub struct RebalanceService {
+    store: Store,
+    plans: TypedTree<StoredPlan>,
+    attempts: TypedTree<Attempt>,
+    secrets: TypedTree<SelfPayment>,
+    beliefs_tree: TypedTree<Beliefs>,
+    graph: RwLock<Option<Graph>>,
+    beliefs: Mutex<Beliefs>,
+    preimages: Mutex<HashMap<PaymentHash, Preimage>>,
+    claims: Arc<ClaimSet>,
+    seq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RebalanceService {
+    pub fn load(store: Store, claims: Arc<ClaimSet>, halflife_secs: u64) -> Result<Self, RebalanceError> {
+        let plans = store.tree(PLANS_TREE)?;
+        let attempts: TypedTree<Attempt> = store.tree(ATTEMPTS_TREE)?;
+        let secrets: TypedTree<SelfPayment> = store.tree(SECRETS_TREE)?;
+        let beliefs_tree: TypedTree<Beliefs> = store.tree(BELIEFS_TREE)?;
+        let mut beliefs = beliefs_tree
+            .get(BELIEFS_KEY)?
+            .unwrap_or_else(|| Beliefs::new(halflife_secs));
+        beliefs.set_halflife_secs(halflife_secs);
+        // Self-payments still in flight when we stopped: lightningd replays their HTLCs at
+        // start-up, and only these preimages can claim them.
+        let mut preimages = HashMap::new();
+        for item in secrets.iter() {
+            let (_, sp) = item?;
+            let hash = sp.preimage.payment_hash();
+            claims.claim(hash);
+            preimages.insert(hash, sp.preimage);
+        }
+        let seq = attempts.iter_rev().next().transpose()?.map(|(_, a)| a.id + 1).unwrap_or(0);
+        Ok(RebalanceService {
+            store,
+            plans,
+            attempts,
+            secrets,
+            beliefs_tree,
+            graph: RwLock::new(None),
+            beliefs: Mutex::new(beliefs),
+            preimages: Mutex::new(preimages),
+            claims,
+            seq: AtomicU64::new(seq),
+        })
+    }
+
+    /// Replaces (first load) or updates in place (later refreshes) the gossip graph.
+    pub fn refresh_graph(&self, edges: &[GraphEdge]) -> Result<(usize, usize), RebalanceError> {
+        let mut g = self.graph.write().unwrap_or_else(|p| p.into_inner());
+        match g.as_mut() {
+            Some(graph) => {
+                graph.apply_updates(edges)?;
+            }
+            None => *g = Some(Graph::from_edges(edges)?),
+        }
+        let graph = g.as_ref().expect("set above");
+        // Build the adjacency now, under the write lock, not in the first reader's path.
+        graph.prepare();
+        Ok((graph.node_count(), graph.channel_count()))
+    }
+
+    pub fn has_graph(&self) -> bool {
+        self.graph.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Runs `f` with the graph and the current belief view. `None` before the first load.
+    pub fn with_graph<T>(&self, now: u64, f: impl FnOnce(&Graph, &Beliefs, &crate::engine::beliefs::BeliefView) -> T) -> Option<T> {
+        let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        let graph = g.as_ref()?;
+        let beliefs = lock(&self.beliefs).clone();
+        let view = beliefs.view(graph, now);
+        Some(f(graph, &beliefs, &view))
+    }
+
+    pub fn graph_stats(&self) -> Option<(usize, usize, usize)> {
+        let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().map(|g| (g.node_count(), g.channel_count(), g.memory_bytes()))
+    }
+
+    /// Stores a plan for `PLAN_TTL_SECS` and returns its id.
+    pub fn store_plan(&self, plan: Plan, now: u64) -> Result<String, RebalanceError> {
+        let mut raw = [0u8; 8];
+        getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
+        let id = hex::encode(raw);
+        // Expired plans are dropped as new ones come, so the tree stays small.
+        for item in self.plans.iter() {
+            let (key, p) = item?;
+            if p.expires_at <= now {
+                self.plans.remove(key)?;
+            }
+        }
+        self.plans.put(
+            id.as_bytes(),
+            &StoredPlan {
+                id: id.clone(),
+                created_at: now,
+                expires_at: now + PLAN_TTL_SECS,
+                plan,
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// A plan that has not expired.
+    pub fn plan(&self, id: &str, now: u64) -> Result<Option<StoredPlan>, RebalanceError> {
+        Ok(self.plans.get(id.as_bytes())?.filter(|p| p.expires_at > now))
+    }
+
+    /// A fresh preimage for a payment to ourselves, durable and claimed before it is used.
+    pub fn new_self_payment(&self, now: u64) -> Result<PaymentHash, RebalanceError> {
+        let mut raw = [0u8; 32];
+        getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
+        let preimage = Preimage(raw);
+        let hash = preimage.payment_hash();
+        self.secrets.put(
+            hash.0,
+            &SelfPayment {
+                preimage,
+                created_at: now,
+            },
+        )?;
+        self.store.flush()?;
+        lock(&self.preimages).insert(hash, preimage);
+        self.claims.claim(hash);
+        Ok(hash)
+    }
+
+    /// The preimage that claims one of our own rebalance payments.
+    pub fn preimage_for(&self, hash: &PaymentHash) -> Option<Preimage> {
+        lock(&self.preimages).get(hash).copied()
+    }
+
+    /// Forgets a self-payment whose outcome is final.
+    pub fn finish_self_payment(&self, hash: &PaymentHash) -> Result<(), RebalanceError> {
+        self.secrets.remove(hash.0)?;
+        lock(&self.preimages).remove(hash);
+        self.claims.release(hash);
+        Ok(())
+    }
+
+    /// Teaches the beliefs what an attempt showed: every hop before `failed_at` had the
+    /// liquidity, the failing one did not.
+    pub fn learn(&self, ours: &NodeId, route: &Route, failed_at: Option<usize>, now: u64) -> Result<(), RebalanceError> {
+        let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        let Some(graph) = g.as_ref() else { return Ok(()) };
+        let mut hops = Vec::with_capacity(route.hops.len());
+        let mut from = *ours;
+        for h in &route.hops {
+            let edge = graph
+                .node_index(&from)
+                .and_then(|ix| graph.edge_from(h.scid, ix))
+                .and_then(|e| graph.edge(e));
+            if let Some(e) = edge {
+                hops.push((DirectedChannel::of(e), e.capacity, h.amount));
+            }
+            from = h.node;
+        }
+        let snapshot = {
+            let mut b = lock(&self.beliefs);
+            b.record_attempt(&hops, failed_at, now);
+            b.prune(now);
+            b.clone()
+        };
+        self.beliefs_tree.put(BELIEFS_KEY, &snapshot)?;
+        Ok(())
+    }
+
+    pub fn record_attempt(&self, mut a: Attempt) -> Result<Attempt, RebalanceError> {
+        a.id = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.attempts.put(a.id.to_be_bytes(), &a)?;
+        self.store.flush()?;
+        Ok(a)
+    }
+
+    /// Fees of successful (and still pending) attempts since `since`.
+    pub fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
+        let mut total = 0u64;
+        for item in self.attempts.iter_rev() {
+            let (_, a) = item?;
+            if a.time < since {
+                break;
+            }
+            if a.outcome == "success" || a.outcome == "pending" {
+                total = total.saturating_add(a.fee.0);
+            }
+        }
+        Ok(Msat(total))
+    }
+
+    /// Attempts, newest first, optionally of one execution.
+    pub fn attempts(&self, execution: Option<&str>, limit: usize) -> Result<Vec<Attempt>, RebalanceError> {
+        let mut out = Vec::new();
+        for item in self.attempts.iter_rev() {
+            let (_, a) = item?;
+            if execution.is_none_or(|e| e == a.execution) {
+                out.push(a);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The recent cost of moving liquidity into `scid`, in ppm (for the fee cost floor).
+    pub fn recent_cost_ppm(&self, scid: Scid, since: u64) -> Result<Option<u32>, RebalanceError> {
+        let (mut fee, mut amount) = (0u64, 0u64);
+        for item in self.attempts.iter_rev() {
+            let (_, a) = item?;
+            if a.time < since {
+                break;
+            }
+            if a.sink == scid && a.outcome == "success" {
+                fee = fee.saturating_add(a.fee.0);
+                amount = amount.saturating_add(a.amount.0);
+            }
+        }
+        Ok((amount > 0).then(|| ((fee as u128 * 1_000_000).div_ceil(amount as u128)).min(u32::MAX as u128) as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(sink: u32, fee: u64, amount: u64, outcome: &str, time: u64) -> Attempt {
+        Attempt {
+            id: 0,
+            execution: "x".into(),
+            time,
+            source: Scid::new(1, 0, 0).unwrap(),
+            sink: Scid::new(sink, 0, 0).unwrap(),
+            amount: Msat(amount),
+            fee: Msat(fee),
+            route: vec![],
+            payment_hash: PaymentHash([0; 32]),
+            outcome: outcome.into(),
+            failing_channel: None,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn spend_counts_success_and_pending_and_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let claims = Arc::new(ClaimSet::new());
+        let hash;
+        {
+            let store = Store::open(&path, 0).unwrap();
+            let svc = RebalanceService::load(store, claims.clone(), 3600).unwrap();
+            svc.record_attempt(attempt(2, 1_000, 1_000_000, "success", 100)).unwrap();
+            svc.record_attempt(attempt(2, 5_000, 1_000_000, "failed", 200)).unwrap();
+            svc.record_attempt(attempt(3, 700, 1_000_000, "pending", 300)).unwrap();
+            assert_eq!(svc.spent_since(0).unwrap(), Msat(1_700));
+            assert_eq!(svc.spent_since(250).unwrap(), Msat(700));
+            assert_eq!(svc.recent_cost_ppm(Scid::new(2, 0, 0).unwrap(), 0).unwrap(), Some(1_000));
+            hash = svc.new_self_payment(400).unwrap();
+            assert!(claims.contains(&hash));
+        }
+        // After a restart the in-flight self-payment is still claimable.
+        let claims = Arc::new(ClaimSet::new());
+        let store = Store::open(&path, 0).unwrap();
+        let svc = RebalanceService::load(store, claims.clone(), 3600).unwrap();
+        assert!(claims.contains(&hash));
+        assert_eq!(svc.preimage_for(&hash).unwrap().payment_hash(), hash);
+        svc.finish_self_payment(&hash).unwrap();
+        assert!(!claims.contains(&hash) && svc.preimage_for(&hash).is_none());
+        assert_eq!(svc.attempts(None, 10).unwrap().len(), 3);
+        assert_eq!(svc.attempts(None, 10).unwrap()[0].id, 2, "newest first, ids continue");
+    }
+}

@@ -57,7 +57,7 @@ pub async fn block_added(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow:
         log::warn!("block_added without a usable height: {v}");
         return Ok(());
     };
-    s.set_blockheight(height);
+    let height = s.set_blockheight(height);
     super::monitor::poke(&s);
     // Deadlines are counted in blocks, so the tip is kept durable; both run off the runtime
     // because they may flush the store.

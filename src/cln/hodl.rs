@@ -25,8 +25,10 @@ const ERR_INTERNAL: i64 = -1;
 fn service_error(e: ServiceError) -> RpcError {
     let code = match &e {
         ServiceError::Unknown(_) => ERR_UNKNOWN,
-        ServiceError::Duplicate(_) => ERR_DUPLICATE,
-        ServiceError::Hodl(_) | ServiceError::NoPreimage(_) => ERR_STATE,
+        ServiceError::Duplicate(_) | ServiceError::DuplicateLabel(_) => ERR_DUPLICATE,
+        ServiceError::Hodl(_) => ERR_STATE,
+        // The caller must pass the preimage: a parameter problem, not a state one.
+        ServiceError::NoPreimage(_) => super::params::INVALID_PARAMS,
         ServiceError::Store(_) => ERR_INTERNAL,
     };
     RpcError {

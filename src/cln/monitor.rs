@@ -11,7 +11,9 @@ use super::params::{Params, RpcError};
 use super::state::PluginState;
 use crate::counters::bump;
 use crate::engine::hodl::HodlState;
-use crate::engine::monitor::export::{history_to_csv, snapshots_to_csv, HISTORY_CSV_HEADER, SNAPSHOT_CSV_HEADER};
+use crate::engine::monitor::export::{
+    history_to_csv, snapshots_to_csv, HISTORY_CSV_HEADER, SNAPSHOT_CSV_HEADER,
+};
 use crate::engine::monitor::{
     balance_totals, fee_income, invoice_income, Alert, AlertId, AlertKind, ChannelSnapshot, ExportFormat,
     HistoryPoint, RulesPatch, Scope, Severity, Transition,
@@ -249,11 +251,18 @@ async fn deliver(p: &Plugin<PluginState>, t: &Transition) {
     let body = alert_json(a);
     if let Some(tx) = &p.state().monitor_rt.webhook {
         if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(body.clone()) {
-            p.state().monitor_rt.webhook_stats.dropped.fetch_add(1, Ordering::Relaxed);
+            p.state()
+                .monitor_rt
+                .webhook_stats
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
             log::warn!("webhook: queue full, alert {} not posted", a.id);
         }
     }
-    if let Err(e) = p.send_custom_notification("ballast_alert".to_string(), body).await {
+    if let Err(e) = p
+        .send_custom_notification("ballast_alert".to_string(), body)
+        .await
+    {
         log::warn!("could not send ballast_alert: {e}");
     }
 }
@@ -327,7 +336,9 @@ fn service_error(e: MonitorError) -> RpcError {
 }
 
 /// Runs blocking service work off the runtime's workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, MonitorError> + Send + 'static) -> Result<T, RpcError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MonitorError> + Send + 'static,
+) -> Result<T, RpcError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(service_error),
         Err(e) => Err(internal(format!("internal task failed: {e}"))),
@@ -418,7 +429,11 @@ pub async fn stats(p: Plugin<PluginState>, params: Value) -> Result<Value, anyho
         Params::parse(STATS, &params, &[], 0)?;
         ensure_snapshot(&p).await?;
         let now = now_unix();
-        let month = crate::engine::monitor::WINDOWS.iter().map(|w| w.1).max().unwrap_or(30 * 86_400);
+        let month = crate::engine::monitor::WINDOWS
+            .iter()
+            .map(|w| w.1)
+            .max()
+            .unwrap_or(30 * 86_400);
         let forwards = s
             .node
             .forwards(now.saturating_sub(month))
@@ -520,11 +535,14 @@ pub async fn alerts(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
             blocking(move || svc.all_alerts(limit)).await?
         } else {
             let mut a = s.monitor.active_alerts();
-            a.sort_by(|x, y| y.id.cmp(&x.id));
+            a.sort_by_key(|x| std::cmp::Reverse(x.id));
             a.truncate(limit);
             a
         };
-        out.insert("alerts".into(), Value::Array(list.iter().map(alert_json).collect()));
+        out.insert(
+            "alerts".into(),
+            Value::Array(list.iter().map(alert_json).collect()),
+        );
         Ok(Value::Object(out))
     })
 }
@@ -551,7 +569,9 @@ pub async fn history(p: Plugin<PluginState>, params: Value) -> Result<Value, any
         let until = prm.u64("until")?.unwrap_or(now);
         let since = prm.u64("since")?.unwrap_or(until.saturating_sub(86_400));
         if since > until {
-            return Err(RpcError::invalid(format!("{HISTORY}: 'since' ({since}) is after 'until' ({until})")));
+            return Err(RpcError::invalid(format!(
+                "{HISTORY}: 'since' ({since}) is after 'until' ({until})"
+            )));
         }
         let svc = s.monitor.clone();
         let points = blocking(move || svc.history(scid, since, until, now)).await?;
@@ -649,7 +669,12 @@ pub const EXPORT: &str = "monitor-export";
 
 pub async fn export(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
     rpc_body!(p, s, async {
-        let prm = Params::parse(EXPORT, &params, &["path", "format", "data", "scid", "overwrite"], 1)?;
+        let prm = Params::parse(
+            EXPORT,
+            &params,
+            &["path", "format", "data", "scid", "overwrite"],
+            1,
+        )?;
         let path = absolute(prm.required(prm.str("path")?, "path")?)?;
         let format: ExportFormat = prm.parsed("format", "json or csv")?.unwrap_or_default();
         let history = match prm.str("data")? {
@@ -666,6 +691,12 @@ pub async fn export(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let overwrite = prm.bool("overwrite")?.unwrap_or(false);
         if !history {
             ensure_snapshot(&p).await?;
+        }
+        if let Some(scid) = only.filter(|c| !s.monitor.knows_channel(*c)) {
+            let svc = s.monitor.clone();
+            if blocking(move || svc.channel_history(scid)).await?.is_empty() {
+                return Err(unknown_channel(EXPORT, scid));
+            }
         }
         let svc = s.monitor.clone();
         let target = path.clone();
@@ -766,7 +797,9 @@ pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow:
             }
         };
         if reset && patch.is_some() {
-            return Err(RpcError::invalid(format!("{SET}: give 'rules' or 'reset', not both")));
+            return Err(RpcError::invalid(format!(
+                "{SET}: give 'rules' or 'reset', not both"
+            )));
         }
         if reset && scope.is_none() {
             return Err(RpcError::invalid(format!("{SET}: 'reset' needs a 'scope'")));
@@ -795,7 +828,10 @@ pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow:
             None => json!({"config": cfg}),
             Some(sc) => {
                 let (overrides, effective) = match sc {
-                    Scope::Default => (serde_json::to_value(cfg.defaults).unwrap_or(Value::Null), cfg.defaults),
+                    Scope::Default => (
+                        serde_json::to_value(cfg.defaults).unwrap_or(Value::Null),
+                        cfg.defaults,
+                    ),
                     Scope::Peer(peer) => (
                         json!(cfg.peers.get(&peer).copied().unwrap_or_default()),
                         cfg.rules_for(None, &peer),
@@ -837,7 +873,9 @@ pub async fn report(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let path = absolute(prm.required(prm.str("path")?, "path")?)?;
         let days = prm.u64("days")?.unwrap_or(7);
         if !(1..=180).contains(&days) {
-            return Err(RpcError::invalid(format!("{REPORT}: 'days' must be 1 to 180, got {days}")));
+            return Err(RpcError::invalid(format!(
+                "{REPORT}: 'days' must be 1 to 180, got {days}"
+            )));
         }
         let overwrite = prm.bool("overwrite")?.unwrap_or(false);
         ensure_snapshot(&p).await?;
@@ -862,7 +900,7 @@ pub async fn report(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
                 history.insert(scid, pts);
             }
             let mut alerts = svc.active_alerts();
-            alerts.sort_by(|a, b| b.id.cmp(&a.id));
+            alerts.sort_by_key(|a| std::cmp::Reverse(a.id));
             let recent = svc.all_alerts(200).map_err(service_error)?;
             alerts.extend(recent.into_iter().filter(|a| !a.is_active()));
             let paid = income
@@ -925,7 +963,10 @@ pub fn metrics_text(s: &PluginState) -> Result<String, std::fmt::Error> {
         remote.get_or_create(&ch).set(gauge(sn.remote.0));
         capacity.get_or_create(&ch).set(gauge(sn.capacity.0));
         connected.get_or_create(&ch).set(i64::from(sn.peer_connected));
-        for (dir, n, m) in [("in", sn.htlcs_in, sn.htlc_in_msat), ("out", sn.htlcs_out, sn.htlc_out_msat)] {
+        for (dir, n, m) in [
+            ("in", sn.htlcs_in, sn.htlc_in_msat),
+            ("out", sn.htlcs_out, sn.htlc_out_msat),
+        ] {
             let mut l = ch.clone();
             l.push(("direction".to_string(), dir.to_string()));
             htlcs.get_or_create(&l).set(i64::from(n));
@@ -933,11 +974,27 @@ pub fn metrics_text(s: &PluginState) -> Result<String, std::fmt::Error> {
         }
     }
     reg.register("channel_local_msat", "Local balance of the channel, msat", local);
-    reg.register("channel_remote_msat", "Remote balance of the channel, msat", remote);
+    reg.register(
+        "channel_remote_msat",
+        "Remote balance of the channel, msat",
+        remote,
+    );
     reg.register("channel_capacity_msat", "Capacity of the channel, msat", capacity);
-    reg.register("channel_peer_connected", "1 if the channel's peer is connected", connected);
-    reg.register("channel_htlcs", "Pending HTLCs on the channel by direction", htlcs);
-    reg.register("channel_htlc_msat", "Amount in pending HTLCs on the channel by direction, msat", htlc_msat);
+    reg.register(
+        "channel_peer_connected",
+        "1 if the channel's peer is connected",
+        connected,
+    );
+    reg.register(
+        "channel_htlcs",
+        "Pending HTLCs on the channel by direction",
+        htlcs,
+    );
+    reg.register(
+        "channel_htlc_msat",
+        "Amount in pending HTLCs on the channel by direction, msat",
+        htlc_msat,
+    );
 
     let alerts = Family::<Labels, Gauge>::default();
     let active = s.monitor.active_alerts();
@@ -966,7 +1023,11 @@ pub fn metrics_text(s: &PluginState) -> Result<String, std::fmt::Error> {
 
     let fee_changes: Counter = Counter::default();
     fee_changes.inc_by(s.counters.fee_changes.load(Ordering::Relaxed));
-    reg.register("fee_changes", "Channel fee changes applied by the fee policy", fee_changes);
+    reg.register(
+        "fee_changes",
+        "Channel fee changes applied by the fee policy",
+        fee_changes,
+    );
 
     let webhook = Family::<Labels, Counter>::default();
     let wh = &s.monitor_rt.webhook_stats;
@@ -979,12 +1040,20 @@ pub fn metrics_text(s: &PluginState) -> Result<String, std::fmt::Error> {
             .get_or_create(&vec![("result".to_string(), result.to_string())])
             .inc_by(v.load(Ordering::Relaxed));
     }
-    reg.register("alert_webhook_deliveries", "Alert webhook posts by outcome", webhook);
+    reg.register(
+        "alert_webhook_deliveries",
+        "Alert webhook posts by outcome",
+        webhook,
+    );
 
     let (at, rounds) = s.monitor.last_run();
     let last: Gauge = Gauge::default();
     last.set(gauge(at.unwrap_or(0)));
-    reg.register("monitor_last_snapshot_timestamp_seconds", "Unix time of the latest snapshot round (0 before the first)", last);
+    reg.register(
+        "monitor_last_snapshot_timestamp_seconds",
+        "Unix time of the latest snapshot round (0 before the first)",
+        last,
+    );
     let taken: Counter = Counter::default();
     taken.inc_by(rounds);
     reg.register("monitor_snapshots", "Snapshot rounds taken since start", taken);
@@ -1065,7 +1134,11 @@ async fn answer_scrape(s: &PluginState, mut conn: tokio::net::TcpStream) -> std:
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 text,
             ),
-            _ => ("500 Internal Server Error", "text/plain", "encoding failed\n".to_string()),
+            _ => (
+                "500 Internal Server Error",
+                "text/plain",
+                "encoding failed\n".to_string(),
+            ),
         }
     };
     let mut resp = format!(
@@ -1089,7 +1162,9 @@ mod tests {
     #[test]
     fn webhook_urls_must_be_plain_http_with_a_host() {
         assert!(check_webhook_url("http://127.0.0.1:8080/hook").is_ok());
-        assert!(check_webhook_url("https://example.invalid/x").unwrap_err().contains("https"));
+        assert!(check_webhook_url("https://example.invalid/x")
+            .unwrap_err()
+            .contains("https"));
         assert!(check_webhook_url("ftp://x/").is_err());
         assert!(check_webhook_url("not a url").is_err());
         assert!(parse_bind("127.0.0.1:9750").is_ok());
@@ -1120,7 +1195,11 @@ mod tests {
                     if let Some((head, body)) = text.split_once("\r\n\r\n") {
                         let len = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if body.len() >= len {
                             b.lock().unwrap().push(body.to_string());
@@ -1129,7 +1208,10 @@ mod tests {
                     }
                 }
                 h.fetch_add(1, Ordering::SeqCst);
-                let _ = write!(c, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
             }
         });
         (url, hits, bodies)
@@ -1164,12 +1246,22 @@ mod tests {
         // A permanent refusal is not retried.
         let (url, hits, _) = server(404);
         let st = run_worker(url, 1);
-        assert_eq!((hits.load(Ordering::SeqCst), st.failed.load(Ordering::SeqCst)), (1, 1));
+        assert_eq!(
+            (hits.load(Ordering::SeqCst), st.failed.load(Ordering::SeqCst)),
+            (1, 1)
+        );
 
         // Nobody listening: bounded attempts, then the next alert.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let st = run_worker(format!("http://127.0.0.1:{port}/"), 2);
-        assert_eq!(st.attempts.load(Ordering::SeqCst), 2 * u64::from(WEBHOOK_ATTEMPTS));
+        assert_eq!(
+            st.attempts.load(Ordering::SeqCst),
+            2 * u64::from(WEBHOOK_ATTEMPTS)
+        );
         assert_eq!(st.failed.load(Ordering::SeqCst), 2);
     }
 

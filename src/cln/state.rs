@@ -60,8 +60,11 @@ impl PluginState {
         self.0.blockheight.load(Ordering::Acquire)
     }
 
-    pub fn set_blockheight(&self, h: u32) {
-        self.0.blockheight.store(h, Ordering::Release);
+    /// Raises the height to `h` and returns the height now in force. cln-plugin runs each
+    /// notification on its own task, so blocks can be handled out of order; the chain tip
+    /// only moves forward (a reorg replaces blocks at heights we have already seen).
+    pub fn set_blockheight(&self, h: u32) -> u32 {
+        self.0.blockheight.fetch_max(h, Ordering::AcqRel).max(h)
     }
 }
 

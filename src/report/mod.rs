@@ -130,13 +130,18 @@ fn sat(m: Msat) -> String {
 }
 
 fn pct(r: Option<f64>) -> String {
-    r.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "–".into())
+    r.map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_else(|| "–".into())
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM` (UTC), without a date library.
 pub fn datetime(t: u64) -> String {
     let (y, m, d) = civil(t / DAY);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", t % DAY / 3_600, t % 3_600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        t % DAY / 3_600,
+        t % 3_600 / 60
+    )
 }
 
 fn date(t: u64) -> String {
@@ -200,9 +205,13 @@ fn svg(
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string()).map_err(chart_err(name))?;
+        root.fill(&WHITE)
+            .map_err(|e| e.to_string())
+            .map_err(chart_err(name))?;
         draw(&root).map_err(chart_err(name))?;
-        root.present().map_err(|e| e.to_string()).map_err(chart_err(name))?;
+        root.present()
+            .map_err(|e| e.to_string())
+            .map_err(chart_err(name))?;
     }
     // Inline SVG in HTML takes no XML declaration.
     let start = buf.find("<svg").unwrap_or(0);
@@ -225,7 +234,9 @@ fn fees_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {
     }
     h.push_str("</table>\n");
     if !d.income.is_empty() {
-        h.push_str("<table>\n<tr><th class=\"l\">window</th><th>invoices paid</th><th>received (sat)</th></tr>\n");
+        h.push_str(
+            "<table>\n<tr><th class=\"l\">window</th><th>invoices paid</th><th>received (sat)</th></tr>\n",
+        );
         for w in &d.income {
             let _ = writeln!(
                 h,
@@ -262,13 +273,19 @@ fn fees_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {
                 SegmentValue::Last => String::new(),
             })
             .y_desc("sat")
+            .light_line_style(RGBColor(245, 245, 245))
+            .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| e.to_string())?;
         c.draw_series(
             Histogram::vertical(&c)
                 .style(RGBColor(36, 85, 164).filled())
                 .margin(2)
-                .data(days.iter().enumerate().map(|(i, (_, f))| (i as u32, f.0 as f64 / 1000.0))),
+                .data(
+                    days.iter()
+                        .enumerate()
+                        .map(|(i, (_, f))| (i as u32, f.0 as f64 / 1000.0)),
+                ),
         )
         .map_err(|e| e.to_string())?;
         Ok(())
@@ -313,6 +330,8 @@ fn distribution_section(h: &mut String, d: &ReportData) -> Result<(), ReportErro
                 SegmentValue::Last => String::new(),
             })
             .y_desc("channels")
+            .light_line_style(RGBColor(245, 245, 245))
+            .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| e.to_string())?;
         c.draw_series(
@@ -334,28 +353,51 @@ fn distribution_section(h: &mut String, d: &ReportData) -> Result<(), ReportErro
     let rows = big.len() as u32;
     let max_cap = big.iter().map(|s| s.capacity.0).max().unwrap_or(1).max(1) as f64 / 1000.0;
     let names: Vec<String> = big.iter().map(|s| s.key.to_string()).collect();
-    let bars = svg("local/remote bars", (1000, 60 + 22 * rows.max(1)), |root| {
+    let bars = svg("local/remote bars", (1000, 90 + 26 * rows.max(1)), |root| {
         let mut c = ChartBuilder::on(root)
-            .caption("Local (green) and remote (grey) balance per channel, sat", ("sans-serif", 16))
+            .caption(
+                "Local (green) and remote (grey) balance per channel, sat",
+                ("sans-serif", 16),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(170)
-            .build_cartesian_2d(0f64..max_cap * 1.02, 0u32..rows)
+            .build_cartesian_2d(
+                0f64..max_cap * 1.02,
+                (0u32..rows.saturating_sub(1)).into_segmented(),
+            )
             .map_err(|e| e.to_string())?;
         c.configure_mesh()
             .disable_y_mesh()
             .y_labels(rows as usize)
-            .y_label_formatter(&|y| names.get(*y as usize).cloned().unwrap_or_default())
+            .y_label_formatter(&|y| match y {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    let i = *i as usize;
+                    names
+                        .len()
+                        .checked_sub(i + 1)
+                        .map(|j| names[j].clone())
+                        .unwrap_or_default()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .x_label_formatter(&|x| sat(Msat((x * 1000.0) as u64)))
+            .light_line_style(RGBColor(245, 245, 245))
+            .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| e.to_string())?;
         let green = RGBColor(46, 139, 87).filled();
         let grey = RGBColor(190, 190, 190).filled();
+        let row = |i: usize| (SegmentValue::Exact(i as u32), SegmentValue::Exact(i as u32 + 1));
         let shapes = big.iter().enumerate().flat_map(|(i, s)| {
             let (l, r) = (s.local.0 as f64 / 1000.0, s.remote.0 as f64 / 1000.0);
-            let i = i as u32;
+            // Largest at the top.
+            let (lo, hi) = row(big.len() - 1 - i);
             [
-                Rectangle::new([(0.0, i), (l, i + 1)], green),
-                Rectangle::new([(l, i), (l + r, i + 1)], grey),
+                Rectangle::new([(0.0, lo.clone()), (l, hi.clone())], green),
+                Rectangle::new([(l, lo.clone()), (l + r, hi.clone())], grey),
+                // A white outline keeps neighbouring rows apart.
+                Rectangle::new([(0.0, lo), (l + r, hi)], WHITE.stroke_width(3)),
             ]
         });
         c.draw_series(shapes).map_err(|e| e.to_string())?;
@@ -364,7 +406,11 @@ fn distribution_section(h: &mut String, d: &ReportData) -> Result<(), ReportErro
     h.push_str(&bars);
     h.push('\n');
     if chans.len() > MAX_BARS {
-        let _ = writeln!(h, "<p class=\"meta\">{} smaller channel(s) not shown in the bar chart.</p>", chans.len() - MAX_BARS);
+        let _ = writeln!(
+            h,
+            "<p class=\"meta\">{} smaller channel(s) not shown in the bar chart.</p>",
+            chans.len() - MAX_BARS
+        );
     }
 
     h.push_str("<table>\n<tr><th class=\"l\">channel</th><th class=\"l\">peer</th><th class=\"l\">state</th><th>capacity (sat)</th><th>local (sat)</th><th>remote (sat)</th><th>local share</th><th>HTLCs in/out</th><th class=\"l\">peer connected</th></tr>\n");
@@ -423,7 +469,8 @@ fn alerts_section(h: &mut String, d: &ReportData) {
 
 fn history_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {
     h.push_str("<h2>Balance history</h2>\n");
-    let mut charted: Vec<(&Scid, &Vec<HistoryPoint>)> = d.history.iter().filter(|(_, p)| !p.is_empty()).collect();
+    let mut charted: Vec<(&Scid, &Vec<HistoryPoint>)> =
+        d.history.iter().filter(|(_, p)| !p.is_empty()).collect();
     if charted.is_empty() {
         h.push_str("<p>No history yet: it starts with the first snapshot of a confirmed channel.</p>\n");
         return Ok(());
@@ -443,7 +490,10 @@ fn history_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {
     for (scid, pts) in charted {
         let _ = writeln!(h, "<h3>{}</h3>", esc(&scid.to_string()));
         let first = pts.first().map(|p| p.start).unwrap_or(0);
-        let last = pts.last().map(|p| p.start + u64::from(p.bucket_secs)).unwrap_or(first + 1);
+        let last = pts
+            .last()
+            .map(|p| p.start + u64::from(p.bucket_secs))
+            .unwrap_or(first + 1);
         let (x0, x1) = (first as f64, (last.max(first + 1)) as f64);
         let share = |m: Msat, cap: Msat| {
             if cap.0 == 0 {
@@ -454,10 +504,19 @@ fn history_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {
         };
         let series = |f: fn(&HistoryPoint) -> Msat| -> Vec<(f64, f64)> {
             pts.iter()
-                .map(|p| ((p.start + u64::from(p.bucket_secs) / 2) as f64, share(f(p), p.capacity)))
+                .map(|p| {
+                    (
+                        (p.start + u64::from(p.bucket_secs) / 2) as f64,
+                        share(f(p), p.capacity),
+                    )
+                })
                 .collect()
         };
-        let (avg, min, max) = (series(|p| p.local_avg), series(|p| p.local_min), series(|p| p.local_max));
+        let (avg, min, max) = (
+            series(|p| p.local_avg),
+            series(|p| p.local_min),
+            series(|p| p.local_max),
+        );
         let span = last - first;
         let chart = svg(&format!("history {scid}"), (1000, 260), |root| {
             let mut c = ChartBuilder::on(root)
@@ -470,18 +529,24 @@ fn history_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {
                 .x_labels(8)
                 .x_label_formatter(&|x| {
                     let t = x.max(0.0) as u64;
-                    if span > 3 * DAY {
+                    if span > 7 * DAY {
                         date(t)
+                    } else if span > DAY {
+                        datetime(t)[5..].to_string()
                     } else {
                         datetime(t)[11..].to_string()
                     }
                 })
                 .y_desc("local %")
+                .light_line_style(RGBColor(245, 245, 245))
+                .label_style(("sans-serif", 13))
                 .draw()
                 .map_err(|e| e.to_string())?;
             let thin = RGBColor(150, 180, 220);
-            c.draw_series(LineSeries::new(min, thin.stroke_width(1))).map_err(|e| e.to_string())?;
-            c.draw_series(LineSeries::new(max, thin.stroke_width(1))).map_err(|e| e.to_string())?;
+            c.draw_series(LineSeries::new(min, thin.stroke_width(1)))
+                .map_err(|e| e.to_string())?;
+            c.draw_series(LineSeries::new(max, thin.stroke_width(1)))
+                .map_err(|e| e.to_string())?;
             c.draw_series(LineSeries::new(avg, RGBColor(36, 85, 164).stroke_width(2)))
                 .map_err(|e| e.to_string())?;
             Ok(())
@@ -490,7 +555,10 @@ fn history_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {
         h.push('\n');
     }
     if skipped > 0 {
-        let _ = writeln!(h, "<p class=\"meta\">{skipped} smaller channel(s) not charted.</p>");
+        let _ = writeln!(
+            h,
+            "<p class=\"meta\">{skipped} smaller channel(s) not charted.</p>"
+        );
     }
     Ok(())
 }
@@ -539,7 +607,10 @@ mod tests {
     }
 
     fn data() -> ReportData {
-        let channels = vec![snap(1, 5_000_000_000, 100_000_000), snap(2, 2_000_000_000, 1_500_000_000)];
+        let channels = vec![
+            snap(1, 5_000_000_000, 100_000_000),
+            snap(2, 2_000_000_000, 1_500_000_000),
+        ];
         let mut history = BTreeMap::new();
         let scid = channels[0].scid().unwrap();
         history.insert(
@@ -621,7 +692,9 @@ mod tests {
     #[test]
     fn empty_node_still_renders() {
         let html = render(&ReportData::default()).unwrap();
-        assert!(html.contains("No open channels") && html.contains("No alerts") && html.contains("No history"));
+        assert!(
+            html.contains("No open channels") && html.contains("No alerts") && html.contains("No history")
+        );
         assert!(balanced(&html, "html") && balanced(&html, "body"));
     }
 

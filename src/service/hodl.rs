@@ -58,6 +58,8 @@ pub enum ServiceError {
     Unknown(PaymentHash),
     #[error("an invoice with payment_hash {0} already exists")]
     Duplicate(PaymentHash),
+    #[error("label '{0}' is already used")]
+    DuplicateLabel(String),
     #[error(transparent)]
     Hodl(#[from] HodlError),
     #[error(transparent)]
@@ -160,20 +162,38 @@ impl HodlService {
         });
     }
 
-    /// Adds a new invoice, durably, before anyone can pay it.
+    /// Adds a new invoice, durably, before anyone can pay it. Hash and label are checked
+    /// for uniqueness under the same lock that inserts, so concurrent calls cannot both win.
     pub fn create(&self, inv: HodlInvoice) -> Result<HodlInvoice, ServiceError> {
         let hash = inv.payment_hash;
-        {
-            let mut book = self.lock();
-            if book.invoices.contains_key(&hash) {
-                return Err(ServiceError::Duplicate(hash));
-            }
-            self.tree.put(hash.0, &inv)?;
-            book.invoices.insert(hash, inv.clone());
+        let mut book = self.lock();
+        if book.invoices.contains_key(&hash) {
+            return Err(ServiceError::Duplicate(hash));
         }
-        self.store.flush()?;
+        if let Some(label) = &inv.label {
+            if book.invoices.values().any(|i| i.label.as_ref() == Some(label)) {
+                return Err(ServiceError::DuplicateLabel(label.clone()));
+            }
+        }
+        self.tree.put(hash.0, &inv)?;
+        if let Err(e) = self.store.flush() {
+            let _ = self.tree.remove(hash.0);
+            return Err(e.into());
+        }
+        book.invoices.insert(hash, inv.clone());
         self.claims.claim(hash);
         Ok(inv)
+    }
+
+    /// Writes `next` over the stored `prev` and makes it durable, or puts `prev` back.
+    fn persist(&self, prev: &HodlInvoice, next: &HodlInvoice) -> Result<(), ServiceError> {
+        let key = next.payment_hash.0;
+        self.tree.put(key, next)?;
+        if let Err(e) = self.store.flush() {
+            let _ = self.tree.put(key, prev);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     pub fn get(&self, hash: &PaymentHash) -> Option<HodlInvoice> {
@@ -213,16 +233,28 @@ impl HodlService {
         now: u64,
         height: u32,
     ) -> Result<HtlcReply, ServiceError> {
-        let (reply, transition, must_flush, inv) = {
-            let mut book = self.lock();
-            let Some(inv) = book.invoices.get_mut(&hash) else {
-                return Ok(HtlcReply::NotOurs);
-            };
-            let outcome = inv.on_htlc(htlc, now, height, &self.params);
-            if outcome.changed {
-                self.tree.put(hash.0, inv)?;
-            }
-            let snapshot = inv.clone();
+        // State changes are flushed and announced under the book lock, so the store and
+        // the notifications see transitions in the order they happened.
+        let mut book = self.lock();
+        let Some(inv) = book.invoices.get_mut(&hash) else {
+            return Ok(HtlcReply::NotOurs);
+        };
+        let prev = inv.clone();
+        let mut next = prev.clone();
+        let outcome = next.on_htlc(htlc, now, height, &self.params);
+        // Parts that merely join a set are recovered from lightningd's replay if lost; a
+        // state change or an answer is not, so those are made durable first.
+        let must_flush = outcome.transition.is_some() || (outcome.changed && outcome.verdict != HtlcVerdict::Hold);
+        if must_flush {
+            self.persist(&prev, &next)?;
+        } else if outcome.changed {
+            self.tree.put(hash.0, &next)?;
+        }
+        *inv = next.clone();
+        if let Some(t) = outcome.transition {
+            self.emit_transition(&next, t);
+        }
+        {
             let reply = match outcome.verdict {
                 HtlcVerdict::Hold => {
                     let (tx, rx) = oneshot::channel();
@@ -234,19 +266,8 @@ impl HodlService {
                 HtlcVerdict::Resolve(p) => HtlcReply::Now(Answer::Resolve(p)),
                 HtlcVerdict::Fail(f) => HtlcReply::Now(Answer::Fail(f)),
             };
-            // Parts that merely join a set are recovered from lightningd's replay if lost;
-            // a state change or an answer is not, so those are made durable first.
-            let must_flush =
-                outcome.transition.is_some() || (outcome.changed && matches!(reply, HtlcReply::Now(_)));
-            (reply, outcome.transition, must_flush, snapshot)
-        };
-        if must_flush {
-            self.store.flush()?;
+            Ok(reply)
         }
-        if let Some(t) = transition {
-            self.emit_transition(&inv, t);
-        }
-        Ok(reply)
     }
 
     /// Settles with `preimage`, or with the stored preimage when only `hash` is given.
@@ -256,7 +277,7 @@ impl HodlService {
         hash: Option<PaymentHash>,
         now: u64,
     ) -> Result<HodlInvoice, ServiceError> {
-        let (inv, answers, t) = {
+        let (inv, answers) = {
             let mut book = self.lock();
             let hash = match (preimage, hash) {
                 (Some(p), _) => p.payment_hash(),
@@ -267,15 +288,14 @@ impl HodlService {
             let pre = preimage.or(inv.preimage).ok_or(ServiceError::NoPreimage(hash))?;
             let mut next = inv.clone();
             let (keys, t) = next.settle(pre, now)?;
-            self.tree.put(hash.0, &next)?;
+            // Durable before any HTLC is claimed: after a crash the replay must find SETTLED.
+            self.persist(inv, &next)?;
             *inv = next.clone();
+            self.emit_transition(&next, t);
             let answers = take_waiters(&mut book, hash, &keys, Answer::Resolve(pre));
-            (next, answers, t)
+            (next, answers)
         };
-        // Durable before any HTLC is claimed: after a crash the replay must find SETTLED.
-        self.store.flush()?;
         deliver(answers);
-        self.emit_transition(&inv, t);
         Ok(inv)
     }
 
@@ -286,20 +306,19 @@ impl HodlService {
         now: u64,
         height: u32,
     ) -> Result<HodlInvoice, ServiceError> {
-        let (inv, answers, t) = {
+        let (inv, answers) = {
             let mut book = self.lock();
             let inv = book.invoices.get_mut(&hash).ok_or(ServiceError::Unknown(hash))?;
             let mut next = inv.clone();
             let (keys, t) = next.cancel(reason, now)?;
-            self.tree.put(hash.0, &next)?;
+            self.persist(inv, &next)?;
             *inv = next.clone();
+            self.emit_transition(&next, t);
             let answers = fail_waiters(&mut book, &next, &keys, height);
-            (next, answers, t)
+            (next, answers)
         };
-        self.store.flush()?;
         self.claims.release(&hash);
         deliver(answers);
-        self.emit_transition(&inv, t);
         Ok(inv)
     }
 
@@ -349,20 +368,20 @@ impl HodlService {
                     });
                 }
             }
+            if events.is_empty() {
+                return Ok(0);
+            }
+            // Durable and announced under the lock, in order with every other transition.
+            self.store.flush()?;
+            for e in &events {
+                self.emit(e.clone());
+            }
         }
-        if events.is_empty() {
-            return Ok(0);
-        }
-        self.store.flush()?;
         for h in &released_claims {
             self.claims.release(h);
         }
         deliver(answers);
-        let n = events.len();
-        for e in events {
-            self.emit(e);
-        }
-        Ok(n)
+        Ok(events.len())
     }
 
     /// A new block: warn about and enforce HTLC deadlines.
@@ -399,14 +418,14 @@ impl HodlService {
                     }
                 }
             }
+            if !answers.is_empty() {
+                self.store.flush()?;
+            }
+            for e in &events {
+                self.emit(e.clone());
+            }
         }
-        if !answers.is_empty() {
-            self.store.flush()?;
-            deliver(answers);
-        }
-        for e in &events {
-            self.emit(e.clone());
-        }
+        deliver(answers);
         for hash in to_cancel {
             // Another caller may have settled or canceled it since: that is fine.
             match self.cancel(hash, CancelReason::Deadline, now, height) {

@@ -208,7 +208,10 @@ impl Store {
     /// Records the chain tip. Not flushed here: a lost tip is re-learned from lightningd, so
     /// it rides along with the next flush instead of costing a sync per block.
     pub fn set_tip(&self, height: u32) -> StoreResult<()> {
-        self.tip.put(KEY_TIP, &ChainTip { height })
+        // Only forward: notifications may be handled out of order.
+        self.tip.update(KEY_TIP, |cur| ChainTip {
+            height: cur.map_or(height, |c| c.height.max(height)),
+        })
     }
 
     /// Makes every write so far durable. Call before acknowledging anything money-relevant.

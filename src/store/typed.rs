@@ -71,6 +71,18 @@ impl<T: Record> TypedTree<T> {
         Ok(())
     }
 
+    /// Atomically replaces the record at `key` with `f(current)`. `f` may run more than once
+    /// when another writer races it, so it must be a pure function of its input. A current
+    /// value that does not decode is handed to `f` as `None`.
+    pub fn update(&self, key: impl AsRef<[u8]>, f: impl Fn(Option<T>) -> T) -> StoreResult<()> {
+        let key = key.as_ref();
+        self.tree.fetch_and_update(key, |old| {
+            let current = old.and_then(|raw| self.decode(key, raw).ok());
+            Some(Self::encode(&f(current)))
+        })?;
+        Ok(())
+    }
+
     pub fn remove(&self, key: impl AsRef<[u8]>) -> StoreResult<Option<T>> {
         let key = key.as_ref();
         match self.tree.remove(key)? {

@@ -93,6 +93,7 @@ pub struct LightningdBuilder {
     timeout: Duration,
     startup_timeout: Duration,
     id_style: IdStyle,
+    startup: bool,
 }
 
 impl Default for LightningdBuilder {
@@ -106,6 +107,7 @@ impl Default for LightningdBuilder {
             timeout: Duration::from_secs(15),
             startup_timeout: Duration::from_secs(30),
             id_style: IdStyle::Auto,
+            startup: true,
         }
     }
 }
@@ -151,6 +153,14 @@ impl LightningdBuilder {
 
     pub fn id_style(mut self, style: IdStyle) -> Self {
         self.id_style = style;
+        self
+    }
+
+    /// `configuration.startup` sent with `init`: true (the default) when
+    /// lightningd starts the plugin as it starts itself, false for a
+    /// plugin started later by `plugin start` while lightningd runs.
+    pub fn startup(mut self, startup: bool) -> Self {
+        self.startup = startup;
         self
     }
 
@@ -478,6 +488,31 @@ fn read_stderr(mut stderr: impl Read, io: &Io) {
     }
 }
 
+/// A hook call sent with [`Lightningd::send_hook`] whose answer has not
+/// been collected yet.
+#[derive(Clone, Debug)]
+pub struct PendingHook {
+    pub hook: String,
+    pub id: Value,
+}
+
+/// lightningd treats an error answer to a hook as fatal; a result must
+/// match the hook's response schema.
+fn check_hook_answer(hook: &str, outcome: Result<Value, JsonRpcError>) -> Result<Value, HarnessError> {
+    match outcome {
+        Err(e) => Err(HarnessError::new(
+            ErrorKind::InvalidIncoming,
+            format!("plugin answered hook `{hook}` with an error: {e}"),
+        )),
+        Ok(result) => {
+            schemas()
+                .check_hook_response(hook, &result)
+                .map_err(|e| HarnessError::new(ErrorKind::InvalidIncoming, e))?;
+            Ok(result)
+        }
+    }
+}
+
 /// A running plugin, attached to a fake lightningd.
 pub struct Lightningd {
     child: Child,
@@ -592,6 +627,13 @@ impl Lightningd {
         id: Value,
         timeout: Duration,
     ) -> Result<Result<Value, JsonRpcError>, HarnessError> {
+        self.begin_exchange(method, params, &id)?;
+        self.finish_exchange(method, &id, timeout)
+    }
+
+    /// First half of [`Self::exchange`]: registers `id` as awaiting an
+    /// answer and sends the request.
+    fn begin_exchange(&self, method: &str, params: Value, id: &Value) -> Result<(), HarnessError> {
         let key = id.to_string();
         {
             let mut st = self.io.lock();
@@ -609,6 +651,17 @@ impl Lightningd {
             self.io.lock().waiting.remove(&key);
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// Second half of [`Self::exchange`]: waits for the answer to `id`.
+    fn finish_exchange(
+        &self,
+        method: &str,
+        id: &Value,
+        timeout: Duration,
+    ) -> Result<Result<Value, JsonRpcError>, HarnessError> {
+        let key = id.to_string();
         let deadline = Instant::now() + timeout;
         let mut st = self.io.lock();
         loop {
@@ -675,7 +728,7 @@ impl Lightningd {
             "configuration": {
                 "lightning-dir": self.lightning_dir.to_string_lossy(),
                 "rpc-file": "lightning-rpc",
-                "startup": true,
+                "startup": cfg.startup,
                 "network": cfg.network,
                 "feature_set": {
                     "init": "08a0000a8a5961",
@@ -735,19 +788,64 @@ impl Lightningd {
         schemas()
             .check_hook_request(hook, &payload)
             .map_err(|e| HarnessError::new(ErrorKind::InvalidOutgoing, e))?;
-        match self.exchange(hook, payload, id, self.timeout)? {
-            // lightningd treats an error answer to a hook as fatal.
-            Err(e) => Err(HarnessError::new(
-                ErrorKind::InvalidIncoming,
-                format!("plugin answered hook `{hook}` with an error: {e}"),
-            )),
-            Ok(result) => {
-                schemas()
-                    .check_hook_response(hook, &result)
-                    .map_err(|e| HarnessError::new(ErrorKind::InvalidIncoming, e))?;
-                Ok(result)
-            }
+        let outcome = self.exchange(hook, payload, id, self.timeout)?;
+        check_hook_answer(hook, outcome)
+    }
+
+    /// Sends a hook call like lightningd without waiting for the answer,
+    /// as lightningd does for an HTLC a plugin holds: other traffic
+    /// (RPC calls, notifications, more hooks) can go on meanwhile. The
+    /// payload is checked before sending; collect the answer with
+    /// [`Self::wait_hook`]. Panics on any problem.
+    pub fn send_hook(&self, hook: &str, payload: Value) -> PendingHook {
+        let p = self
+            .try_send_hook(hook, payload)
+            .unwrap_or_else(|e| self.fail(&format!("hook `{hook}`: {e}")));
+        self.assert_clean();
+        p
+    }
+
+    pub fn try_send_hook(&self, hook: &str, payload: Value) -> Result<PendingHook, HarnessError> {
+        if !self.manifest.has_hook(hook) {
+            return Err(HarnessError::new(
+                ErrorKind::NotRegistered,
+                format!("plugin did not register hook `{hook}`; lightningd would never call it"),
+            ));
         }
+        schemas()
+            .check_hook_request(hook, &payload)
+            .map_err(|e| HarnessError::new(ErrorKind::InvalidOutgoing, e))?;
+        let id = self.new_id(hook, false);
+        self.begin_exchange(hook, payload, &id)?;
+        Ok(PendingHook {
+            hook: hook.to_string(),
+            id,
+        })
+    }
+
+    /// True once the plugin has answered `pending` (without consuming the
+    /// answer; [`Self::wait_hook`] still returns it).
+    pub fn hook_answered(&self, pending: &PendingHook) -> bool {
+        self.io.lock().answers.contains_key(&pending.id.to_string())
+    }
+
+    /// Waits up to `timeout` for the answer to a hook sent with
+    /// [`Self::send_hook`] and checks it like [`Self::call_hook`]. Panics
+    /// on any problem, including no answer in time.
+    pub fn wait_hook(&self, pending: &PendingHook, timeout: Duration) -> Value {
+        let r = self
+            .try_wait_hook(pending, timeout)
+            .unwrap_or_else(|e| self.fail(&format!("hook `{}` (id {}): {e}", pending.hook, pending.id)));
+        self.assert_clean();
+        r
+    }
+
+    /// [`Self::wait_hook`] returning the problem instead. After a
+    /// `Timeout` the call is no longer awaited: a late answer to it is
+    /// then recorded as a violation.
+    pub fn try_wait_hook(&self, pending: &PendingHook, timeout: Duration) -> Result<Value, HarnessError> {
+        let outcome = self.finish_exchange(&pending.hook, &pending.id, timeout)?;
+        check_hook_answer(&pending.hook, outcome)
     }
 
     /// Sends a notification like lightningd: only for subscribed topics,

@@ -24,7 +24,9 @@ pub use fake_node::{
     InvoiceStatus, RpcCall, RpcServer, Scripted,
 };
 #[allow(unused_imports)]
-pub use lightningd::{payloads, ErrorKind, HarnessError, IdStyle, Lightningd, LightningdBuilder};
+pub use lightningd::{
+    payloads, ErrorKind, HarnessError, IdStyle, Lightningd, LightningdBuilder, PendingHook,
+};
 #[allow(unused_imports)]
 pub use protocol::{InitOutcome, JsonRpcError, LogEntry, Manifest, INVALID_PARAMS, METHOD_NOT_FOUND};
 #[allow(unused_imports)]

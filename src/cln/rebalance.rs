@@ -372,7 +372,7 @@ async fn execute_moves(
     Ok(json!({"execution": exec_id, "moves": results, "fee_msat": spent_total.0}))
 }
 
-fn find<'a>(channels: &'a [Channel], scid: Scid) -> Result<&'a Channel, RpcError> {
+fn find(channels: &[Channel], scid: Scid) -> Result<&Channel, RpcError> {
     channels
         .iter()
         .find(|c| c.scid == Some(scid) && c.state == ChannelState::Normal)

@@ -19,8 +19,11 @@
 //!   binary cargo built next to this bench, i.e. `target/release/ballast`).
 //!
 //! Figures: latency = N sequential round trips (one in flight), p50/p99/p999;
-//! throughput = N hooks with 64 in flight, hooks/s. Results are printed as a
-//! table and written to `target/hotpath.json`.
+//! throughput = N hooks with 64 in flight, hooks/s. The plugins stay alive for
+//! the whole run and take turns batch by batch, so that a burst of other load
+//! hits all of them alike. Results are printed as a table, with ratios to the
+//! floor and a verdict against the targets (ballast p50 <= 1.5x floor, ballast
+//! throughput >= 0.6x floor), and written to `target/hotpath.json`.
 //!
 //! Arguments: `--quick` (N = 10,000), `--dump-request` (print one sample hook
 //! request and exit); anything else (`--bench`, filters) is ignored.
@@ -33,9 +36,27 @@
 //! * `HOTPATH_CONCURRENT_METHOD` / `HOTPATH_CONCURRENT_PARAMS` - while
 //!   measuring ballast's hook latency, keep calling this RPC method (params:
 //!   this JSON, default `{}`) on ballast's stdin, one call in flight, in a loop;
-//! * `BALLAST_BIN`       - path of the ballast binary.
+//! * `HOTPATH_RPC_FIXTURES` - a directory of `<method>.json` files: the fake
+//!   lightningd answers `<method>` on its RPC socket with that file as `result`
+//!   (e.g. `listchannels`, `listpeerchannels` captured from a node, so that a
+//!   concurrent `rebalance-plan` has a real graph to plan on); without a file,
+//!   only `getinfo` is answered, everything else gets error -32601;
+//! * `BALLAST_BIN`       - path of the ballast binary;
+//! * `HOTPATH_CPUS`      - CPUs to pin the run to (driver and plugins alike):
+//!   unset = the last CPU; `all` = no pinning; else a list such as `0,2-3`.
+//!   Pinned to one CPU, the concurrent section is the harsh case of a heavy
+//!   method and the hooks sharing one core; `HOTPATH_CPUS=all` shows the
+//!   2-core case (noisier, see below). Its floor reference is measured right
+//!   before it.
+//!
+//! Pinning by default: unpinned, the same plugin code measures either ~8 µs or
+//! ~40 µs p50 on a small VM depending on whether the scheduler wakes it on the
+//! driver's CPU or on an idle one (a cross-CPU wake-up through the hypervisor),
+//! which swamps the differences between plugins. Pinned, latency is the
+//! plugin's own cost and throughput is hooks/s on one core. Other load on the
+//! machine still moves the figures: run on an otherwise idle machine.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -54,6 +75,9 @@ const QUICK_N: usize = 10_000;
 const DEFAULT_WARMUP: usize = 2_000;
 /// Hooks in flight during the throughput figure.
 const WINDOW: usize = 64;
+/// Plugins take turns every this many round trips (latency) and hooks (throughput).
+const LATENCY_BATCH: usize = 1_000;
+const THROUGHPUT_BATCH: usize = 5_000;
 /// Block height the fake lightningd reports.
 const BLOCKHEIGHT: u64 = 200;
 const LIGHTNINGD_VERSION: &str = "v26.06";
@@ -223,8 +247,11 @@ struct Config {
     warmup: usize,
     plugins: Vec<String>,
     enforce: bool,
+    /// CPUs the whole run (driver and plugins) is pinned to; `None`: not pinned.
+    pin: Option<Vec<usize>>,
     concurrent: Option<(String, Value)>,
     ballast_bin: PathBuf,
+    fixtures: Fixtures,
     target_dir: PathBuf,
 }
 
@@ -240,31 +267,91 @@ fn env_usize(name: &str) -> Result<Option<usize>> {
     }
 }
 
-fn exe_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
+/// `target/<profile>/deps/`, where cargo puts bench binaries, if we run from there.
+fn deps_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    (dir.file_name()? == "deps").then(|| dir.to_path_buf())
 }
 
 /// `target/release/ballast`: benches run from `target/release/deps/`.
 fn default_ballast_bin() -> PathBuf {
-    if let Some(p) = option_env!("CARGO_BIN_EXE_ballast") {
-        let p = PathBuf::from(p);
+    if let Some(deps) = deps_dir() {
+        let p = deps.join("..").join("ballast");
         if p.exists() {
             return p;
         }
     }
-    match exe_dir() {
-        Some(deps) => deps.join("..").join("ballast"),
+    match option_env!("CARGO_BIN_EXE_ballast") {
+        Some(p) => PathBuf::from(p),
         None => PathBuf::from("target/release/ballast"),
     }
 }
 
-/// `target/`: two levels above `target/release/deps/`.
+/// `target/`: two levels above `target/release/deps/`; else `$CARGO_TARGET_DIR`, else
+/// `./target`.
 fn default_target_dir() -> PathBuf {
-    exe_dir()
-        .and_then(|deps| deps.parent().and_then(Path::parent).map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target"))
+    if let Some(target) = deps_dir().and_then(|d| d.parent()?.parent().map(Path::to_path_buf)) {
+        return target;
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from("target"),
+    }
+}
+
+/// `HOTPATH_CPUS`: unset = the last CPU; `all` = no pinning; else a list like `0,2-3`.
+fn parse_pin(spec: Option<&str>) -> Result<Option<Vec<usize>>> {
+    let ncpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let spec = spec.map(str::trim).unwrap_or("");
+    if spec.is_empty() {
+        return Ok(Some(vec![ncpus - 1]));
+    }
+    if spec == "all" {
+        return Ok(None);
+    }
+    let mut cpus = Vec::new();
+    for part in spec.split(',') {
+        let part = part.trim();
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (
+            a.trim()
+                .parse()
+                .with_context(|| format!("HOTPATH_CPUS: bad CPU {a:?}"))?,
+            b.trim()
+                .parse()
+                .with_context(|| format!("HOTPATH_CPUS: bad CPU {b:?}"))?,
+        );
+        if a > b || b >= libc::CPU_SETSIZE as usize {
+            bail!("HOTPATH_CPUS: bad range {part:?}");
+        }
+        cpus.extend(a..=b);
+    }
+    Ok(Some(cpus))
+}
+
+/// Pins thread `tid` (0: the calling thread); threads and processes it starts
+/// afterwards inherit the pinning.
+fn pin_thread(tid: libc::pid_t, cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET stays within CPU_SETSIZE (checked when
+    // parsing); sched_setaffinity acts on that one thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "sched_setaffinity({tid}, {cpus:?}): {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn pin_to(cpus: &[usize]) -> Result<()> {
+    pin_thread(0, cpus)
 }
 
 fn parse_config() -> Result<Option<Config>> {
@@ -326,8 +413,10 @@ fn parse_config() -> Result<Option<Config>> {
         warmup,
         plugins,
         enforce: std::env::var("HOTPATH_ENFORCE").is_ok_and(|v| v == "1"),
+        pin: parse_pin(std::env::var("HOTPATH_CPUS").ok().as_deref())?,
         concurrent,
         ballast_bin,
+        fixtures: load_fixtures()?,
         target_dir: default_target_dir(),
     }))
 }
@@ -482,7 +571,37 @@ impl HtlcGen {
 // Driver: fake lightningd RPC socket.
 // ---------------------------------------------------------------------------
 
-fn serve_rpc(dir: &Path) -> Result<()> {
+/// Canned RPC results: `<method>.json` files of `HOTPATH_RPC_FIXTURES`, each the
+/// `result` lightningd would return for that method (e.g. `lightning-cli listchannels`
+/// output), so that methods doing real work have real data to work on.
+type Fixtures = Arc<HashMap<String, String>>;
+
+fn load_fixtures() -> Result<Fixtures> {
+    let mut map = HashMap::new();
+    let Some(dir) = std::env::var_os("HOTPATH_RPC_FIXTURES") else {
+        return Ok(Arc::new(map));
+    };
+    let dir = PathBuf::from(dir);
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("HOTPATH_RPC_FIXTURES: reading {}", dir.display()))?
+    {
+        let path = entry?.path();
+        let (Some(method), Some("json")) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        // Compact once, so that every reply is a single frame without blank lines.
+        map.insert(method.to_string(), serde_json::to_string(&v)?);
+    }
+    Ok(Arc::new(map))
+}
+
+fn serve_rpc(dir: &Path, fixtures: Fixtures) -> Result<()> {
     let path = dir.join("lightning-rpc");
     let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     let dir = dir.to_string_lossy().into_owned();
@@ -490,21 +609,29 @@ fn serve_rpc(dir: &Path) -> Result<()> {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             let dir = dir.clone();
+            let fixtures = fixtures.clone();
             std::thread::spawn(move || {
-                let _ = rpc_conn(conn, &dir);
+                let _ = rpc_conn(conn, &dir, &fixtures);
             });
         }
     });
     Ok(())
 }
 
-fn rpc_conn(conn: UnixStream, dir: &str) -> Result<()> {
+fn rpc_conn(conn: UnixStream, dir: &str, fixtures: &HashMap<String, String>) -> Result<()> {
     let mut writer = conn.try_clone()?;
     let requests = serde_json::Deserializer::from_reader(BufReader::new(conn)).into_iter::<Value>();
     for req in requests {
         let req = req?;
         let id = req.get("id").cloned().unwrap_or(Value::Null);
-        let reply = match req.get("method").and_then(Value::as_str) {
+        let method = req.get("method").and_then(Value::as_str);
+        if let Some(result) = method.and_then(|m| fixtures.get(m)) {
+            let reply = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
+            writer.write_all(reply.as_bytes())?;
+            writer.write_all(b"\n\n")?;
+            continue;
+        }
+        let reply = match method {
             Some("getinfo") => json!({"jsonrpc": "2.0", "id": id, "result": {
                 "id": NODE_ID,
                 "alias": "HOTPATH-BENCH",
@@ -609,10 +736,12 @@ impl MsgReader {
                         self.recent_logs.pop_front();
                     }
                     let params = &v["params"];
+                    // First line only: anyhow errors logged with {:?} carry backtraces.
+                    let message = params["message"].as_str().unwrap_or("");
                     self.recent_logs.push_back(format!(
                         "{}: {}",
                         params["level"].as_str().unwrap_or("?"),
-                        params["message"].as_str().unwrap_or("")
+                        message.lines().next().unwrap_or("")
                     ));
                 }
                 continue;
@@ -647,9 +776,9 @@ struct PluginProc {
 }
 
 impl PluginProc {
-    fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
+    fn spawn(name: &str, mut cmd: Command, fixtures: Fixtures) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("hotpath-lightningd-").tempdir()?;
-        serve_rpc(dir.path())?;
+        serve_rpc(dir.path(), fixtures)?;
         let stderr_path = dir.path().join("plugin-stderr.log");
         let stderr = File::create(&stderr_path)?;
         cmd.current_dir(dir.path())
@@ -819,8 +948,8 @@ fn measure_latency(p: &mut PluginProc, gen: &mut HtlcGen, n: usize) -> Result<Ve
 }
 
 /// N hooks with WINDOW in flight: a writer thread keeps the window full, the
-/// calling thread reads the answers (in any order). Returns hooks/s.
-fn measure_throughput(p: &mut PluginProc, gen: &mut HtlcGen, n: usize) -> Result<f64> {
+/// calling thread reads the answers (in any order). Returns the time taken.
+fn measure_throughput(p: &mut PluginProc, gen: &mut HtlcGen, n: usize) -> Result<Duration> {
     let first = gen.seq + 1;
     let pid = p.child.id();
     let stdin = p.stdin.as_mut().expect("stdin open while measuring");
@@ -874,7 +1003,7 @@ fn measure_throughput(p: &mut PluginProc, gen: &mut HtlcGen, n: usize) -> Result
         let write_res = writer.join().expect("writer thread panicked");
         let elapsed = read_res?;
         write_res?;
-        Ok(n as f64 / elapsed.as_secs_f64())
+        Ok(elapsed)
     })
 }
 
@@ -1051,6 +1180,8 @@ struct Concurrent {
     method: String,
     lat: Lat,
     stats: ConcStats,
+    /// Floor latency on the same CPUs, measured right before.
+    floor_ref: Option<Lat>,
 }
 
 fn plugin_command(name: &str, cfg: &Config) -> Result<Command> {
@@ -1073,47 +1204,186 @@ fn plugin_command(name: &str, cfg: &Config) -> Result<Command> {
     }
 }
 
-fn run_plugin(name: &str, cfg: &Config) -> Result<(Figures, Option<Result<Concurrent>>)> {
-    let mut p = PluginProc::spawn(name, plugin_command(name, cfg)?)?;
-    let mut gen = HtlcGen::new(0x5eed ^ name.len() as u64);
-    let res = (|| -> Result<(Figures, Option<Result<Concurrent>>)> {
-        let lat = {
-            let _wd = p.watchdog("latency");
-            measure_latency(&mut p, &mut gen, cfg.warmup)?;
-            lat_stats(measure_latency(&mut p, &mut gen, cfg.n)?)
+/// One plugin under test, alive for the whole run.
+struct Slot {
+    name: String,
+    proc: Option<PluginProc>,
+    gen: HtlcGen,
+    lat_ns: Vec<u64>,
+    tput_n: usize,
+    tput_time: Duration,
+    error: Option<anyhow::Error>,
+}
+
+impl Slot {
+    /// Runs `f` on the plugin if it is still alive; on error, ends it and keeps the
+    /// error (with the plugin's last words).
+    fn run(&mut self, what: &str, f: impl FnOnce(&mut PluginProc, &mut HtlcGen) -> Result<()>) {
+        let Some(p) = self.proc.as_mut() else { return };
+        let res = {
+            let _wd = p.watchdog(what);
+            f(p, &mut self.gen)
         };
-        let hooks_per_s = {
-            let _wd = p.watchdog("throughput");
-            if cfg.warmup > 0 {
-                measure_throughput(&mut p, &mut gen, cfg.warmup)?;
-            }
-            measure_throughput(&mut p, &mut gen, cfg.n)?
-        };
-        let conc = match (&cfg.concurrent, name) {
-            (Some((method, params)), "ballast") => {
-                let _wd = p.watchdog("concurrent latency");
-                Some(
-                    measure_latency_concurrent(&mut p, &mut gen, cfg.warmup, cfg.n, method, params).map(
-                        |(samples, stats)| Concurrent {
-                            method: method.clone(),
-                            lat: lat_stats(samples),
-                            stats,
-                        },
-                    ),
-                )
-            }
-            _ => None,
-        };
-        Ok((Figures { lat, hooks_per_s }, conc))
-    })();
-    match res {
-        Ok((fig, Some(Err(e)))) => Ok((fig, Some(Err(p.with_stderr(e))))),
-        Ok(r) => {
-            p.shutdown();
-            Ok(r)
+        if let Err(e) = res {
+            let e = p.with_stderr(e.context(format!("during {what}")));
+            eprintln!("hotpath: {} FAILED: {e:#}", self.name);
+            self.error = Some(e);
+            self.proc = None;
         }
-        Err(e) => Err(p.with_stderr(e)),
     }
+}
+
+/// Measures every plugin in the same rounds: all plugins stay alive and take turns
+/// batch by batch (in a rotating order), so a burst of other load on the machine
+/// lands on all of them rather than on whichever was being measured.
+/// The concurrent section (same CPUs as the rest of the run), with a floor latency
+/// reference taken right before it.
+fn run_concurrent(cfg: &Config, slots: &mut [Slot], method: &str, params: &Value) -> Result<Concurrent> {
+    let mut floor_ref = None;
+    if let Some(floor) = slots.iter_mut().find(|s| s.name == "floor") {
+        eprintln!("hotpath: floor reference ...");
+        let mut out = Vec::new();
+        floor.run("floor reference latency", |p, g| {
+            measure_latency(p, g, cfg.warmup)?;
+            out = measure_latency(p, g, cfg.n)?;
+            Ok(())
+        });
+        if !out.is_empty() {
+            floor_ref = Some(lat_stats(out));
+        }
+    }
+    eprintln!("hotpath: concurrent {method} ...");
+    let slot = slots
+        .iter_mut()
+        .find(|s| s.name == "ballast")
+        .expect("checked by the caller");
+    let p = slot.proc.as_mut().expect("checked by the caller");
+    let res = {
+        let _wd = p.watchdog("concurrent latency");
+        measure_latency_concurrent(p, &mut slot.gen, cfg.warmup, cfg.n, method, params)
+    };
+    match res {
+        Ok((samples, stats)) => Ok(Concurrent {
+            method: method.to_string(),
+            lat: lat_stats(samples),
+            stats,
+            floor_ref,
+        }),
+        Err(e) => {
+            let e = p.with_stderr(e);
+            slot.proc = None;
+            Err(e)
+        }
+    }
+}
+
+/// Per-plugin figures (in `HOTPATH_ONLY` order), and the concurrent section if run.
+type RunResults = (Vec<(String, Result<Figures>)>, Option<Result<Concurrent>>);
+
+fn run_all(cfg: &Config) -> RunResults {
+    let mut slots: Vec<Slot> = cfg
+        .plugins
+        .iter()
+        .map(|name| {
+            eprintln!("hotpath: starting {name} ...");
+            let (proc, error) = match plugin_command(name, cfg)
+                .and_then(|cmd| PluginProc::spawn(name, cmd, cfg.fixtures.clone()))
+            {
+                Ok(p) => (Some(p), None),
+                Err(e) => {
+                    eprintln!("hotpath: {name} FAILED: {e:#}");
+                    (None, Some(e))
+                }
+            };
+            Slot {
+                name: name.clone(),
+                proc,
+                gen: HtlcGen::new(0x5eed ^ name.len() as u64),
+                lat_ns: Vec::with_capacity(cfg.n),
+                tput_n: 0,
+                tput_time: Duration::ZERO,
+                error,
+            }
+        })
+        .collect();
+
+    eprintln!("hotpath: latency ...");
+    for slot in slots.iter_mut() {
+        slot.run("latency warm-up", |p, g| {
+            measure_latency(p, g, cfg.warmup).map(drop)
+        });
+    }
+    let batch = LATENCY_BATCH.min(cfg.n);
+    let mut done = 0;
+    let mut round = 0;
+    while done < cfg.n {
+        let k = batch.min(cfg.n - done);
+        let len = slots.len();
+        for i in 0..len {
+            let slot = &mut slots[(i + round) % len];
+            let mut out = Vec::new();
+            slot.run("latency", |p, g| {
+                out = measure_latency(p, g, k)?;
+                Ok(())
+            });
+            slot.lat_ns.extend(out);
+        }
+        done += k;
+        round += 1;
+    }
+
+    eprintln!("hotpath: throughput ...");
+    for slot in slots.iter_mut() {
+        if cfg.warmup > 0 {
+            slot.run("throughput warm-up", |p, g| {
+                measure_throughput(p, g, cfg.warmup).map(drop)
+            });
+        }
+    }
+    let batch = THROUGHPUT_BATCH.min(cfg.n);
+    let mut done = 0;
+    let mut round = 0;
+    while done < cfg.n {
+        let k = batch.min(cfg.n - done);
+        let len = slots.len();
+        for i in 0..len {
+            let slot = &mut slots[(i + round) % len];
+            let mut took = Duration::ZERO;
+            slot.run("throughput", |p, g| {
+                took = measure_throughput(p, g, k)?;
+                Ok(())
+            });
+            slot.tput_n += k;
+            slot.tput_time += took;
+        }
+        done += k;
+        round += 1;
+    }
+
+    let mut concurrent = None;
+    if let Some((method, params)) = &cfg.concurrent {
+        if slots.iter().any(|s| s.name == "ballast" && s.proc.is_some()) {
+            concurrent = Some(run_concurrent(cfg, &mut slots, method, params));
+        }
+    }
+
+    let results = slots
+        .into_iter()
+        .map(|mut slot| {
+            if let Some(p) = slot.proc.take() {
+                p.shutdown();
+            }
+            let res = match slot.error {
+                Some(e) => Err(e),
+                None => Ok(Figures {
+                    lat: lat_stats(slot.lat_ns),
+                    hooks_per_s: slot.tput_n as f64 / slot.tput_time.as_secs_f64(),
+                }),
+            };
+            (slot.name, res)
+        })
+        .collect();
+    (results, concurrent)
 }
 
 fn lat_json(l: &Lat) -> Value {
@@ -1131,6 +1401,21 @@ fn driver_main() -> Result<i32> {
          throughput: N={} with {WINDOW} in flight; warm-up {} each",
         cfg.n, cfg.n, cfg.warmup
     );
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    println!("hotpath: {cpus} CPUs, load average {loadavg} (other load skews these figures)");
+    match &cfg.pin {
+        Some(set) => {
+            pin_to(set)?;
+            println!(
+                "hotpath: driver and plugins pinned to CPU {set:?}, so that figures measure the \
+                 plugins rather than cross-CPU wake-ups (HOTPATH_CPUS=all: no pinning)"
+            );
+        }
+        None => println!("hotpath: not pinned (HOTPATH_CPUS=all): the scheduler places the processes"),
+    }
     if cfg.plugins.iter().any(|p| p == "ballast") {
         println!("hotpath: ballast = {}", cfg.ballast_bin.display());
         if !cfg.ballast_bin.is_file() {
@@ -1142,23 +1427,9 @@ fn driver_main() -> Result<i32> {
         }
     }
 
-    let mut results: Vec<(String, Result<Figures>)> = Vec::new();
-    let mut concurrent: Option<Result<Concurrent>> = None;
-    for name in &cfg.plugins {
-        eprintln!("hotpath: measuring {name} ...");
-        match run_plugin(name, &cfg) {
-            Ok((fig, conc)) => {
-                results.push((name.clone(), Ok(fig)));
-                if conc.is_some() {
-                    concurrent = conc;
-                }
-            }
-            Err(e) => {
-                eprintln!("hotpath: {name} FAILED: {e:#}");
-                results.push((name.clone(), Err(e)));
-                exit_code = 1;
-            }
-        }
+    let (results, concurrent) = run_all(&cfg);
+    if results.iter().any(|(_, r)| r.is_err()) {
+        exit_code = 1;
     }
     let get = |n: &str| -> Option<&Figures> {
         results
@@ -1265,12 +1536,20 @@ fn driver_main() -> Result<i32> {
                 println!("concurrent: first error from {}: {err}", c.method);
                 if c.stats.errors == c.stats.calls {
                     println!(
-                        "concurrent: WARNING every call failed: the method is probably not \
-                         implemented, so this measured error replies, not the real work"
+                        "concurrent: WARNING every call failed, so this measured error replies, \
+                         not the real work (method not implemented? RPC data it needs missing: \
+                         see HOTPATH_RPC_FIXTURES)"
                     );
                 }
             }
-            let ratio = floor.map(|f| c.lat.p99 / f.lat.p99);
+            let floor_p99 = c.floor_ref.map(|f| f.p99).or(floor.map(|f| f.lat.p99));
+            if let Some(f) = &c.floor_ref {
+                println!(
+                    "concurrent: floor measured just before: p50 {:.2} µs, p99 {:.2} µs",
+                    f.p50, f.p99
+                );
+            }
+            let ratio = floor_p99.map(|f| c.lat.p99 / f);
             if let Some(r) = ratio {
                 println!(
                     "CONCURRENT VERDICT: {} (ballast p99 under load {r:.2}x floor p99, \
@@ -1288,6 +1567,7 @@ fn driver_main() -> Result<i32> {
             json!({"method": c.method, "latency": lat_json(&c.lat),
                    "calls": c.stats.calls, "errors": c.stats.errors,
                    "first_error": c.stats.first_error, "mean_call_ms": mean_call_ms,
+                   "floor_reference": c.floor_ref.as_ref().map(lat_json),
                    "p99_ratio_vs_floor": ratio,
                    "target_p99_ratio": TARGET_CONCURRENT_P99_RATIO})
         }
@@ -1310,6 +1590,9 @@ fn driver_main() -> Result<i32> {
         "n_throughput": cfg.n,
         "warmup": cfg.warmup,
         "window": WINDOW,
+        "cpus": cpus,
+        "pinned_cpus": cfg.pin,
+        "loadavg_at_start": loadavg,
         "ballast_bin": cfg.ballast_bin.to_string_lossy(),
         "plugins": plugins,
         "ratios": ratios,

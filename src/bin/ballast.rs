@@ -3,17 +3,20 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `ballast simulate ...` runs standalone, whoever started it.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("simulate") {
+        return ballast::sim::main(&args[1..]);
+    }
     if !ballast::cln::launched_by_lightningd() {
         println!("{}", ballast::cln::USAGE);
-        if std::env::args().nth(1).as_deref() == Some("simulate") {
-            println!("\n`ballast simulate` (the whole engine on a simulated network) is not part of this build yet.");
-        }
         return ExitCode::SUCCESS;
     }
     // Two workers: hooks that reach cln-plugin must not queue behind a method doing heavy
     // work, and the machines ballast runs on are small.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(ballast::cln::yield_to_hooks)
         .enable_all()
         .build()
     {

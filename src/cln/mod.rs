@@ -42,6 +42,19 @@ from a shell; lightningd starts it. Add `plugin=/path/to/ballast` to your lightn
 /path/to/ballast`), then call `lightning-cli ballast-status`. Options (all `ballast-*`) are \
 listed in the README and by `lightning-cli listconfigs`.";
 
+/// Run at the start of every runtime thread (workers and the blocking pool): lowers its
+/// scheduling priority, so that route planning, reports or store flushes competing for a
+/// core yield it to the stdin thread answering `htlc_accepted`, which keeps the default
+/// priority. Raising that thread instead would need privileges ballast does not have.
+pub fn yield_to_hooks() {
+    // SAFETY: setpriority on our own thread id only changes this thread's nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        // Failure only means the priority stays as it was.
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 /// True when lightningd started us: it sets this variable for every plugin.
 pub fn launched_by_lightningd() -> bool {
     std::env::var_os("LIGHTNINGD_PLUGIN").is_some_and(|v| v == "1")

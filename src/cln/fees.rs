@@ -33,10 +33,12 @@ impl AwaitedForwards {
     fn add(&self, scid: Scid, hash: PaymentHash) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let v = m.entry(scid).or_default();
-        // Bounded: only whether any is still in flight matters, not every one of a burst.
-        if v.len() < 64 {
-            v.push(hash);
+        // Bounded, keeping the newest: the latest forward of a burst is the one most likely
+        // still in flight when the decision reads the balance.
+        if v.len() >= 64 {
+            v.remove(0);
         }
+        v.push(hash);
     }
 
     fn take(&self, scid: Scid) -> Vec<PaymentHash> {

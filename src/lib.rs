@@ -8,5 +8,6 @@ pub mod engine;
 pub mod node;
 pub mod report;
 pub mod service;
+pub mod sim;
 pub mod store;
 pub mod types;

@@ -194,6 +194,13 @@ pub trait Node: Send + Sync {
         payment_hash: PaymentHash,
         timeout_secs: u32,
     ) -> impl Future<Output = NodeResult<PayOutcome>> + Send;
+    /// Waits up to `timeout_secs` for the outcome of an earlier `pay_route` by its hash
+    /// (one that was still in flight when its own wait ended).
+    fn wait_payment(
+        &self,
+        payment_hash: PaymentHash,
+        timeout_secs: u32,
+    ) -> impl Future<Output = NodeResult<PayOutcome>> + Send;
     /// Has the node sign an unsigned BOLT11 invoice string; returns the signed invoice.
     fn sign_invoice(&self, unsigned: &str) -> impl Future<Output = NodeResult<String>> + Send;
     fn invoices(&self) -> impl Future<Output = NodeResult<Vec<Invoice>>> + Send;

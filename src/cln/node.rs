@@ -235,6 +235,27 @@ impl Node for ClnNode {
         }
     }
 
+    async fn wait_payment(&self, payment_hash: PaymentHash, timeout_secs: u32) -> NodeResult<PayOutcome> {
+        let mut conn = self.connect(WaitsendpayRequest::METHOD).await?;
+        let wait = WaitsendpayRequest {
+            payment_hash: sha256(&payment_hash),
+            timeout: Some(timeout_secs),
+            partid: None,
+            groupid: None,
+        };
+        let limit = Duration::from_secs(u64::from(timeout_secs)) + WAITSENDPAY_GRACE;
+        let answer = tokio::time::timeout(limit, conn.try_call(&wait))
+            .await
+            .map_err(|_| NodeError::Transport {
+                method: WaitsendpayRequest::METHOD,
+                message: format!("no answer within {}s", limit.as_secs()),
+            })??;
+        match answer {
+            Ok(done) => settled(WaitsendpayRequest::METHOD, done.payment_preimage, payment_hash),
+            Err(e) => payment_error(WaitsendpayRequest::METHOD, e),
+        }
+    }
+
     async fn sign_invoice(&self, unsigned: &str) -> NodeResult<String> {
         let request = SigninvoiceRequest {
             invstring: unsigned.to_string(),

@@ -172,11 +172,20 @@ pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, an
         }
         let me = ours(&s)?;
         ensure_graph(&s).await?;
+        // Gossip knows our channels' capacity, not what they can send now: leave out the
+        // first hops that could not carry the amount.
+        let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+        let unusable: Vec<Scid> = channels
+            .iter()
+            .filter(|c| c.state != ChannelState::Normal || !c.peer_connected || c.spendable.0 < amount)
+            .filter_map(|c| c.scid)
+            .collect();
         let svc = s.rebalance.clone();
         let routes = tokio::task::spawn_blocking(move || {
             let params = RouteParams {
                 k: k as usize,
                 max_hops: max_hops as usize,
+                exclude_channels: unusable,
                 ..RouteParams::default()
             };
             svc.with_graph(now_unix(), |g, _, view| find_routes(g, view, &me, &dest, Msat(amount), &params))
@@ -227,7 +236,10 @@ async fn make_plan(s: &PluginState, cfg: PlannerConfig) -> Result<(String, crate
                 message: "gossip graph not loaded".into(),
             })?
             .map_err(|e| RpcError {
-                code: ERR_PLAN,
+                code: match e {
+                    crate::engine::planner::PlanError::UnknownChannel(_) => ERR_UNKNOWN_CHANNEL,
+                    _ => ERR_PLAN,
+                },
                 message: format!("rebalance-plan: {e}"),
             })?;
         let id = svc.store_plan(planned.clone(), now).map_err(store_error)?;
@@ -358,6 +370,18 @@ async fn execute_moves(
             message: format!("{EXECUTE}: another rebalance is running; try again when it ends"),
         });
     };
+    // An attempt left in flight by an earlier execution counts against
+    // ballast-rebalance-max-htlcs: settle its fate first, and send nothing while it lasts.
+    let still_pending = resolve_pending(s).await?;
+    if still_pending >= s.rebalance_settings.max_htlcs as usize {
+        return Err(RpcError {
+            code: ERR_BUSY,
+            message: format!(
+                "{EXECUTE}: {still_pending} earlier rebalance payment(s) still in flight (ballast-rebalance-max-htlcs is {}); try again when they resolve",
+                s.rebalance_settings.max_htlcs
+            ),
+        });
+    }
     let me = ours(s)?;
     ensure_graph(s).await?;
     let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
@@ -367,7 +391,13 @@ async fn execute_moves(
     for &(source, sink, amount, ppm) in moves {
         let r = execute_move(s, &me, exec_id, &channels, source, sink, amount, ppm, &mut budget_left).await?;
         spent_total = Msat(spent_total.0.saturating_add(r["fee_msat"].as_u64().unwrap_or(0)));
+        let in_flight = r["status"] == "in_flight";
         results.push(r);
+        if in_flight {
+            // One of ours is still out there: starting another move would exceed
+            // ballast-rebalance-max-htlcs, so the execution ends here.
+            break;
+        }
     }
     Ok(json!({"execution": exec_id, "moves": results, "fee_msat": spent_total.0}))
 }
@@ -409,6 +439,7 @@ async fn execute_move(
     let mut fees = 0u64;
     let mut attempts = 0u32;
     let mut stop_reason = String::new();
+    let mut in_flight = false;
     while remaining > 0 && attempts < 16 {
         part = part.min(remaining);
         let day_spent = {
@@ -477,8 +508,8 @@ async fn execute_move(
                     // Its fee stays counted as spent; do not pile more on top of it.
                     budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
                     fees += route.fee.0;
-                    stop_reason = "an attempt is still in flight; stopped to stay within budget".into();
-                    remaining = 0;
+                    stop_reason = "an attempt is still in flight; its fee counts as spent until it resolves".into();
+                    in_flight = true;
                     break;
                 }
                 AttemptResult::Failed => {}
@@ -486,6 +517,9 @@ async fn execute_move(
             if attempts >= 16 {
                 break;
             }
+        }
+        if in_flight {
+            break;
         }
         if !succeeded && remaining > 0 {
             // Smaller parts find liquidity where the full amount did not.
@@ -500,6 +534,15 @@ async fn execute_move(
     if remaining > 0 && stop_reason.is_empty() {
         stop_reason = "attempt limit reached".into();
     }
+    let status = if in_flight {
+        "in_flight"
+    } else if moved == amount.0 {
+        "done"
+    } else if moved > 0 {
+        "partial"
+    } else {
+        "failed"
+    };
     Ok(json!({
         "source": source.to_string(),
         "sink": sink.to_string(),
@@ -507,7 +550,7 @@ async fn execute_move(
         "moved_msat": moved,
         "fee_msat": fees,
         "attempts": attempts,
-        "status": if moved == amount.0 { "done" } else if moved > 0 { "partial" } else { "failed" },
+        "status": status,
         "reason": stop_reason,
     }))
 }
@@ -544,7 +587,8 @@ async fn attempt(
             (AttemptResult::Failed, failing_channel, message, idx)
         }
         Err(NodeError::Rejected { code: Some(200), message, .. }) => (AttemptResult::Pending, None, message, None),
-        Err(e) => (AttemptResult::Failed, None, e.to_string(), Some(0)),
+        // lightningd could not say where it failed: nothing to learn about liquidity.
+        Err(e) => (AttemptResult::Failed, None, e.to_string(), None),
     };
     let a = Attempt {
         id: 0,
@@ -618,6 +662,44 @@ pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
             "graph": graph.map(|(n, c, b)| json!({"nodes": n, "channels": c, "memory_bytes": b})),
         }))
     })
+}
+
+/// Asks lightningd about attempts left in flight; returns how many still are.
+async fn resolve_pending(s: &PluginState) -> Result<usize, RpcError> {
+    let svc = s.rebalance.clone();
+    let pending = tokio::task::spawn_blocking(move || svc.pending_attempts())
+        .await
+        .map_err(internal)?
+        .map_err(store_error)?;
+    let mut still = 0;
+    for a in pending {
+        let outcome = match s.node.wait_payment(a.payment_hash, 1).await {
+            Ok(PayOutcome::Success { .. }) => Some(("success", String::new())),
+            Ok(PayOutcome::Failed { message, .. }) => Some(("failed", message)),
+            Err(NodeError::Rejected { code: Some(200), .. }) => None,
+            // lightningd no longer knows the payment (e.g. 208): it never completed.
+            Err(NodeError::Rejected { code: Some(208), message, .. }) => Some(("failed", message)),
+            Err(e) => {
+                log::warn!("cannot check rebalance attempt {}: {e}", a.id);
+                None
+            }
+        };
+        match outcome {
+            Some((o, message)) => {
+                if o == "success" {
+                    bump(&s.counters.rebalances);
+                }
+                let svc = s.rebalance.clone();
+                let id = a.id;
+                tokio::task::spawn_blocking(move || svc.resolve_attempt(id, o, message))
+                    .await
+                    .map_err(internal)?
+                    .map_err(store_error)?;
+            }
+            None => still += 1,
+        }
+    }
+    Ok(still)
 }
 
 /// The hook path for a claimed hash that is one of our own rebalance payments.

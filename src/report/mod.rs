@@ -73,10 +73,24 @@ pub fn daily_fees(forwards: &[Forward], now: u64, days: u64) -> Vec<(u64, Msat)>
 
 /// Renders the report.
 pub fn render(d: &ReportData) -> Result<String, ReportError> {
+    render_with(d, None, &[])
+}
+
+/// An extra section for [`render_with`]: a heading and its HTML body (already escaped).
+#[derive(Debug, Clone, Default)]
+pub struct Section {
+    pub title: String,
+    pub html: String,
+}
+
+/// Renders the report with a custom title and extra sections after the summary (the
+/// simulator adds its own figures and charts this way).
+pub fn render_with(d: &ReportData, title: Option<&str>, extra: &[Section]) -> Result<String, ReportError> {
     let mut h = String::with_capacity(64 * 1024);
-    let title = match &d.node_id {
-        Some(id) => format!("ballast report: node {}…", &id[..id.len().min(16)]),
-        None => "ballast report".to_string(),
+    let title = match (title, &d.node_id) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(id)) => format!("ballast report: node {}…", &id[..id.len().min(16)]),
+        (None, None) => "ballast report".to_string(),
     };
     let _ = write!(
         h,
@@ -88,6 +102,11 @@ pub fn render(d: &ReportData) -> Result<String, ReportError> {
         d.channels.len()
     );
     summary(&mut h, d);
+    for sec in extra {
+        let _ = writeln!(h, "<h2>{}</h2>", esc(&sec.title));
+        h.push_str(&sec.html);
+        h.push('\n');
+    }
     fees_section(&mut h, d)?;
     distribution_section(&mut h, d)?;
     alerts_section(&mut h, d);
@@ -216,6 +235,154 @@ fn svg(
     // Inline SVG in HTML takes no XML declaration.
     let start = buf.find("<svg").unwrap_or(0);
     Ok(buf[start..].to_string())
+}
+
+/// Escapes text for HTML (for callers building [`Section`]s).
+pub fn escape(s: &str) -> String {
+    esc(s)
+}
+
+/// Axis labels for unix-second x values over a span of `span` seconds.
+fn time_label(t: f64, span: u64) -> String {
+    let t = t.max(0.0) as u64;
+    if span > 7 * DAY {
+        date(t)
+    } else if span > DAY {
+        datetime(t)[5..].to_string()
+    } else {
+        datetime(t)[11..].to_string()
+    }
+}
+
+/// One named line of a [`line_chart`]: (unix seconds, value) points in time order.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A time-series line chart with a legend. With `steps`, each value holds until the next
+/// point (fees, which change at discrete times), drawn to `x_end`.
+pub fn line_chart(
+    name: &str,
+    caption: &str,
+    y_desc: &str,
+    series: &[Series],
+    x_end: f64,
+    steps: bool,
+) -> Result<String, ReportError> {
+    let pts = || series.iter().flat_map(|s| s.points.iter());
+    let x0 = pts().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let x0 = if x0.is_finite() { x0 } else { 0.0 };
+    let x1 = pts().map(|p| p.0).fold(x_end, f64::max).max(x0 + 1.0);
+    let y1 = pts().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+    let y0 = pts().map(|p| p.1).fold(0.0, f64::min);
+    let span = (x1 - x0) as u64;
+    let lines: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|s| {
+            let mut v: Vec<(f64, f64)> = Vec::with_capacity(s.points.len() * 2 + 1);
+            for (i, p) in s.points.iter().enumerate() {
+                if steps && i > 0 {
+                    v.push((p.0, s.points[i - 1].1));
+                }
+                v.push(*p);
+            }
+            if steps {
+                if let Some(last) = s.points.last() {
+                    v.push((x1, last.1));
+                }
+            }
+            (s.name.clone(), v)
+        })
+        .collect();
+    svg(name, (1000, 340), |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| e.to_string())?;
+        c.configure_mesh()
+            .x_labels(8)
+            .x_label_formatter(&|x| time_label(*x, span))
+            .y_desc(y_desc)
+            .light_line_style(RGBColor(245, 245, 245))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (label, v)) in lines.into_iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            c.draw_series(LineSeries::new(v, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font(("sans-serif", 12))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+/// A timeline: one row per label, a bar from start to end (unix seconds) per span, coloured
+/// by severity. `spans` are (row, start, end, severity).
+pub fn timeline_chart(
+    name: &str,
+    caption: &str,
+    rows: &[String],
+    spans: &[(usize, u64, u64, crate::engine::monitor::Severity)],
+    x_start: u64,
+    x_end: u64,
+) -> Result<String, ReportError> {
+    use crate::engine::monitor::Severity;
+    let (x0, x1) = (x_start as f64, (x_end.max(x_start + 1)) as f64);
+    let n = rows.len().max(1) as u32;
+    let span = x_end.saturating_sub(x_start);
+    let labels = rows.to_vec();
+    let height = (70 + 24 * n).clamp(160, 2400);
+    svg(name, (1000, height), |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(240)
+            .build_cartesian_2d(x0..x1, (0u32..n).into_segmented())
+            .map_err(|e| e.to_string())?;
+        c.configure_mesh()
+            .x_labels(8)
+            .y_labels(n as usize + 1)
+            .disable_y_mesh()
+            .x_label_formatter(&|x| time_label(*x, span))
+            .y_label_formatter(&|y| match y {
+                SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .light_line_style(RGBColor(245, 245, 245))
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        c.draw_series(spans.iter().map(|&(row, a, b, sev)| {
+            let color = match sev {
+                Severity::Critical => RGBColor(176, 0, 32),
+                Severity::Warning => RGBColor(214, 140, 0),
+                _ => RGBColor(36, 85, 164),
+            };
+            let (a, b) = (a as f64, (b.max(a + 300)) as f64);
+            let row = row as u32;
+            Rectangle::new(
+                [(a, SegmentValue::Exact(row)), (b, SegmentValue::Exact(row + 1))],
+                color.filled(),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    })
 }
 
 fn fees_section(h: &mut String, d: &ReportData) -> Result<(), ReportError> {

@@ -261,6 +261,32 @@ impl RebalanceService {
         Ok(a)
     }
 
+    /// Attempts still in flight (outcome "pending"), oldest first.
+    pub fn pending_attempts(&self) -> Result<Vec<Attempt>, RebalanceError> {
+        let mut out = Vec::new();
+        for item in self.attempts.iter() {
+            let (_, a) = item?;
+            if a.outcome == "pending" {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the final outcome of a pending attempt and forgets its preimage.
+    pub fn resolve_attempt(&self, id: u64, outcome: &str, message: String) -> Result<(), RebalanceError> {
+        if let Some(mut a) = self.attempts.get(id.to_be_bytes())? {
+            a.outcome = outcome.to_string();
+            a.message = message;
+            self.secrets.remove(a.payment_hash.0)?;
+            lock(&self.preimages).remove(&a.payment_hash);
+            self.claims.release(&a.payment_hash);
+            self.attempts.put(id.to_be_bytes(), &a)?;
+            self.store.flush()?;
+        }
+        Ok(())
+    }
+
     /// Fees of successful (and still pending) attempts since `since`.
     pub fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
         let mut total = 0u64;

@@ -8,6 +8,7 @@
 //! *violations* (the server runs on its own threads, where a panic would
 //! not fail the test); [`super::Lightningd`] turns them into test failures.
 
+use super::lightningd::Lightningd;
 use super::protocol::{check_rpc_request_envelope, JsonRpcError, INVALID_PARAMS, METHOD_NOT_FOUND};
 use super::schema::schemas;
 use serde_json::{json, Map, Value};
@@ -17,7 +18,7 @@ use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -176,6 +177,7 @@ pub struct Channel {
     /// The peer's policy towards us.
     pub remote_fee_base_msat: u64,
     pub remote_fee_proportional_millionths: u32,
+    pub remote_cltv_expiry_delta: u32,
     pub htlcs: Vec<Htlc>,
     pub ignore_fee_limits: bool,
 }
@@ -207,6 +209,7 @@ impl Channel {
             cltv_expiry_delta: 34,
             remote_fee_base_msat: 1000,
             remote_fee_proportional_millionths: 10,
+            remote_cltv_expiry_delta: 34,
             htlcs: Vec::new(),
             ignore_fee_limits: false,
         }
@@ -247,11 +250,11 @@ impl Channel {
     }
 
     pub fn to_json(&self, our_id: &str) -> Value {
-        let policy = |base: u64, ppm: u32| {
+        let policy = |base: u64, ppm: u32, cltv: u32| {
             json!({
                 "htlc_minimum_msat": self.htlc_minimum_msat,
                 "htlc_maximum_msat": self.htlc_maximum_msat,
-                "cltv_expiry_delta": self.cltv_expiry_delta,
+                "cltv_expiry_delta": cltv,
                 "fee_base_msat": base,
                 "fee_proportional_millionths": ppm,
             })
@@ -280,8 +283,12 @@ impl Channel {
             "peer_connected": self.peer_connected,
             "channel_type": {"bits": [12, 22], "names": ["static_remotekey/even", "anchors/even"]},
             "updates": {
-                "local": policy(self.fee_base_msat, self.fee_proportional_millionths),
-                "remote": policy(self.remote_fee_base_msat, self.remote_fee_proportional_millionths),
+                "local": policy(self.fee_base_msat, self.fee_proportional_millionths, self.cltv_expiry_delta),
+                "remote": policy(
+                    self.remote_fee_base_msat,
+                    self.remote_fee_proportional_millionths,
+                    self.remote_cltv_expiry_delta
+                ),
             },
             "ignore_fee_limits": self.ignore_fee_limits,
             "lost_state": false,
@@ -364,6 +371,12 @@ pub struct GossipChannel {
     pub delay: u32,
     pub htlc_minimum_msat: u64,
     pub htlc_maximum_msat: u64,
+    /// Simulated network only (not listed): what `source` can send over the
+    /// channel right now. `None` leaves the direction unsimulated: only
+    /// its policy limits a payment, and payments do not change it. The two
+    /// directions of a channel hold its two balances; see
+    /// [`FakeNode::add_network_channel`].
+    pub liquidity_msat: Option<u64>,
 }
 
 impl GossipChannel {
@@ -632,6 +645,13 @@ pub struct NodeState {
     pub feerate_perkw: u32,
     /// Extra `listconfigs` entries (plugin options, set by the driver).
     pub extra_configs: Map<String, Value>,
+    /// Every `sendpay` attempt, oldest first (see [`Payment`]).
+    pub payments: Vec<Payment>,
+    /// Where HTLCs that reach our node go (see [`FakeNode::set_htlc_hook`]).
+    htlc_hook: Option<HtlcHook>,
+    next_htlc_id: u64,
+    /// Most payments in flight at once so far.
+    peak_in_flight: usize,
     calls: Vec<RpcCall>,
     violations: Vec<String>,
     once: HashMap<String, VecDeque<Scripted>>,
@@ -669,6 +689,10 @@ impl FakeNode {
             invoices: Vec::new(),
             feerate_perkw: 253,
             extra_configs: Map::new(),
+            payments: Vec::new(),
+            htlc_hook: None,
+            next_htlc_id: 1000,
+            peak_in_flight: 0,
             calls: Vec::new(),
             violations: Vec::new(),
             once: HashMap::new(),
@@ -731,6 +755,7 @@ impl FakeNode {
             delay: 6,
             htlc_minimum_msat: 0,
             htlc_maximum_msat: capacity_msat / 100 * 99,
+            liquidity_msat: None,
         };
         self.with(|s| {
             s.gossip_channels.push(make(a, b));
@@ -995,8 +1020,7 @@ impl FakeNode {
                 let scid = str_param("short_channel_id");
                 let src = str_param("source");
                 let dst = str_param("destination");
-                let channels: Vec<Value> = s
-                    .gossip_channels
+                let channels: Vec<Value> = gossip_view(&s)
                     .iter()
                     .filter(|c| scid.as_ref().is_none_or(|x| *x == c.short_channel_id))
                     .filter(|c| src.as_ref().is_none_or(|x| *x == c.source))
@@ -1072,6 +1096,8 @@ impl FakeNode {
                 Ok(json!({ "invoices": invoices }))
             }
             "setchannel" => self.setchannel(p),
+            "sendpay" => self.sendpay(p),
+            "waitsendpay" => self.waitsendpay(p),
             "signinvoice" => {
                 let (id, network) = {
                     let s = self.lock();
@@ -1405,6 +1431,20 @@ fn positional_order(method: &str) -> Option<&'static [&'static str]> {
             "ignorefeelimits",
         ],
         "signinvoice" => &["invstring"],
+        "sendpay" => &[
+            "route",
+            "payment_hash",
+            "label",
+            "amount_msat",
+            "bolt11",
+            "payment_secret",
+            "partid",
+            "localinvreqid",
+            "groupid",
+            "payment_metadata",
+            "description",
+        ],
+        "waitsendpay" => &["payment_hash", "timeout", "partid", "groupid"],
         "feerates" => &["style"],
         "listconfigs" => &["config"],
         "waitblockheight" => &["blockheight", "timeout"],
@@ -1449,6 +1489,989 @@ fn named_params(method: &str, params: &Value) -> Result<Value, JsonRpcError> {
             format!("params must be an object or an array, got {other}"),
         )),
     }
+}
+
+// ---- Simulated network ------------------------------------------------------------------
+//
+// Gossip channels carry per-direction liquidity (`GossipChannel::liquidity_msat`); our own
+// channels keep theirs in `Channel` (`spendable_msat` out, `receivable_msat` in), and their
+// gossip entries are listed with the policy `Channel` holds, so `listchannels` and
+// `listpeerchannels` never disagree. `sendpay` walks the route hop by hop like the
+// forwarding nodes would; an HTLC that reaches our node goes to the plugin's
+// `htlc_accepted` hook through [`FakeNode::set_htlc_hook`] (see [`deliver_htlcs`]), and
+// its answer settles or fails the payment, moving the balances along the route.
+
+/// Receives the `htlc_accepted` payload of an HTLC that reached our node and returns the
+/// hook's answer (the JSON-RPC `result`), or why there is none.
+pub type HtlcHook = Arc<dyn Fn(&Value) -> Result<Value, String> + Send + Sync>;
+
+/// lightningd's error codes for payments.
+pub const PAY_IN_PROGRESS: i64 = 200;
+pub const PAY_DESTINATION_PERM_FAIL: i64 = 203;
+pub const PAY_TRY_OTHER_ROUTE: i64 = 204;
+pub const PAY_NO_SUCH_PAYMENT: i64 = 208;
+
+/// BOLT 4 failure codes the simulation produces.
+pub mod failcode {
+    pub const TEMPORARY_CHANNEL_FAILURE: u32 = 0x1007;
+    pub const AMOUNT_BELOW_MINIMUM: u32 = 0x100B;
+    pub const FEE_INSUFFICIENT: u32 = 0x100C;
+    pub const INCORRECT_CLTV_EXPIRY: u32 = 0x100D;
+    pub const CHANNEL_DISABLED: u32 = 0x1014;
+    pub const TEMPORARY_NODE_FAILURE: u32 = 0x2002;
+    pub const UNKNOWN_NEXT_PEER: u32 = 0x400A;
+    pub const INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS: u32 = 0x400F;
+
+    /// lightningd's `failcodename`.
+    pub fn name(code: u32) -> String {
+        match code {
+            TEMPORARY_CHANNEL_FAILURE => "WIRE_TEMPORARY_CHANNEL_FAILURE".into(),
+            AMOUNT_BELOW_MINIMUM => "WIRE_AMOUNT_BELOW_MINIMUM".into(),
+            FEE_INSUFFICIENT => "WIRE_FEE_INSUFFICIENT".into(),
+            INCORRECT_CLTV_EXPIRY => "WIRE_INCORRECT_CLTV_EXPIRY".into(),
+            CHANNEL_DISABLED => "WIRE_CHANNEL_DISABLED".into(),
+            TEMPORARY_NODE_FAILURE => "WIRE_TEMPORARY_NODE_FAILURE".into(),
+            UNKNOWN_NEXT_PEER => "WIRE_UNKNOWN_NEXT_PEER".into(),
+            INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS => "WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS".into(),
+            other => format!("UNKNOWN_{other:#06x}"),
+        }
+    }
+}
+
+/// One hop of a `sendpay` route: the HTLC offered to `id` over `channel`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendpayHop {
+    pub id: String,
+    pub channel: String,
+    pub amount_msat: u64,
+    /// CLTV relative to the block height (lightningd adds `blockheight + 1`).
+    pub delay: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Pending,
+    Complete,
+    Failed,
+}
+
+/// Where and why a payment failed: lightningd's routing failure object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteFailure {
+    /// 0 for our node, `i` for the node at the end of hop `i - 1`.
+    pub erring_index: usize,
+    pub erring_node: String,
+    pub erring_channel: String,
+    pub erring_direction: u32,
+    pub failcode: u32,
+    /// [`PAY_TRY_OTHER_ROUTE`] along the route, [`PAY_DESTINATION_PERM_FAIL`] at the end.
+    pub code: i64,
+    pub detail: String,
+}
+
+/// One `sendpay` attempt and what became of it.
+#[derive(Clone, Debug)]
+pub struct Payment {
+    pub created_index: u64,
+    pub updated_index: Option<u64>,
+    pub payment_hash: String,
+    pub route: Vec<SendpayHop>,
+    /// Delivered to the destination.
+    pub amount_msat: u64,
+    /// Left our node: the first hop's amount.
+    pub amount_sent_msat: u64,
+    pub destination: String,
+    pub created_at: u64,
+    pub completed_at: Option<u64>,
+    pub status: PaymentStatus,
+    pub preimage: Option<String>,
+    pub failure: Option<RouteFailure>,
+    /// The `htlc_accepted` payload sent to the plugin, if the HTLC reached us.
+    pub hook_payload: Option<Value>,
+    /// The hook's answer, if any.
+    pub hook_answer: Option<Value>,
+    /// While in flight: the HTLC id on each hop that is one of our channels.
+    htlc_ids: Vec<Option<u64>>,
+    locked: bool,
+}
+
+impl Payment {
+    /// What the route cost: sent minus delivered.
+    pub fn fee_msat(&self) -> u64 {
+        self.amount_sent_msat.saturating_sub(self.amount_msat)
+    }
+
+    pub fn scids(&self) -> Vec<String> {
+        self.route.iter().map(|h| h.channel.clone()).collect()
+    }
+
+    fn fields(&self) -> Value {
+        let mut v = json!({
+            "created_index": self.created_index,
+            "id": self.created_index,
+            "payment_hash": self.payment_hash,
+            "groupid": 1,
+            "destination": self.destination,
+            "amount_msat": self.amount_msat,
+            "amount_sent_msat": self.amount_sent_msat,
+            "created_at": self.created_at,
+        });
+        if let Some(u) = self.updated_index {
+            v["updated_index"] = json!(u);
+        }
+        v
+    }
+
+    /// `sendpay`'s answer, or `waitsendpay`'s for a complete payment.
+    fn to_json(&self) -> Value {
+        let mut v = self.fields();
+        match self.status {
+            PaymentStatus::Complete => {
+                v["status"] = json!("complete");
+                v["completed_at"] = json!(self.completed_at.unwrap_or(self.created_at));
+                v["payment_preimage"] = json!(self.preimage);
+            }
+            _ => {
+                v["status"] = json!("pending");
+                v["message"] = json!("Monitor status with listpays or waitsendpay");
+            }
+        }
+        v
+    }
+
+    /// lightningd's error for a failed payment, the routing failure object as `data`.
+    fn failure_error(&self) -> JsonRpcError {
+        let f = self.failure.clone().unwrap_or_else(|| RouteFailure {
+            erring_index: 0,
+            erring_node: String::new(),
+            erring_channel: String::new(),
+            erring_direction: 0,
+            failcode: failcode::TEMPORARY_NODE_FAILURE,
+            code: -1,
+            detail: "failed".into(),
+        });
+        let name = failcode::name(f.failcode);
+        let mut data = self.fields();
+        data["status"] = json!("failed");
+        data["erring_index"] = json!(f.erring_index);
+        data["failcode"] = json!(f.failcode);
+        data["failcodename"] = json!(name);
+        data["erring_node"] = json!(f.erring_node);
+        data["erring_channel"] = json!(f.erring_channel);
+        data["erring_direction"] = json!(f.erring_direction);
+        data["raw_message"] = json!(format!("{:04x}", f.failcode));
+        JsonRpcError {
+            code: f.code,
+            message: format!("failed: {name} ({})", f.detail),
+            data: Some(data),
+        }
+    }
+}
+
+/// One direction of a channel as a forwarding node sees it.
+#[derive(Clone, Debug)]
+struct HopPolicy {
+    base: u64,
+    ppm: u64,
+    delay: u32,
+    htlc_min: u64,
+    htlc_max: u64,
+    active: bool,
+    /// What the sending side can forward now (`u64::MAX`: not simulated).
+    liquidity: u64,
+    /// Index in `channels` when the channel is one of ours.
+    ours: Option<usize>,
+}
+
+fn our_channel_between(s: &NodeState, scid: &str, from: &str, to: &str) -> Option<usize> {
+    s.channels.iter().position(|c| {
+        c.short_channel_id.as_deref() == Some(scid)
+            && ((from == s.id && to == c.peer_id) || (to == s.id && from == c.peer_id))
+    })
+}
+
+/// `from` → `to` over `scid`: our channel (policy and balances from `Channel`), else the
+/// gossip entry.
+fn directed(s: &NodeState, scid: &str, from: &str, to: &str) -> Option<HopPolicy> {
+    if let Some(i) = our_channel_between(s, scid, from, to) {
+        let c = &s.channels[i];
+        let active = c.state == "CHANNELD_NORMAL" && c.peer_connected;
+        return Some(if from == s.id {
+            HopPolicy {
+                base: c.fee_base_msat,
+                ppm: u64::from(c.fee_proportional_millionths),
+                delay: c.cltv_expiry_delta,
+                htlc_min: c.htlc_minimum_msat,
+                htlc_max: c.htlc_maximum_msat,
+                active,
+                liquidity: c.spendable_msat(),
+                ours: Some(i),
+            }
+        } else {
+            HopPolicy {
+                base: c.remote_fee_base_msat,
+                ppm: u64::from(c.remote_fee_proportional_millionths),
+                delay: c.remote_cltv_expiry_delta,
+                htlc_min: c.htlc_minimum_msat,
+                htlc_max: c.htlc_maximum_msat,
+                active,
+                liquidity: c.receivable_msat(),
+                ours: Some(i),
+            }
+        });
+    }
+    s.gossip_channels
+        .iter()
+        .find(|g| g.short_channel_id == scid && g.source == from && g.destination == to)
+        .map(|g| HopPolicy {
+            base: u64::from(g.base_fee_millisatoshi),
+            ppm: u64::from(g.fee_per_millionth),
+            delay: g.delay,
+            htlc_min: g.htlc_minimum_msat,
+            htlc_max: g.htlc_maximum_msat,
+            active: g.active,
+            liquidity: g.liquidity_msat.unwrap_or(u64::MAX),
+            ours: None,
+        })
+}
+
+/// The gossip as `listchannels` shows it: entries of our own channels carry the policy
+/// and state that `Channel` holds now (what `setchannel` changed, the peer's policy as
+/// `listpeerchannels` reports it), so the two listings agree.
+fn gossip_view(s: &NodeState) -> Vec<GossipChannel> {
+    s.gossip_channels
+        .iter()
+        .map(|g| {
+            let mut g = g.clone();
+            if our_channel_between(s, &g.short_channel_id, &g.source, &g.destination).is_some() {
+                if let Some(d) = directed(s, &g.short_channel_id, &g.source, &g.destination) {
+                    g.base_fee_millisatoshi = u32::try_from(d.base).unwrap_or(u32::MAX);
+                    g.fee_per_millionth = u32::try_from(d.ppm).unwrap_or(u32::MAX);
+                    g.delay = d.delay;
+                    g.htlc_minimum_msat = d.htlc_min;
+                    g.htlc_maximum_msat = d.htlc_max;
+                    g.active = d.active;
+                }
+            }
+            g
+        })
+        .collect()
+}
+
+/// BOLT 4 final-hop payload: `amt_to_forward` (2), `outgoing_cltv_value` (4) and, with a
+/// secret, `payment_data` (8).
+fn final_payload(amount: u64, cltv: u32, secret_total: Option<(&str, u64)>) -> String {
+    fn tu(v: u64) -> Vec<u8> {
+        let b = v.to_be_bytes();
+        let skip = b.iter().take_while(|x| **x == 0).count();
+        b[skip..].to_vec()
+    }
+    let mut out = Vec::new();
+    let mut record = |t: u8, value: Vec<u8>| {
+        out.push(t);
+        out.push(value.len() as u8);
+        out.extend(value);
+    };
+    record(2, tu(amount));
+    record(4, tu(u64::from(cltv)));
+    if let Some((secret, total)) = secret_total {
+        let mut v = hex::decode(secret).unwrap_or_default();
+        v.extend(tu(total));
+        record(8, v);
+    }
+    hex::encode(out)
+}
+
+fn parse_hop(v: &Value) -> Result<SendpayHop, JsonRpcError> {
+    let bad = |m: &str| JsonRpcError::new(INVALID_PARAMS, format!("route: {m}: {v}"));
+    let id = v
+        .get("id")
+        .or_else(|| v.get("node_id_out"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("hop without id"))?;
+    let channel = match (v.get("channel"), v.get("short_channel_id_dir")) {
+        (Some(c), _) => c.as_str().map(str::to_string),
+        (None, Some(d)) => d.as_str().and_then(|d| d.split('/').next()).map(str::to_string),
+        (None, None) => None,
+    }
+    .ok_or_else(|| bad("hop without channel"))?;
+    let amount = v
+        .get("amount_msat")
+        .or_else(|| v.get("amount_out_msat"))
+        .ok_or_else(|| bad("hop without amount_msat"))
+        .and_then(parse_msat)?;
+    let delay = v
+        .get("delay")
+        .or_else(|| v.get("cltv_out"))
+        .and_then(Value::as_u64)
+        .and_then(|d| u32::try_from(d).ok())
+        .ok_or_else(|| bad("hop without delay"))?;
+    Ok(SendpayHop {
+        id: id.to_string(),
+        channel,
+        amount_msat: amount,
+        delay,
+    })
+}
+
+impl FakeNode {
+    /// Adds a public channel between `a` and `b` to the simulated network: both directions
+    /// announced with CLN's default policy (1 sat + 10 ppm, delay 6), `a_msat` of the
+    /// capacity on `a`'s side and the rest on `b`'s. Payments along it move the balance.
+    pub fn add_network_channel(&self, a: &str, b: &str, scid: &str, capacity_msat: u64, a_msat: u64) {
+        assert!(a_msat <= capacity_msat, "{scid}: a_msat exceeds the capacity");
+        self.add_gossip_channel(a, b, scid, capacity_msat);
+        self.with(|s| {
+            for g in s
+                .gossip_channels
+                .iter_mut()
+                .filter(|g| g.short_channel_id == scid)
+            {
+                g.liquidity_msat = Some(if g.source == a {
+                    a_msat
+                } else {
+                    capacity_msat - a_msat
+                });
+            }
+            for n in [a, b] {
+                if n != s.id && !s.gossip_nodes.iter().any(|x| x.nodeid == n) {
+                    s.gossip_nodes.push(GossipNode {
+                        nodeid: n.to_string(),
+                        alias: Some(format!("SIM{}", &n[2..8])),
+                        color: "3399ff".into(),
+                        last_timestamp: now_secs() as u32,
+                    });
+                }
+            }
+        });
+    }
+
+    /// Adds one of our channels and announces it: both directions in `listchannels`,
+    /// listed with the policies the `Channel` holds (ours out, the peer's in). Its balance
+    /// is the channel's own (`to_us_msat`). Returns the short channel id.
+    pub fn add_public_channel(&self, channel: Channel) -> String {
+        let scid = channel
+            .short_channel_id
+            .clone()
+            .expect("a public channel needs a short channel id");
+        let (us, peer, capacity) = (self.id(), channel.peer_id.clone(), channel.total_msat);
+        self.add_channel(channel);
+        self.add_gossip_channel(&us, &peer, &scid, capacity);
+        scid
+    }
+
+    /// Sets the policy of one direction of a gossip channel (`source`'s side). For one of
+    /// our channels, the `Channel` is updated instead (ours when `source` is us, the
+    /// peer's otherwise), which is what gets listed.
+    pub fn set_channel_policy(&self, scid: &str, source: &str, base_msat: u32, ppm: u32, delay: u32) {
+        self.with(|s| {
+            let us = s.id.clone();
+            if let Some(c) = s.channels.iter_mut().find(|c| {
+                c.short_channel_id.as_deref() == Some(scid) && (source == us || source == c.peer_id)
+            }) {
+                if source == us {
+                    c.fee_base_msat = u64::from(base_msat);
+                    c.fee_proportional_millionths = ppm;
+                    c.cltv_expiry_delta = delay;
+                } else {
+                    c.remote_fee_base_msat = u64::from(base_msat);
+                    c.remote_fee_proportional_millionths = ppm;
+                    c.remote_cltv_expiry_delta = delay;
+                }
+                return;
+            }
+            let g = s
+                .gossip_channels
+                .iter_mut()
+                .find(|g| g.short_channel_id == scid && g.source == source)
+                .unwrap_or_else(|| panic!("no gossip for {scid} from {source}"));
+            g.base_fee_millisatoshi = base_msat;
+            g.fee_per_millionth = ppm;
+            g.delay = delay;
+        });
+    }
+
+    /// Enables or disables `source`'s direction of a gossip channel.
+    pub fn set_channel_active(&self, scid: &str, source: &str, active: bool) {
+        self.with(|s| {
+            let g = s
+                .gossip_channels
+                .iter_mut()
+                .find(|g| g.short_channel_id == scid && g.source == source)
+                .unwrap_or_else(|| panic!("no gossip for {scid} from {source}"));
+            g.active = active;
+        });
+    }
+
+    /// Sets the balance of a simulated channel: `msat` on `node`'s side, the rest of the
+    /// capacity on the other side.
+    pub fn set_balance(&self, scid: &str, node: &str, msat: u64) {
+        self.with(|s| {
+            let mut found = false;
+            for g in s
+                .gossip_channels
+                .iter_mut()
+                .filter(|g| g.short_channel_id == scid)
+            {
+                assert!(msat <= g.amount_msat, "{scid}: {msat} exceeds the capacity");
+                g.liquidity_msat = Some(if g.source == node {
+                    msat
+                } else {
+                    g.amount_msat - msat
+                });
+                found = true;
+            }
+            assert!(found, "no gossip channel {scid}");
+        });
+    }
+
+    /// What `source` can send over `scid` now: the simulated liquidity of a gossip
+    /// channel, or for one of our channels what `Channel` says (spendable out of our
+    /// node, receivable into it). `None` if unknown or not simulated.
+    pub fn liquidity(&self, scid: &str, source: &str) -> Option<u64> {
+        let s = self.lock();
+        let g = s
+            .gossip_channels
+            .iter()
+            .find(|g| g.short_channel_id == scid && g.source == source)?;
+        let d = directed(&s, scid, source, &g.destination)?;
+        (d.liquidity != u64::MAX).then_some(d.liquidity)
+    }
+
+    /// Our channel with this short channel id (a snapshot).
+    pub fn channel(&self, scid: &str) -> Option<Channel> {
+        self.lock()
+            .channels
+            .iter()
+            .find(|c| c.short_channel_id.as_deref() == Some(scid))
+            .cloned()
+    }
+
+    /// Every `sendpay` attempt so far, oldest first.
+    pub fn payments(&self) -> Vec<Payment> {
+        self.lock().payments.clone()
+    }
+
+    /// Where HTLCs that reach our node go: `hook` gets the `htlc_accepted` payload and
+    /// returns the plugin's answer. It runs on its own thread per HTLC, so it may block.
+    /// [`deliver_htlcs`] sets one that calls the plugin through [`Lightningd`].
+    pub fn set_htlc_hook(&self, hook: impl Fn(&Value) -> Result<Value, String> + Send + Sync + 'static) {
+        self.with(|s| s.htlc_hook = Some(Arc::new(hook)));
+    }
+
+    pub fn clear_htlc_hook(&self) {
+        self.with(|s| s.htlc_hook = None);
+    }
+
+    /// The hook in place, e.g. to wrap it (hold an HTLC, then pass it on).
+    pub fn htlc_hook(&self) -> Option<HtlcHook> {
+        self.lock().htlc_hook.clone()
+    }
+
+    /// Most payments that were in flight (HTLCs out, not yet settled or failed) at once.
+    pub fn peak_payments_in_flight(&self) -> usize {
+        self.lock().peak_in_flight
+    }
+
+    /// Waits until no payment is in flight.
+    pub fn wait_payments_settled(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock();
+        while guard.payments.iter().any(|p| p.status == PaymentStatus::Pending) {
+            let now = Instant::now();
+            assert!(now < deadline, "payments still in flight after {timeout:?}");
+            guard = self
+                .inner
+                .1
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// lightningd's `sendpay`: checks the first hop at once (a local failure is the
+    /// command's error), walks the rest like the forwarding nodes would, and hands an HTLC
+    /// that reaches us to the hook. The outcome is for `waitsendpay`.
+    fn sendpay(&self, p: &Value) -> RpcResult {
+        let route: Vec<SendpayHop> = p
+            .get("route")
+            .and_then(Value::as_array)
+            .ok_or_else(|| JsonRpcError::new(INVALID_PARAMS, "route: should be an array"))?
+            .iter()
+            .map(parse_hop)
+            .collect::<Result<_, _>>()?;
+        let Some(last) = route.last().cloned() else {
+            return Err(JsonRpcError::new(INVALID_PARAMS, "Empty route"));
+        };
+        let hash = p
+            .get("payment_hash")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let amount = p.get("amount_msat").map(parse_msat).transpose()?;
+        let mut s = self.lock();
+        let to_self = last.id == s.id;
+        let delivered = match amount {
+            None if to_self => {
+                return Err(JsonRpcError::new(
+                    INVALID_PARAMS,
+                    "Must specify amount_msat for a payment to ourselves",
+                ))
+            }
+            None => last.amount_msat,
+            Some(a) if !to_self && a != last.amount_msat => {
+                return Err(JsonRpcError::new(
+                    INVALID_PARAMS,
+                    format!(
+                        "Do not specify amount_msat ({a}msat) without partid: if you do, it must be exactly the final amount ({}msat)",
+                        last.amount_msat
+                    ),
+                ))
+            }
+            Some(a) => a,
+        };
+        if let Some(prev) = s.payments.iter().rev().find(|x| x.payment_hash == hash) {
+            match prev.status {
+                PaymentStatus::Complete | PaymentStatus::Pending => return Ok(prev.to_json()),
+                PaymentStatus::Failed => {}
+            }
+        }
+        let created_index = s.payments.len() as u64 + 1;
+        let mut payment = Payment {
+            created_index,
+            updated_index: None,
+            payment_hash: hash,
+            route: route.clone(),
+            amount_msat: delivered,
+            amount_sent_msat: route[0].amount_msat,
+            destination: last.id.clone(),
+            created_at: now_secs(),
+            completed_at: None,
+            status: PaymentStatus::Pending,
+            preimage: None,
+            failure: None,
+            hook_payload: None,
+            hook_answer: None,
+            htlc_ids: vec![None; route.len()],
+            locked: false,
+        };
+        if let Err(failure) = walk(&s, &route) {
+            payment.status = PaymentStatus::Failed;
+            payment.updated_index = Some(created_index);
+            let local = failure.erring_index == 0;
+            payment.failure = Some(failure);
+            let answer = if local {
+                // Our own channel refused the HTLC: sendpay itself fails.
+                Err(payment.failure_error())
+            } else {
+                Ok(payment.to_json())
+            };
+            s.payments.push(payment);
+            drop(s);
+            self.changed();
+            return answer;
+        }
+        lock_route(&mut s, &mut payment);
+        let answer = payment.to_json();
+        s.payments.push(payment);
+        let in_flight = s.payments.iter().filter(|x| x.locked).count();
+        s.peak_in_flight = s.peak_in_flight.max(in_flight);
+        drop(s);
+        self.changed();
+        let node = self.clone();
+        std::thread::Builder::new()
+            .name(format!("fake-htlc-{created_index}"))
+            .spawn(move || node.arrive(created_index))
+            .expect("spawn HTLC thread");
+        Ok(answer)
+    }
+
+    /// The HTLC of payment `index` reaches the destination: our node asks the plugin.
+    fn arrive(&self, index: u64) {
+        let (payload, hook, hash) = {
+            let s = self.lock();
+            let Some(pay) = s.payments.iter().find(|x| x.created_index == index) else {
+                return;
+            };
+            let n = pay.route.len();
+            let last = &pay.route[n - 1];
+            if last.id != s.id {
+                // Another node: the simulation keeps no invoices for it.
+                drop(s);
+                self.finish(
+                    index,
+                    Err((
+                        failcode::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+                        "no invoice".into(),
+                    )),
+                );
+                return;
+            }
+            let cltv = s.blockheight + 1 + last.delay;
+            let peer = if n >= 2 {
+                pay.route[n - 2].id.clone()
+            } else {
+                s.id.clone()
+            };
+            let payload = json!({
+                "peer_id": peer,
+                "onion": {
+                    "payload": final_payload(last.amount_msat, cltv, None),
+                    "type": "tlv",
+                    "forward_msat": last.amount_msat,
+                    "outgoing_cltv_value": cltv,
+                    "total_msat": pay.amount_msat,
+                    "next_onion": "00".repeat(1366),
+                    "shared_secret": hash_hex(&format!("shared:{}:{index}", pay.payment_hash)),
+                },
+                "htlc": {
+                    "short_channel_id": last.channel,
+                    "id": pay.htlc_ids[n - 1].unwrap_or(0),
+                    "amount_msat": last.amount_msat,
+                    "cltv_expiry": cltv,
+                    "cltv_expiry_relative": cltv - s.blockheight,
+                    "payment_hash": pay.payment_hash,
+                }
+            });
+            (payload, s.htlc_hook.clone(), pay.payment_hash.clone())
+        };
+        if let Err(e) = schemas().check_hook_request("htlc_accepted", &payload) {
+            self.violation(format!("simulated htlc_accepted payload is invalid: {e}"));
+        }
+        self.with(|s| {
+            if let Some(p) = s.payments.iter_mut().find(|x| x.created_index == index) {
+                p.hook_payload = Some(payload.clone());
+            }
+        });
+        let answer = match hook {
+            Some(h) => h(&payload),
+            None => Err("an HTLC reached our node but no htlc_accepted hook is attached \
+                         (run the payment inside harness::fake_node::deliver_htlcs)"
+                .into()),
+        };
+        self.with(|s| {
+            if let Some(p) = s.payments.iter_mut().find(|x| x.created_index == index) {
+                p.hook_answer = answer.as_ref().ok().cloned();
+            }
+        });
+        let outcome = match answer {
+            Err(e) => {
+                self.violation(format!("htlc_accepted for payment {index}: {e}"));
+                Err((
+                    failcode::TEMPORARY_NODE_FAILURE,
+                    "no answer from the htlc_accepted hook".into(),
+                ))
+            }
+            Ok(v) => match v.get("result").and_then(Value::as_str) {
+                Some("resolve") => {
+                    let key = v.get("payment_key").and_then(Value::as_str).unwrap_or_default();
+                    if hex::decode(key).is_ok_and(|k| k.len() == 32) && payment_hash_of(key) == hash {
+                        Ok(key.to_string())
+                    } else {
+                        self.violation(format!(
+                            "htlc_accepted resolved payment {index} with a payment_key that does not hash to {hash}: {v}"
+                        ));
+                        Err((
+                            failcode::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+                            "bad payment_key".into(),
+                        ))
+                    }
+                }
+                Some("fail") => {
+                    let code = v
+                        .get("failure_message")
+                        .and_then(Value::as_str)
+                        .and_then(|m| hex::decode(m).ok())
+                        .filter(|b| b.len() >= 2)
+                        .map_or(failcode::TEMPORARY_NODE_FAILURE, |b| {
+                            u32::from(u16::from_be_bytes([b[0], b[1]]))
+                        });
+                    Err((code, "failed by the htlc_accepted hook".into()))
+                }
+                // lightningd would look for an invoice; the simulation keeps none for
+                // payments to ourselves.
+                _ => Err((
+                    failcode::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+                    "no invoice for this payment hash".into(),
+                )),
+            },
+        };
+        self.finish(index, outcome);
+    }
+
+    /// Settles (moves the balances along the route) or fails (gives them back) payment
+    /// `index`.
+    fn finish(&self, index: u64, outcome: Result<String, (u32, String)>) {
+        self.with(|s| {
+            let us = s.id.clone();
+            let updated = s
+                .payments
+                .iter()
+                .filter_map(|p| p.updated_index)
+                .max()
+                .unwrap_or(0)
+                .max(s.payments.len() as u64)
+                + 1;
+            let Some(pos) = s.payments.iter().position(|x| x.created_index == index) else {
+                return;
+            };
+            let mut pay = s.payments[pos].clone();
+            unlock_route(s, &mut pay, outcome.is_ok());
+            pay.updated_index = Some(updated);
+            pay.completed_at = Some(now_secs());
+            match outcome {
+                Ok(preimage) => {
+                    pay.status = PaymentStatus::Complete;
+                    pay.preimage = Some(preimage);
+                }
+                Err((code, detail)) => {
+                    let n = pay.route.len();
+                    let from = if n >= 2 {
+                        pay.route[n - 2].id.clone()
+                    } else {
+                        us.clone()
+                    };
+                    pay.status = PaymentStatus::Failed;
+                    pay.failure = Some(RouteFailure {
+                        erring_index: n,
+                        erring_node: pay.destination.clone(),
+                        erring_channel: pay.route[n - 1].channel.clone(),
+                        erring_direction: u32::from(from > pay.destination),
+                        failcode: code,
+                        code: PAY_DESTINATION_PERM_FAIL,
+                        detail,
+                    });
+                }
+            }
+            s.payments[pos] = pay;
+        });
+    }
+
+    /// lightningd's `waitsendpay`: the outcome of the latest attempt with this hash.
+    fn waitsendpay(&self, p: &Value) -> RpcResult {
+        let hash = p
+            .get("payment_hash")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        // Without a timeout lightningd waits for ever; a test should not.
+        let timeout = Duration::from_secs(p.get("timeout").and_then(Value::as_u64).unwrap_or(600));
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock();
+        loop {
+            let Some(pay) = guard.payments.iter().rev().find(|x| x.payment_hash == hash) else {
+                return Err(JsonRpcError::new(
+                    PAY_NO_SUCH_PAYMENT,
+                    format!("Never attempted payment to {hash}"),
+                ));
+            };
+            match pay.status {
+                PaymentStatus::Complete => return Ok(pay.to_json()),
+                PaymentStatus::Failed => return Err(pay.failure_error()),
+                PaymentStatus::Pending => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(JsonRpcError::new(PAY_IN_PROGRESS, "Timed out"));
+            }
+            guard = self
+                .inner
+                .1
+                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Checks every hop as its sending node would, in route order: the first failure wins.
+fn walk(s: &NodeState, route: &[SendpayHop]) -> Result<(), RouteFailure> {
+    for (i, hop) in route.iter().enumerate() {
+        let from = if i == 0 {
+            s.id.as_str()
+        } else {
+            route[i - 1].id.as_str()
+        };
+        let fail = |code: u32, detail: &str| RouteFailure {
+            erring_index: i,
+            erring_node: from.to_string(),
+            erring_channel: hop.channel.clone(),
+            erring_direction: u32::from(from > hop.id.as_str()),
+            failcode: code,
+            code: PAY_TRY_OTHER_ROUTE,
+            detail: if i == 0 {
+                format!("First peer not ready: {detail}")
+            } else {
+                format!("reply from remote: {detail}")
+            },
+        };
+        let Some(d) = directed(s, &hop.channel, from, &hop.id) else {
+            return Err(fail(failcode::UNKNOWN_NEXT_PEER, "no such channel to that node"));
+        };
+        if !d.active {
+            return Err(fail(failcode::CHANNEL_DISABLED, "channel disabled"));
+        }
+        if i > 0 {
+            let prev = &route[i - 1];
+            let fee = d.base + (u128::from(hop.amount_msat) * u128::from(d.ppm) / 1_000_000) as u64;
+            if prev.amount_msat < hop.amount_msat.saturating_add(fee) {
+                return Err(fail(failcode::FEE_INSUFFICIENT, "fee insufficient"));
+            }
+            if prev.delay < hop.delay.saturating_add(d.delay) {
+                return Err(fail(failcode::INCORRECT_CLTV_EXPIRY, "cltv expiry too soon"));
+            }
+        }
+        if hop.amount_msat < d.htlc_min {
+            return Err(fail(failcode::AMOUNT_BELOW_MINIMUM, "below htlc minimum"));
+        }
+        if hop.amount_msat > d.htlc_max {
+            return Err(fail(failcode::TEMPORARY_CHANNEL_FAILURE, "above htlc maximum"));
+        }
+        if hop.amount_msat > d.liquidity {
+            return Err(fail(
+                failcode::TEMPORARY_CHANNEL_FAILURE,
+                "insufficient liquidity",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Puts the payment's HTLCs in flight: pending HTLCs on our channels, the amounts taken
+/// from the sending side of simulated ones.
+fn lock_route(s: &mut NodeState, pay: &mut Payment) {
+    let us = s.id.clone();
+    let height = s.blockheight;
+    for (i, hop) in pay.route.iter().enumerate() {
+        let from = if i == 0 {
+            us.clone()
+        } else {
+            pay.route[i - 1].id.clone()
+        };
+        let expiry = height + 1 + hop.delay;
+        if let Some(c) = our_channel_between(s, &hop.channel, &from, &hop.id) {
+            let id = s.next_htlc_id;
+            s.next_htlc_id += 1;
+            let htlc = if from == us {
+                Htlc::outgoing(id, hop.amount_msat, expiry, &pay.payment_hash)
+            } else {
+                Htlc::incoming(id, hop.amount_msat, expiry, &pay.payment_hash)
+            };
+            s.channels[c].htlcs.push(htlc);
+            pay.htlc_ids[i] = Some(id);
+        } else if let Some(g) = s
+            .gossip_channels
+            .iter_mut()
+            .find(|g| g.short_channel_id == hop.channel && g.source == from && g.destination == hop.id)
+        {
+            if let Some(l) = g.liquidity_msat.as_mut() {
+                *l -= hop.amount_msat;
+            }
+        }
+    }
+    pay.locked = true;
+}
+
+/// Ends the payment's HTLCs: fulfilled, each amount moves to the receiving side; failed,
+/// it goes back to the sender.
+fn unlock_route(s: &mut NodeState, pay: &mut Payment, fulfilled: bool) {
+    if !pay.locked {
+        return;
+    }
+    let us = s.id.clone();
+    for (i, hop) in pay.route.iter().enumerate() {
+        let from = if i == 0 {
+            us.clone()
+        } else {
+            pay.route[i - 1].id.clone()
+        };
+        if let Some(id) = pay.htlc_ids[i] {
+            if let Some(c) = our_channel_between(s, &hop.channel, &from, &hop.id) {
+                let ch = &mut s.channels[c];
+                ch.htlcs.retain(|h| h.id != id);
+                if fulfilled {
+                    if from == us {
+                        ch.to_us_msat = ch.to_us_msat.saturating_sub(hop.amount_msat);
+                    } else {
+                        ch.to_us_msat = (ch.to_us_msat + hop.amount_msat).min(ch.total_msat);
+                    }
+                }
+            }
+            continue;
+        }
+        let (credit_from, credit_to) = if fulfilled {
+            (hop.id.as_str(), from.as_str())
+        } else {
+            (from.as_str(), hop.id.as_str())
+        };
+        if let Some(l) = s
+            .gossip_channels
+            .iter_mut()
+            .find(|g| {
+                g.short_channel_id == hop.channel && g.source == credit_from && g.destination == credit_to
+            })
+            .and_then(|g| g.liquidity_msat.as_mut())
+        {
+            *l += hop.amount_msat;
+        }
+    }
+    pay.locked = false;
+    pay.htlc_ids.iter_mut().for_each(|h| *h = None);
+}
+
+/// How long the bridge waits for the plugin to answer one `htlc_accepted`.
+const HOOK_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `body` while HTLCs that reach our node are handed to the plugin's
+/// `htlc_accepted` hook through `ld` (checked like [`Lightningd::call_hook`]) and settled
+/// by its answer. Wrap every call that makes the plugin pay (e.g. `rebalance-execute`).
+/// Problems (no answer, an error answer) become violations.
+pub fn deliver_htlcs<R>(ld: &Lightningd, body: impl FnOnce() -> R) -> R {
+    type Request = (Value, mpsc::Sender<Result<Value, String>>);
+    let node = ld.node().clone();
+    let (tx, rx) = mpsc::channel::<Request>();
+    let tx = Mutex::new(tx);
+    node.set_htlc_hook(move |payload| {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        tx.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((payload.clone(), reply_tx))
+            .map_err(|_| "the htlc_accepted bridge is gone".to_string())?;
+        reply_rx
+            .recv()
+            .map_err(|_| "the htlc_accepted bridge stopped before the plugin answered".to_string())?
+    });
+    struct Stop<'a>(&'a AtomicBool, &'a FakeNode);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.1.clear_htlc_hook();
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let stop = &stop;
+        scope.spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok((payload, reply)) => {
+                        // One thread per HTLC: the plugin may hold several at once.
+                        scope.spawn(move || {
+                            let answer = ld
+                                .try_send_hook("htlc_accepted", payload)
+                                .and_then(|p| ld.try_wait_hook(&p, HOOK_ANSWER_TIMEOUT))
+                                .map_err(|e| e.to_string());
+                            let _ = reply.send(answer);
+                        });
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+        let _stop = Stop(stop, &node);
+        body()
+    })
 }
 
 /// The fake `lightning-rpc` socket. Serves until dropped; dropping also
@@ -1771,6 +2794,203 @@ mod tests {
         assert_eq!(parse_msat(&json!("5sat")).unwrap(), 5000);
         assert_eq!(parse_msat(&json!("0.001btc")).unwrap(), 100_000_000);
         assert!(parse_msat(&json!("x")).is_err());
+    }
+
+    /// A small network: us -A- (A-E) -E- (E-B) -B- us, each channel 1M sat.
+    fn simulated() -> (FakeNode, String, String, String) {
+        let node = FakeNode::new();
+        let (a, b, e) = (pubkey(1), pubkey(2), pubkey(5));
+        node.add_public_channel(Channel::new(&a, "100x1x0", 1_000_000_000, 900_000_000));
+        node.add_public_channel(Channel::new(&b, "101x1x0", 1_000_000_000, 100_000_000));
+        node.add_network_channel(&a, &e, "200x1x0", 1_000_000_000, 600_000_000);
+        node.add_network_channel(&e, &b, "201x1x0", 1_000_000_000, 50_000_000);
+        (node, a, b, e)
+    }
+
+    /// The circle us → A → E → B → us delivering `amount`, with exact fees (1 sat +
+    /// 10 ppm everywhere) and CLTV deltas (6 on gossip, 34 on our channels).
+    fn circle(a: &str, b: &str, e: &str, us: &str, amount: u64) -> Value {
+        let fee = |x: u64| 1000 + x * 10 / 1_000_000;
+        let at_b = amount + fee(amount); // B forwards to us
+        let at_e = at_b + fee(at_b); // E forwards to B
+        let at_a = at_e + fee(at_e); // A forwards to E
+        json!([
+            {"id": a, "channel": "100x1x0", "amount_msat": at_a, "delay": 18 + 34 + 6 + 6},
+            {"id": e, "channel": "200x1x0", "amount_msat": at_e, "delay": 18 + 34 + 6},
+            {"id": b, "channel": "201x1x0", "amount_msat": at_b, "delay": 18 + 34},
+            {"id": us, "channel": "101x1x0", "amount_msat": amount, "delay": 18},
+        ])
+    }
+
+    #[test]
+    fn sendpay_routes_hop_by_hop_and_moves_balances() {
+        let (node, a, b, e) = simulated();
+        let us = node.id();
+        let preimage = hash_hex("rebalance preimage");
+        let hash = payment_hash_of(&preimage);
+        let key = preimage.clone();
+        node.set_htlc_hook(move |p| {
+            assert!(p["htlc"]["cltv_expiry_relative"].as_u64().unwrap() >= 18, "{p}");
+            Ok(json!({"result": "resolve", "payment_key": key}))
+        });
+        // listchannels shows our channels with the policy listpeerchannels has.
+        let lc = call(&node, "listchannels", json!({"short_channel_id": "101x1x0"}));
+        let from_b = lc["result"]["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["source"] == b.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (from_b["delay"].as_u64(), from_b["fee_per_millionth"].as_u64()),
+            (Some(34), Some(10))
+        );
+
+        let route = circle(&a, &b, &e, &us, 40_000_000);
+        let sent = route[0]["amount_msat"].as_u64().unwrap();
+        let r = call(
+            &node,
+            "sendpay",
+            json!({"route": route, "payment_hash": hash, "amount_msat": 40_000_000}),
+        );
+        assert_eq!(r["result"]["status"], "pending", "{r}");
+        let r = call(&node, "waitsendpay", json!({"payment_hash": hash, "timeout": 10}));
+        assert_eq!(r["result"]["status"], "complete", "{r}");
+        assert_eq!(r["result"]["payment_preimage"], preimage.as_str());
+        assert_eq!(node.channel("100x1x0").unwrap().to_us_msat, 900_000_000 - sent);
+        assert_eq!(node.channel("101x1x0").unwrap().to_us_msat, 140_000_000);
+        assert!(node.channel("100x1x0").unwrap().htlcs.is_empty());
+        let at_e = route[1]["amount_msat"].as_u64().unwrap();
+        assert_eq!(node.liquidity("200x1x0", &a), Some(600_000_000 - at_e));
+        assert_eq!(node.liquidity("200x1x0", &e), Some(400_000_000 + at_e));
+        let at_b = route[2]["amount_msat"].as_u64().unwrap();
+        assert_eq!(node.liquidity("201x1x0", &e), Some(50_000_000 - at_b));
+        let pay = &node.payments()[0];
+        assert_eq!(
+            (pay.status, pay.fee_msat()),
+            (PaymentStatus::Complete, sent - 40_000_000)
+        );
+        // Paid before: sendpay hands back the preimage.
+        let again = call(
+            &node,
+            "sendpay",
+            json!({"route": route, "payment_hash": hash, "amount_msat": 40_000_000}),
+        );
+        assert_eq!(again["result"]["status"], "complete", "{again}");
+
+        // E has only ~10M left towards B: the payment fails there, and nothing moves.
+        let before = (
+            node.channel("100x1x0").unwrap().to_us_msat,
+            node.liquidity("200x1x0", &a),
+        );
+        let hash2 = hash_hex("no preimage known");
+        let r = call(
+            &node,
+            "sendpay",
+            json!({"route": circle(&a, &b, &e, &us, 20_000_000), "payment_hash": hash2, "amount_msat": 20_000_000}),
+        );
+        assert_eq!(r["result"]["status"], "pending", "{r}");
+        let r = call(&node, "waitsendpay", json!([hash2, 10]));
+        let err = &r["error"];
+        assert_eq!(err["code"], PAY_TRY_OTHER_ROUTE, "{r}");
+        assert_eq!(err["data"]["erring_index"], 2);
+        assert_eq!(err["data"]["erring_node"], e.as_str());
+        assert_eq!(err["data"]["erring_channel"], "201x1x0");
+        assert_eq!(err["data"]["failcode"], failcode::TEMPORARY_CHANNEL_FAILURE);
+        assert_eq!(err["data"]["failcodename"], "WIRE_TEMPORARY_CHANNEL_FAILURE");
+        let after = (
+            node.channel("100x1x0").unwrap().to_us_msat,
+            node.liquidity("200x1x0", &a),
+        );
+        assert_eq!(before, after);
+
+        // Our own channel cannot send it: sendpay itself fails, at index 0.
+        let r = call(
+            &node,
+            "sendpay",
+            json!({"route": circle(&a, &b, &e, &us, 950_000_000), "payment_hash": hash_hex("big"), "amount_msat": 950_000_000}),
+        );
+        assert_eq!(r["error"]["code"], PAY_TRY_OTHER_ROUTE, "{r}");
+        assert_eq!(r["error"]["data"]["erring_index"], 0);
+        assert_eq!(r["error"]["data"]["erring_node"], us.as_str());
+        assert_eq!(r["error"]["data"]["erring_channel"], "100x1x0");
+
+        // A fee one msat short is refused by the node that charges it.
+        let mut short = circle(&a, &b, &e, &us, 1_000_000);
+        short[0]["amount_msat"] = json!(short[0]["amount_msat"].as_u64().unwrap() - 1);
+        let h = hash_hex("short");
+        call(
+            &node,
+            "sendpay",
+            json!({"route": short, "payment_hash": h, "amount_msat": 1_000_000}),
+        );
+        let r = call(&node, "waitsendpay", json!({"payment_hash": h}));
+        assert_eq!(r["error"]["data"]["failcode"], failcode::FEE_INSUFFICIENT, "{r}");
+        assert_eq!(r["error"]["data"]["erring_node"], a.as_str());
+
+        // A self-payment needs amount_msat; an unknown hash has nothing to wait for.
+        let r = call(
+            &node,
+            "sendpay",
+            json!({"route": circle(&a, &b, &e, &us, 1_000_000), "payment_hash": hash_hex("x")}),
+        );
+        assert_eq!(r["error"]["code"], INVALID_PARAMS, "{r}");
+        let r = call(&node, "waitsendpay", json!({"payment_hash": hash_hex("never")}));
+        assert_eq!(r["error"]["code"], PAY_NO_SUCH_PAYMENT, "{r}");
+        assert_eq!(node.take_violations(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn destination_refusal_gives_the_balances_back() {
+        let (node, a, b, e) = simulated();
+        let us = node.id();
+        node.set_htlc_hook(|_| Ok(json!({"result": "fail", "failure_message": "2002"})));
+        let h = hash_hex("refused");
+        let route = circle(&a, &b, &e, &us, 30_000_000);
+        call(
+            &node,
+            "sendpay",
+            json!({"route": route, "payment_hash": h, "amount_msat": 30_000_000}),
+        );
+        let r = call(&node, "waitsendpay", json!({"payment_hash": h, "timeout": 10}));
+        assert_eq!(r["error"]["code"], PAY_DESTINATION_PERM_FAIL, "{r}");
+        assert_eq!(r["error"]["data"]["erring_index"], 4);
+        assert_eq!(r["error"]["data"]["erring_node"], us.as_str());
+        assert_eq!(r["error"]["data"]["failcode"], failcode::TEMPORARY_NODE_FAILURE);
+        assert_eq!(node.channel("100x1x0").unwrap().to_us_msat, 900_000_000);
+        assert_eq!(node.channel("101x1x0").unwrap().to_us_msat, 100_000_000);
+        assert_eq!(node.liquidity("200x1x0", &a), Some(600_000_000));
+        assert!(node.channel("101x1x0").unwrap().htlcs.is_empty());
+
+        // `continue`: lightningd finds no invoice for the hash.
+        node.set_htlc_hook(|_| Ok(json!({"result": "continue"})));
+        let h = hash_hex("continued");
+        call(
+            &node,
+            "sendpay",
+            json!({"route": route, "payment_hash": h, "amount_msat": 30_000_000}),
+        );
+        let r = call(&node, "waitsendpay", json!({"payment_hash": h, "timeout": 10}));
+        assert_eq!(
+            r["error"]["data"]["failcode"],
+            failcode::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+            "{r}"
+        );
+        assert_eq!(node.take_violations(), Vec::<String>::new());
+
+        // No hook attached: a violation, and the payment fails.
+        node.clear_htlc_hook();
+        let h = hash_hex("nobody");
+        call(
+            &node,
+            "sendpay",
+            json!({"route": route, "payment_hash": h, "amount_msat": 30_000_000}),
+        );
+        let r = call(&node, "waitsendpay", json!({"payment_hash": h, "timeout": 10}));
+        assert_eq!(r["error"]["code"], PAY_DESTINATION_PERM_FAIL, "{r}");
+        let v = node.take_violations();
+        assert!(v.len() == 1 && v[0].contains("no htlc_accepted hook"), "{v:?}");
     }
 
     #[test]

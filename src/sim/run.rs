@@ -741,11 +741,9 @@ impl Sim<'_> {
                 );
                 self.trace.history.entry(scid).or_default().push(done);
             }
-            let n = b.samples as u64;
-            b.local_avg = Msat(
-                (b.local_avg.0 as u128 * n as u128 / (n + 1) as u128 + s.local.0 as u128 / (n + 1) as u128)
-                    as u64,
-            );
+            // Exact running mean: (avg * n + x) / (n + 1), in u128.
+            let n = b.samples as u128;
+            b.local_avg = Msat(((b.local_avg.0 as u128 * n + s.local.0 as u128) / (n + 1)) as u64);
             b.local_min = b.local_min.min(s.local);
             b.local_max = b.local_max.max(s.local);
             b.capacity = s.capacity;

@@ -247,7 +247,13 @@ fn decision_json(d: &FeeDecision, next_allowed: u64) -> Value {
         "explanation": d.explanation,
         "status": d.status,
         "would_apply_now": d.status.applies(),
-        "not_before": d.status.not_before().or(if d.changes_fee() && !d.status.applies() { Some(next_allowed) } else { None }),
+        // The later of what the decision says and what the rate limit allows: a change
+        // forced during the start-up hold restarts the interval from then.
+        "not_before": if d.changes_fee() && !d.status.applies() {
+            Some(d.status.not_before().unwrap_or(0).max(next_allowed))
+        } else {
+            d.status.not_before()
+        },
     })
 }
 
@@ -342,6 +348,20 @@ pub async fn history(p: Plugin<PluginState>, params: Value) -> Result<Value, any
     })
 }
 
+/// Names the first rule of a rejected JSON policy that fails on its own ("rule[1] 'typo': "),
+/// since JSON errors, unlike TOML ones, do not say which rule they are in.
+fn failing_rule(doc: &Value) -> Option<String> {
+    let rules = doc.get("rules")?.as_array()?;
+    rules.iter().enumerate().find_map(|(i, rule)| {
+        let mut alone = doc.clone();
+        alone["rules"] = Value::Array(vec![rule.clone()]);
+        Policy::from_json_value(alone).err().map(|_| {
+            let name = rule.get("name").and_then(Value::as_str).unwrap_or("");
+            format!("rule[{i}] '{name}': ")
+        })
+    })
+}
+
 pub const POLICY: &str = "fee-policy";
 
 /// `fee-policy` alone shows the policy; with `policy` (JSON object) or `toml` (text) or
@@ -360,16 +380,16 @@ pub async fn policy(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
             )));
         }
         let new = if let Some(v) = prm.raw("policy") {
-            let v = match v {
-                // lightning-cli passes a positional JSON argument as a string.
-                Value::String(t) => serde_json::from_str(t)
-                    .map_err(|e| RpcError::invalid(format!("{POLICY}: 'policy' is not JSON: {e}")))?,
-                other => other.clone(),
+            // JSON text (as lightning-cli passes it) keeps line numbers in its errors.
+            let parsed = match v {
+                Value::String(t) => Policy::from_json(t).map_err(|e| (e.to_string(), serde_json::from_str(t).ok())),
+                other => Policy::from_json_value(other.clone()).map_err(|e| (e.to_string(), Some(other.clone()))),
             };
-            Some((
-                Policy::from_json_value(v).map_err(|e| RpcError::invalid(format!("{POLICY}: {e}")))?,
-                "rpc (json)".to_string(),
-            ))
+            let policy = parsed.map_err(|(message, doc)| {
+                let culprit = doc.as_ref().and_then(failing_rule).unwrap_or_default();
+                RpcError::invalid(format!("{POLICY}: {culprit}{message}"))
+            })?;
+            Some((policy, "rpc (json)".to_string()))
         } else if let Some(t) = prm.str("toml")? {
             Some((
                 Policy::from_toml(t).map_err(|e| RpcError::invalid(format!("{POLICY}: {e}")))?,

@@ -51,11 +51,14 @@ impl Settings {
                 hodl_defaults.cltv, hodl.cancel_blocks
             ));
         }
+        // CLN itself never sends channel updates closer than 5 minutes apart. Only tests
+        // (BALLAST_DEVELOPER=1 in the environment) may go below that.
+        let developer = std::env::var_os("BALLAST_DEVELOPER").is_some_and(|v| v == "1");
+        let min_interval_floor = if developer { 1 } else { 300 };
         let fees = FeeConfig {
             min_delta_ppm: int(&options::FEE_MIN_DELTA, 0, 1_000_000)? as u32,
             min_delta_ratio: int(&options::FEE_MIN_DELTA_PERCENT, 0, 100)? as f64 / 100.0,
-            // CLN itself refuses channel updates closer than 5 minutes apart.
-            min_interval_secs: int(&options::FEE_MIN_INTERVAL, 300, 30 * 86_400)? as u64,
+            min_interval_secs: int(&options::FEE_MIN_INTERVAL, min_interval_floor, 30 * 86_400)? as u64,
             coalesce_secs: int(&options::FEE_COALESCE, 0, 86_400)? as u64,
             dry_run: c.option(&options::FEE_DRY_RUN).map_err(|e| e.to_string())?,
         };

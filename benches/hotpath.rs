@@ -26,10 +26,30 @@
 //! throughput >= 0.6x floor), and written to `target/hotpath.json`.
 //!
 //! Arguments: `--quick` (N = 10,000), `--dump-request` (print one sample hook
-//! request and exit); anything else (`--bench`, filters) is ignored.
+//! request and exit), `--hodl` (see below); anything else (`--bench`, filters)
+//! is ignored.
+//!
+//! Hold invoices (`--hodl`, or `HOTPATH_HODL=1`): first, against one ballast
+//! process, create 100 invoices with `hodl-invoice` (ballast makes the
+//! preimages; the fake lightningd "signs" by returning the invoice unchanged),
+//! send 1,000 `htlc_accepted` hooks (10 MPP parts of 1,000,000 msat per
+//! invoice, interleaved across invoices), wait until all 100 are ACCEPTED
+//! (`hodl-lookup wait_for_state`, then `ballast-status` shows 1,000 held), then
+//! `hodl-settle` all 100 by payment hash, pipelined, and wait for the 1,000
+//! `resolve` answers (each `payment_key` checked against its payment hash).
+//! Prints the time of each phase, the wall time from the first HTLC to the last
+//! resolve, and the plugin's RSS (VmRSS, peak VmHWM), against the goals
+//! (< 1 s, < 50 MB), plus the cost of one fsync on the store's filesystem
+//! (every hold-invoice state change is flushed before it is answered). Then
+//! the pass-through figures are measured as usual (on that same ballast
+//! process, now holding 100 settled invoices), with N = 20,000 and
+//! `floor,ballast` unless `HOTPATH_N`/`--quick`/`HOTPATH_ONLY` say otherwise;
+//! the report goes to `target/hotpath-hodl.json`.
 //!
 //! Environment:
-//! * `HOTPATH_N`         - N for latency and throughput (default 100,000);
+//! * `HOTPATH_N`         - N for latency and throughput (default 100,000;
+//!   20,000 with `--hodl`);
+//! * `HOTPATH_HODL=1`    - same as `--hodl`;
 //! * `HOTPATH_WARMUP`    - warm-up round trips before each figure (default 2,000);
 //! * `HOTPATH_ONLY`      - comma list among `floor,noop,ballast` (default all);
 //! * `HOTPATH_ENFORCE=1` - exit non-zero when the verdict is FAIL;
@@ -40,7 +60,9 @@
 //!   lightningd answers `<method>` on its RPC socket with that file as `result`
 //!   (e.g. `listchannels`, `listpeerchannels` captured from a node, so that a
 //!   concurrent `rebalance-plan` has a real graph to plan on); without a file,
-//!   only `getinfo` is answered, everything else gets error -32601;
+//!   only `getinfo` and `signinvoice` (which returns the invoice unchanged) are
+//!   answered, plus `listpeerchannels` (no channels) with `--hodl`; everything
+//!   else gets error -32601;
 //! * `BALLAST_BIN`       - path of the ballast binary;
 //! * `HOTPATH_CPUS`      - CPUs to pin the run to (driver and plugins alike):
 //!   unset = the last CPU; `all` = no pinning; else a list such as `0,2-3`.
@@ -68,6 +90,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 const ROLE_ENV: &str = "BALLAST_BENCH_ROLE";
 const DEFAULT_N: usize = 100_000;
@@ -250,6 +273,8 @@ struct Config {
     /// CPUs the whole run (driver and plugins) is pinned to; `None`: not pinned.
     pin: Option<Vec<usize>>,
     concurrent: Option<(String, Value)>,
+    /// `--hodl`: run the hold-invoice figures first.
+    hodl: bool,
     ballast_bin: PathBuf,
     fixtures: Fixtures,
     target_dir: PathBuf,
@@ -356,9 +381,11 @@ fn pin_to(cpus: &[usize]) -> Result<()> {
 
 fn parse_config() -> Result<Option<Config>> {
     let mut quick = false;
+    let mut hodl = std::env::var("HOTPATH_HODL").is_ok_and(|v| v == "1");
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--hodl" => hodl = true,
             "--dump-request" => {
                 let mut gen = HtlcGen::new(1);
                 let mut req = Vec::new();
@@ -373,6 +400,7 @@ fn parse_config() -> Result<Option<Config>> {
     let n = match env_usize("HOTPATH_N")? {
         Some(n) => n,
         None if quick => QUICK_N,
+        None if hodl => HODL_DEFAULT_N,
         None => DEFAULT_N,
     };
     if n == 0 {
@@ -385,6 +413,7 @@ fn parse_config() -> Result<Option<Config>> {
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty())
             .collect(),
+        Err(_) if hodl => ["floor", "ballast"].map(String::from).to_vec(),
         Err(_) => ["floor", "noop", "ballast"].map(String::from).to_vec(),
     };
     for p in &plugins {
@@ -408,6 +437,13 @@ fn parse_config() -> Result<Option<Config>> {
         Some(p) => PathBuf::from(p),
         None => default_ballast_bin(),
     };
+    let mut fixtures = load_fixtures()?;
+    if hodl {
+        // ballast asks for its channels (route hints, monitoring): none here.
+        Arc::make_mut(&mut fixtures)
+            .entry("listpeerchannels".to_string())
+            .or_insert_with(|| r#"{"channels":[]}"#.to_string());
+    }
     Ok(Some(Config {
         n,
         warmup,
@@ -415,8 +451,9 @@ fn parse_config() -> Result<Option<Config>> {
         enforce: std::env::var("HOTPATH_ENFORCE").is_ok_and(|v| v == "1"),
         pin: parse_pin(std::env::var("HOTPATH_CPUS").ok().as_deref())?,
         concurrent,
+        hodl,
         ballast_bin,
-        fixtures: load_fixtures()?,
+        fixtures,
         target_dir: default_target_dir(),
     }))
 }
@@ -648,6 +685,19 @@ fn rpc_conn(conn: UnixStream, dir: &str, fixtures: &HashMap<String, String>) -> 
                 "fees_collected_msat": 0,
                 "lightning-dir": dir,
             }}),
+            // The node "signs" by returning the invoice as given: ballast only checks that
+            // what comes back pays the same hash, secret and amount.
+            Some("signinvoice") => {
+                let params = req.get("params");
+                let inv = params
+                    .and_then(|p| p.get("invstring").or_else(|| p.get(0)))
+                    .and_then(Value::as_str);
+                match inv {
+                    Some(inv) => json!({"jsonrpc": "2.0", "id": id, "result": {"bolt11": inv}}),
+                    None => json!({"jsonrpc": "2.0", "id": id, "error": {
+                        "code": -32602, "message": "signinvoice: missing invstring"}}),
+                }
+            }
             Some(m) => json!({"jsonrpc": "2.0", "id": id, "error": {
                 "code": -32601, "message": format!("Unknown command '{m}'")}}),
             None => json!({"jsonrpc": "2.0", "id": id, "error": {
@@ -1143,6 +1193,565 @@ fn measure_latency_concurrent(
 }
 
 // ---------------------------------------------------------------------------
+// Driver: hold invoices (`--hodl`).
+// ---------------------------------------------------------------------------
+
+const HODL_INVOICES: usize = 100;
+const HODL_PARTS: usize = 10;
+const HODL_HTLCS: usize = HODL_INVOICES * HODL_PARTS;
+const HODL_PART_MSAT: u64 = 1_000_000;
+const HODL_TOTAL_MSAT: u64 = HODL_PART_MSAT * HODL_PARTS as u64;
+const HODL_CLTV_RELATIVE: u64 = 200;
+/// N of the pass-through figures that follow the hold-invoice run.
+const HODL_DEFAULT_N: usize = 20_000;
+/// Goals: first HTLC to last resolve, and the plugin's peak RSS.
+const HODL_GOAL_WALL: Duration = Duration::from_secs(1);
+const HODL_GOAL_RSS_BYTES: u64 = 50_000_000;
+/// Deadline of each hold-invoice phase.
+const HODL_TIMEOUT: Duration = Duration::from_secs(120);
+/// fsyncs timed on the store's filesystem, for reference.
+const FSYNC_PROBES: usize = 50;
+const INVOICE_ID_PREFIX: &str = "cli:hodl-invoice#";
+const LOOKUP_ID_PREFIX: &str = "cli:hodl-lookup#";
+const SETTLE_ID_PREFIX: &str = "cli:hodl-settle#";
+const STATUS_ID_PREFIX: &str = "cli:ballast-status#";
+
+/// One invoice as `hodl-invoice` returned it.
+struct HodlInv {
+    hash: [u8; 32],
+    hash_hex: String,
+    secret: [u8; 32],
+    secret_hex: String,
+}
+
+/// Resident set of a process, in KiB, and its thread count (`/proc/<pid>/status`).
+#[derive(Clone, Copy)]
+struct Rss {
+    rss_kib: u64,
+    hwm_kib: u64,
+    /// Heap, stacks and other private memory; the rest of `rss_kib` is file-backed (the
+    /// binary's pages) or shared.
+    anon_kib: u64,
+    threads: u64,
+}
+
+fn proc_rss(pid: u32) -> Result<Rss> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
+    };
+    Ok(Rss {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
+        threads: field("Threads:")?,
+    })
+}
+
+/// KiB to MB (10^6 bytes).
+fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct HodlFigures {
+    pid: u32,
+    store_path: String,
+    fs_type: String,
+    /// One 4 KiB write + fsync on the store's filesystem (µs).
+    fsync: Lat,
+    /// First `hodl-invoice` sent -> last answer.
+    create: Duration,
+    /// First HTLC sent -> all 1,000 written into the plugin's stdin.
+    hooks_written: Duration,
+    /// First HTLC sent -> all 100 invoices ACCEPTED.
+    hold: Duration,
+    /// First `hodl-settle` sent -> last `hodl-settle` answer.
+    settle_answers: Duration,
+    /// First `hodl-settle` sent -> last `resolve`.
+    settle: Duration,
+    /// First HTLC sent -> last `resolve`.
+    total: Duration,
+    rss_start: Rss,
+    rss_invoices: Rss,
+    rss_held: Rss,
+    rss_end: Rss,
+}
+
+impl HodlFigures {
+    fn pass_time(&self) -> bool {
+        self.total < HODL_GOAL_WALL
+    }
+
+    fn pass_rss(&self) -> bool {
+        self.rss_end.hwm_kib * 1024 < HODL_GOAL_RSS_BYTES
+    }
+}
+
+fn cli_call(method: &str, n: usize, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": format!("cli:{method}#{n}"), "method": method, "params": params})
+}
+
+/// The `N` of a reply whose id is `<prefix>N`.
+fn reply_num(v: &Value, prefix: &str) -> Option<usize> {
+    v.get("id")?.as_str()?.strip_prefix(prefix)?.parse().ok()
+}
+
+fn rpc_result(v: &Value) -> Result<&Value> {
+    v.get("result")
+        .ok_or_else(|| anyhow!("call {} failed: {v}", v.get("id").unwrap_or(&Value::Null)))
+}
+
+fn hex32(v: &Value, field: &str) -> Result<([u8; 32], String)> {
+    let s = v
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("no '{field}' in {v}"))?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).with_context(|| format!("'{field}' is not 32 bytes of hex: {s:?}"))?;
+    Ok((out, s.to_string()))
+}
+
+/// Final-hop payload: `amt_to_forward` (2), `outgoing_cltv_value` (4) and `payment_data`
+/// (8: payment secret and total amount).
+fn final_hop_payload(amount_msat: u64, cltv: u64, secret: &[u8; 32], total_msat: u64) -> Vec<u8> {
+    let mut payment_data = secret.to_vec();
+    payment_data.extend_from_slice(&truncated(total_msat));
+    let mut tlv = Vec::new();
+    for (typ, value) in [
+        (2u8, truncated(amount_msat)),
+        (4u8, truncated(cltv)),
+        (8u8, payment_data),
+    ] {
+        tlv.push(typ);
+        tlv.push(value.len() as u8);
+        tlv.extend_from_slice(&value);
+    }
+    let mut out = vec![tlv.len() as u8]; // BigSize length, < 0xfd here.
+    out.extend_from_slice(&tlv);
+    out
+}
+
+/// An `htlc_accepted` request for one part of a payment to `inv`, as lightningd sends it
+/// when this node is the final hop: the onion carries `payment_secret` and `total_msat`.
+fn hodl_hook(
+    seq: u64,
+    inv: &HodlInv,
+    inv_idx: usize,
+    part: usize,
+    rng: &mut XorShift,
+    onion: &str,
+) -> Vec<u8> {
+    let cltv_expiry = BLOCKHEIGHT + HODL_CLTV_RELATIVE;
+    let payload = hex::encode(final_hop_payload(
+        HODL_PART_MSAT,
+        cltv_expiry,
+        &inv.secret,
+        HODL_TOTAL_MSAT,
+    ));
+    let shared_secret = rng.hex32();
+    let mut out = Vec::with_capacity(4096);
+    write!(
+        out,
+        concat!(
+            r#"{{"jsonrpc":"2.0","id":"{prefix}{seq}","method":"htlc_accepted","params":{{"#,
+            r#""peer_id":"{peer}","#,
+            r#""onion":{{"payload":"{payload}","type":"tlv","#,
+            r#""forward_msat":{amt},"outgoing_cltv_value":{cltv},"next_onion":"{onion}","#,
+            r#""shared_secret":"{shared}","payment_secret":"{secret}","total_msat":{total}}},"#,
+            r#""htlc":{{"short_channel_id":"{block}x{tx}x0","id":{seq},"amount_msat":{amt},"#,
+            r#""cltv_expiry":{cltv},"cltv_expiry_relative":{rel},"payment_hash":"{hash}"}}}}}}"#,
+            "\n\n"
+        ),
+        prefix = HOOK_ID_PREFIX,
+        seq = seq,
+        peer = PEER_ID,
+        payload = payload,
+        amt = HODL_PART_MSAT,
+        cltv = cltv_expiry,
+        onion = onion,
+        shared = std::str::from_utf8(&shared_secret).expect("hex is ASCII"),
+        secret = inv.secret_hex,
+        total = HODL_TOTAL_MSAT,
+        // A distinct incoming channel per part, a distinct id per HTLC.
+        block = 110 + part,
+        tx = 1 + inv_idx,
+        rel = HODL_CLTV_RELATIVE,
+        hash = inv.hash_hex,
+    )
+    .expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Filesystem type of `dir` (`stat -f`), for the report.
+fn fs_type(dir: &Path) -> String {
+    Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// The cost of one small durable write on `dir`'s filesystem: 4 KiB appended, then fsync.
+fn fsync_probe(dir: &Path) -> Result<Lat> {
+    let path = dir.join("hotpath-fsync-probe");
+    let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let block = [0x5a_u8; 4096];
+    let mut ns = Vec::with_capacity(FSYNC_PROBES);
+    for _ in 0..FSYNC_PROBES {
+        let t0 = Instant::now();
+        f.write_all(&block)?;
+        f.sync_all()?;
+        ns.push(t0.elapsed().as_nanos() as u64);
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(lat_stats(ns))
+}
+
+/// Runs the hold-invoice figures on a new ballast; returns them and the still running
+/// ballast (all its HTLCs answered), for the pass-through figures.
+fn run_hodl(cfg: &Config) -> Result<(HodlFigures, PluginProc)> {
+    eprintln!("hotpath: hodl: starting ballast ...");
+    let mut p = PluginProc::spawn("ballast", plugin_command("ballast", cfg)?, cfg.fixtures.clone())?;
+    match hodl_phases(&mut p) {
+        Ok(f) => Ok((f, p)),
+        Err(e) => Err(p.with_stderr(e)),
+    }
+}
+
+fn hodl_phases(p: &mut PluginProc) -> Result<HodlFigures> {
+    let pid = p.child.id();
+    let fs_type = fs_type(p.dir());
+    let fsync = fsync_probe(p.dir())?;
+    let rss_start = proc_rss(pid)?;
+
+    // 1. 100 invoices, ballast making each preimage; all calls in flight at once.
+    eprintln!("hotpath: hodl: {HODL_INVOICES} x hodl-invoice ...");
+    let wd = Watchdog::arm(pid, HODL_TIMEOUT, "ballast hodl-invoice".into());
+    let t0 = Instant::now();
+    for i in 0..HODL_INVOICES {
+        p.send(&cli_call(
+            "hodl-invoice",
+            i,
+            json!({"amount_msat": HODL_TOTAL_MSAT}),
+        ))?;
+    }
+    let mut slots: Vec<Option<HodlInv>> = (0..HODL_INVOICES).map(|_| None).collect();
+    for _ in 0..HODL_INVOICES {
+        let v = p.reader.next_reply()?;
+        let i = reply_num(&v, INVOICE_ID_PREFIX)
+            .filter(|&i| i < HODL_INVOICES)
+            .ok_or_else(|| anyhow!("unexpected reply while creating invoices: {v}"))?;
+        let r = rpc_result(&v)?;
+        let (hash, hash_hex) = hex32(r, "payment_hash")?;
+        let (secret, secret_hex) = hex32(r, "payment_secret")?;
+        let (preimage, _) = hex32(r, "preimage")?;
+        if <[u8; 32]>::from(Sha256::digest(preimage)) != hash {
+            bail!("hodl-invoice #{i}: the preimage does not hash to the payment_hash: {r}");
+        }
+        if r.get("state").and_then(Value::as_str) != Some("OPEN") {
+            bail!("hodl-invoice #{i}: not OPEN: {r}");
+        }
+        let inv = HodlInv {
+            hash,
+            hash_hex,
+            secret,
+            secret_hex,
+        };
+        if slots[i].replace(inv).is_some() {
+            bail!("two answers to hodl-invoice #{i}");
+        }
+    }
+    let create = t0.elapsed();
+    drop(wd);
+    let invs: Vec<HodlInv> = slots.into_iter().map(|s| s.expect("all 100 answered")).collect();
+    let rss_invoices = proc_rss(pid)?;
+
+    // 2. 1,000 HTLCs, parts interleaved across invoices so that all 100 sets are open at
+    // once; a `hodl-lookup wait_for_state=ACCEPTED` per invoice tells when all are held.
+    eprintln!("hotpath: hodl: {HODL_HTLCS} x htlc_accepted, held ...");
+    let mut rng = XorShift(0x40d1_5eed_u64.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut onion = vec![0u8; 1366];
+    rng.fill(&mut onion);
+    onion[0] = 0;
+    onion[1] = 0x02;
+    let onion = hex::encode(onion);
+    let mut hooks = Vec::with_capacity(HODL_HTLCS);
+    let mut owner = Vec::with_capacity(HODL_HTLCS); // hook #n -> invoice owner[n - 1]
+    for part in 0..HODL_PARTS {
+        for (i, inv) in invs.iter().enumerate() {
+            let seq = hooks.len() as u64 + 1;
+            hooks.push(hodl_hook(seq, inv, i, part, &mut rng, &onion));
+            owner.push(i);
+        }
+    }
+    for (i, inv) in invs.iter().enumerate() {
+        p.send(&cli_call(
+            "hodl-lookup",
+            i,
+            json!({"payment_hash": inv.hash_hex, "wait_for_state": "ACCEPTED", "timeout": 60}),
+        ))?;
+    }
+    let wd = Watchdog::arm(pid, HODL_TIMEOUT, "ballast holding HTLCs".into());
+    let stdin = p.stdin.as_mut().expect("stdin open while measuring");
+    let reader = &mut p.reader;
+    let t_h0 = Instant::now();
+    let (hooks_written, hold) = std::thread::scope(|s| -> Result<(Duration, Duration)> {
+        // A writer thread, since 1,000 hooks (~3.5 KB each) overflow the pipe.
+        let writer = s.spawn(move || -> Result<Duration> {
+            for h in &hooks {
+                stdin.write_all(h)?;
+            }
+            Ok(t_h0.elapsed())
+        });
+        let read = (|| -> Result<Duration> {
+            let mut accepted = [false; HODL_INVOICES];
+            for _ in 0..HODL_INVOICES {
+                let v = reader.next_reply()?;
+                let i = reply_num(&v, LOOKUP_ID_PREFIX)
+                    .filter(|&i| i < HODL_INVOICES)
+                    .ok_or_else(|| anyhow!("unexpected reply while holding (an HTLC answered?): {v}"))?;
+                let state = rpc_result(&v)?.get("state").and_then(Value::as_str);
+                if state != Some("ACCEPTED") {
+                    bail!("hodl-lookup #{i}: expected ACCEPTED: {v}");
+                }
+                if std::mem::replace(&mut accepted[i], true) {
+                    bail!("two answers to hodl-lookup #{i}");
+                }
+            }
+            Ok(t_h0.elapsed())
+        })();
+        if read.is_err() {
+            // Unblock a writer stuck on a full pipe.
+            // SAFETY: plain kill(2) on our own, not yet reaped, child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let written = writer.join().expect("writer thread panicked");
+        let read = read?;
+        Ok((written?, read))
+    })?;
+    drop(wd);
+
+    // Cross-check: ballast itself counts 1,000 held HTLCs and 100 ACCEPTED invoices.
+    p.send(&cli_call("ballast-status", 0, json!({})))?;
+    let v = p.reader.next_reply()?;
+    if reply_num(&v, STATUS_ID_PREFIX) != Some(0) {
+        bail!("unexpected reply to ballast-status: {v}");
+    }
+    let status = rpc_result(&v)?;
+    let held = status.pointer("/hodl/held_htlcs").and_then(Value::as_u64);
+    let accepted = status.pointer("/hodl/invoices/ACCEPTED").and_then(Value::as_u64);
+    if held != Some(HODL_HTLCS as u64) || accepted != Some(HODL_INVOICES as u64) {
+        bail!(
+            "ballast-status: expected {HODL_HTLCS} held HTLCs and {HODL_INVOICES} ACCEPTED invoices: {}",
+            status["hodl"]
+        );
+    }
+    let store_path = status
+        .pointer("/store/path")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
+    let rss_held = proc_rss(pid)?;
+
+    // 3. Settle all 100 by payment hash, all calls in flight at once; every hook must be
+    // resolved with a preimage of its own payment hash.
+    eprintln!("hotpath: hodl: settle-all ...");
+    let wd = Watchdog::arm(pid, HODL_TIMEOUT, "ballast settle-all".into());
+    let t_s0 = Instant::now();
+    for (i, inv) in invs.iter().enumerate() {
+        p.send(&cli_call("hodl-settle", i, json!({"payment_hash": inv.hash_hex})))?;
+    }
+    let mut settled = [false; HODL_INVOICES];
+    let mut resolved = vec![false; HODL_HTLCS];
+    let (mut n_settled, mut n_resolved) = (0, 0);
+    let mut settle_answers = Duration::ZERO;
+    while n_settled < HODL_INVOICES || n_resolved < HODL_HTLCS {
+        let v = p.reader.next_reply()?;
+        if let Some(i) = reply_num(&v, SETTLE_ID_PREFIX).filter(|&i| i < HODL_INVOICES) {
+            let state = rpc_result(&v)?.get("state").and_then(Value::as_str);
+            if state != Some("SETTLED") {
+                bail!("hodl-settle #{i}: expected SETTLED: {v}");
+            }
+            if std::mem::replace(&mut settled[i], true) {
+                bail!("two answers to hodl-settle #{i}");
+            }
+            n_settled += 1;
+            if n_settled == HODL_INVOICES {
+                settle_answers = t_s0.elapsed();
+            }
+        } else if let Some(n) = reply_num(&v, HOOK_ID_PREFIX).filter(|&n| (1..=HODL_HTLCS).contains(&n)) {
+            let r = rpc_result(&v)?;
+            if r.get("result").and_then(Value::as_str) != Some("resolve") {
+                bail!("hook #{n}: expected resolve: {v}");
+            }
+            let (key, _) = hex32(r, "payment_key")?;
+            let inv = &invs[owner[n - 1]];
+            if <[u8; 32]>::from(Sha256::digest(key)) != inv.hash {
+                bail!("hook #{n}: payment_key does not hash to {}: {v}", inv.hash_hex);
+            }
+            if std::mem::replace(&mut resolved[n - 1], true) {
+                bail!("two answers to hook #{n}");
+            }
+            n_resolved += 1;
+        } else {
+            bail!("unexpected reply while settling: {v}");
+        }
+    }
+    let t_end = Instant::now();
+    drop(wd);
+    let rss_end = proc_rss(pid)?;
+    Ok(HodlFigures {
+        pid,
+        store_path,
+        fs_type,
+        fsync,
+        create,
+        hooks_written,
+        hold,
+        settle_answers,
+        settle: t_end - t_s0,
+        total: t_end - t_h0,
+        rss_start,
+        rss_invoices,
+        rss_held,
+        rss_end,
+    })
+}
+
+fn print_hodl(f: &HodlFigures) {
+    let w = 58;
+    println!();
+    println!(
+        "hodl: {HODL_INVOICES} invoices x {HODL_PARTS} parts of {HODL_PART_MSAT} msat = {HODL_HTLCS} HTLCs \
+         held at once, then settle-all (ballast pid {})",
+        f.pid
+    );
+    println!(
+        "hodl: store {} on {} (4 KiB write + fsync there: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+        f.store_path,
+        f.fs_type,
+        f.fsync.p50 / 1000.0,
+        f.fsync.p99 / 1000.0,
+        f.fsync.max / 1000.0
+    );
+    let n = HODL_INVOICES as f64;
+    println!(
+        "hodl: {:<w$} {:>8.1} ms ({:.2} ms/invoice)",
+        "create 100 invoices (all in flight)",
+        ms(f.create),
+        ms(f.create) / n
+    );
+    println!(
+        "hodl: {:<w$} {:>8.1} ms",
+        "hold: first HTLC sent -> all 1000 written to stdin",
+        ms(f.hooks_written)
+    );
+    println!(
+        "hodl: {:<w$} {:>8.1} ms ({:.2} ms/invoice)",
+        "hold: first HTLC sent -> all 100 ACCEPTED",
+        ms(f.hold),
+        ms(f.hold) / n
+    );
+    println!(
+        "hodl: {:<w$} {:>8.1} ms",
+        "settle: first hodl-settle sent -> last hodl-settle answer",
+        ms(f.settle_answers)
+    );
+    println!(
+        "hodl: {:<w$} {:>8.1} ms ({:.2} ms/invoice)",
+        "settle-all: first hodl-settle sent -> last resolve",
+        ms(f.settle),
+        ms(f.settle) / n
+    );
+    println!(
+        "hodl: {:<w$} {:>8.1} ms   goal < {} ms: {}",
+        "WALL TIME: first HTLC sent -> last resolve received",
+        ms(f.total),
+        HODL_GOAL_WALL.as_millis(),
+        if f.pass_time() { "PASS" } else { "FAIL" }
+    );
+    println!("hodl: RSS MB (of which anonymous MB; threads):");
+    for (what, r) in [
+        ("at start", &f.rss_start),
+        ("after 100 invoices", &f.rss_invoices),
+        ("holding 1000 HTLCs", &f.rss_held),
+        ("after settle-all", &f.rss_end),
+    ] {
+        println!(
+            "hodl:   {what:<20} {:>6.1} ({:.1}; {})",
+            mb(r.rss_kib),
+            mb(r.anon_kib),
+            r.threads
+        );
+    }
+    println!(
+        "hodl: {:<w$} {:>8.1} MB   goal < {} MB: {}",
+        "PEAK RSS (VmHWM) of the plugin",
+        mb(f.rss_end.hwm_kib),
+        HODL_GOAL_RSS_BYTES / 1_000_000,
+        if f.pass_rss() { "PASS" } else { "FAIL" }
+    );
+}
+
+fn hodl_verdict_line(f: &HodlFigures) -> String {
+    format!(
+        "HODL VERDICT: {} (1000 HTLCs / 100 invoices held then settled in {:.1} ms, goal < {} ms; \
+         peak RSS {:.1} MB, goal < {} MB)",
+        if f.pass_time() && f.pass_rss() {
+            "PASS"
+        } else {
+            "FAIL"
+        },
+        ms(f.total),
+        HODL_GOAL_WALL.as_millis(),
+        mb(f.rss_end.hwm_kib),
+        HODL_GOAL_RSS_BYTES / 1_000_000
+    )
+}
+
+fn hodl_report(f: &HodlFigures) -> Value {
+    let rss = |r: &Rss| {
+        json!({"rss_kib": r.rss_kib, "hwm_kib": r.hwm_kib, "anon_kib": r.anon_kib,
+               "threads": r.threads})
+    };
+    json!({
+        "invoices": HODL_INVOICES,
+        "parts": HODL_PARTS,
+        "htlcs": HODL_HTLCS,
+        "store_path": f.store_path,
+        "fs_type": f.fs_type,
+        "fsync_4k_us": lat_json(&f.fsync),
+        "create_ms": ms(f.create),
+        "hooks_written_ms": ms(f.hooks_written),
+        "hold_ms": ms(f.hold),
+        "settle_answers_ms": ms(f.settle_answers),
+        "settle_ms": ms(f.settle),
+        "total_ms": ms(f.total),
+        "rss": {"start": rss(&f.rss_start), "invoices": rss(&f.rss_invoices),
+                "held": rss(&f.rss_held), "end": rss(&f.rss_end)},
+        "peak_rss_mb": mb(f.rss_end.hwm_kib),
+        "goal_total_ms": HODL_GOAL_WALL.as_millis() as u64,
+        "goal_rss_mb": HODL_GOAL_RSS_BYTES / 1_000_000,
+        "pass_time": f.pass_time(),
+        "pass_rss": f.pass_rss(),
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Driver: figures and report.
 // ---------------------------------------------------------------------------
 
@@ -1280,25 +1889,38 @@ fn run_concurrent(cfg: &Config, slots: &mut [Slot], method: &str, params: &Value
 /// Per-plugin figures (in `HOTPATH_ONLY` order), and the concurrent section if run.
 type RunResults = (Vec<(String, Result<Figures>)>, Option<Result<Concurrent>>);
 
-fn run_all(cfg: &Config) -> RunResults {
+/// `ballast`: an already running ballast to measure (the one of the hold-invoice run),
+/// whose hook ids are numbered from `ballast_seq` on; else one is started.
+fn run_all(cfg: &Config, mut ballast: Option<(PluginProc, u64)>) -> RunResults {
     let mut slots: Vec<Slot> = cfg
         .plugins
         .iter()
         .map(|name| {
-            eprintln!("hotpath: starting {name} ...");
-            let (proc, error) = match plugin_command(name, cfg)
-                .and_then(|cmd| PluginProc::spawn(name, cmd, cfg.fixtures.clone()))
-            {
-                Ok(p) => (Some(p), None),
-                Err(e) => {
-                    eprintln!("hotpath: {name} FAILED: {e:#}");
-                    (None, Some(e))
+            let mut gen = HtlcGen::new(0x5eed ^ name.len() as u64);
+            let reused = if name == "ballast" { ballast.take() } else { None };
+            let (proc, error) = match reused {
+                Some((p, seq)) => {
+                    eprintln!("hotpath: {name}: the process of the hold-invoice run");
+                    gen.seq = seq;
+                    (Some(p), None)
+                }
+                None => {
+                    eprintln!("hotpath: starting {name} ...");
+                    match plugin_command(name, cfg)
+                        .and_then(|cmd| PluginProc::spawn(name, cmd, cfg.fixtures.clone()))
+                    {
+                        Ok(p) => (Some(p), None),
+                        Err(e) => {
+                            eprintln!("hotpath: {name} FAILED: {e:#}");
+                            (None, Some(e))
+                        }
+                    }
                 }
             };
             Slot {
                 name: name.clone(),
                 proc,
-                gen: HtlcGen::new(0x5eed ^ name.len() as u64),
+                gen,
                 lat_ns: Vec::with_capacity(cfg.n),
                 tput_n: 0,
                 tput_time: Duration::ZERO,
@@ -1306,6 +1928,9 @@ fn run_all(cfg: &Config) -> RunResults {
             }
         })
         .collect();
+    if let Some((p, _)) = ballast {
+        p.shutdown();
+    }
 
     eprintln!("hotpath: latency ...");
     for slot in slots.iter_mut() {
@@ -1427,7 +2052,37 @@ fn driver_main() -> Result<i32> {
         }
     }
 
-    let (results, concurrent) = run_all(&cfg);
+    let mut hodl_json = Value::Null;
+    let mut hodl_verdict = None;
+    let mut reuse = None;
+    if cfg.hodl {
+        match run_hodl(&cfg) {
+            Ok((f, p)) => {
+                print_hodl(&f);
+                let pass = f.pass_time() && f.pass_rss();
+                if !pass && cfg.enforce {
+                    exit_code = 1;
+                }
+                hodl_json = hodl_report(&f);
+                hodl_verdict = Some(hodl_verdict_line(&f));
+                reuse = Some((p, HODL_HTLCS as u64));
+            }
+            Err(e) => {
+                println!("\nhodl: FAILED: {e:#}");
+                hodl_verdict = Some("HODL VERDICT: FAIL (the run did not complete)".to_string());
+                hodl_json = json!({"error": format!("{e:#}")});
+                exit_code = 1;
+            }
+        }
+        println!();
+        println!(
+            "hotpath: pass-through again: floor vs ballast (N={}), with ballast's hold-invoice \
+             state loaded",
+            cfg.n
+        );
+    }
+
+    let (results, concurrent) = run_all(&cfg, reuse);
     if results.iter().any(|(_, r)| r.is_err()) {
         exit_code = 1;
     }
@@ -1598,8 +2253,16 @@ fn driver_main() -> Result<i32> {
         "ratios": ratios,
         "verdict": verdict,
         "concurrent": conc_json,
+        "hodl": hodl_json,
     });
-    let out = cfg.target_dir.join("hotpath.json");
+    if let Some(line) = hodl_verdict {
+        println!("{line}");
+    }
+    let out = cfg.target_dir.join(if cfg.hodl {
+        "hotpath-hodl.json"
+    } else {
+        "hotpath.json"
+    });
     let mut bytes = serde_json::to_vec_pretty(&report)?;
     bytes.push(b'\n');
     match std::fs::write(&out, bytes) {

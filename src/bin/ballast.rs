@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .on_thread_start(ballast::cln::yield_to_hooks)
+        // Held HTLCs wait on their store writes in this pool; a bounded pool queues them
+        // instead of growing a thread (and its stack) per HTLC.
+        .max_blocking_threads(32)
         .enable_all()
         .build()
     {

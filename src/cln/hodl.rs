@@ -512,15 +512,20 @@ fn answer_json(a: &Answer) -> Value {
 }
 
 /// The hook path for a hash ballast claimed. Returns `None` when no hold invoice owns it.
-pub async fn on_claimed_htlc(s: &PluginState, payload: &Value) -> Option<Value> {
-    let Some((hash, htlc)) = incoming(payload) else {
+/// Takes the payload by value and drops it before waiting: a held HTLC should cost its
+/// few fields, not the 3 kB onion, for as long as it is held.
+pub async fn on_claimed_htlc(s: &PluginState, payload: Value) -> Option<Value> {
+    let amount = Msat(payload.pointer("/htlc/amount_msat").and_then(Value::as_u64).unwrap_or(0));
+    let parsed = incoming(&payload);
+    drop(payload);
+    let Some((hash, htlc)) = parsed else {
         log::warn!("htlc_accepted for a claimed hash with an unreadable payload; failing it back");
-        return Some(
-            json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-            htlc_msat: Msat(payload.pointer("/htlc/amount_msat").and_then(Value::as_u64).unwrap_or(0)),
-            height: s.blockheight(),
-        }.to_hex()}),
-        );
+        return Some(answer_json(&Answer::Fail(
+            crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
+                htlc_msat: amount,
+                height: s.blockheight(),
+            },
+        )));
     };
     let svc = s.hodl.clone();
     let height = s.blockheight();
@@ -532,12 +537,7 @@ pub async fn on_claimed_htlc(s: &PluginState, payload: &Value) -> Option<Value> 
             log::error!("hold invoice {hash}: cannot record HTLC ({e}); failing it back");
             return Some(answer_json(&Answer::Fail(
                 crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-                    htlc_msat: Msat(
-                        payload
-                            .pointer("/htlc/amount_msat")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0),
-                    ),
+                    htlc_msat: amount,
                     height,
                 },
             )));

@@ -22,7 +22,7 @@ pub async fn htlc_accepted(p: Plugin<PluginState>, v: Value) -> Result<Value, an
         if let Some(answer) = rebalance::claim_answer(state, &hash) {
             return Ok(answer);
         }
-        if let Some(answer) = hodl::on_claimed_htlc(state, &v).await {
+        if let Some(answer) = hodl::on_claimed_htlc(state, v).await {
             return Ok(answer);
         }
     } else {

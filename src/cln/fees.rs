@@ -382,8 +382,12 @@ pub async fn policy(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let new = if let Some(v) = prm.raw("policy") {
             // JSON text (as lightning-cli passes it) keeps line numbers in its errors.
             let parsed = match v {
-                Value::String(t) => Policy::from_json(t).map_err(|e| (e.to_string(), serde_json::from_str(t).ok())),
-                other => Policy::from_json_value(other.clone()).map_err(|e| (e.to_string(), Some(other.clone()))),
+                Value::String(t) => {
+                    Policy::from_json(t).map_err(|e| (e.to_string(), serde_json::from_str(t).ok()))
+                }
+                other => {
+                    Policy::from_json_value(other.clone()).map_err(|e| (e.to_string(), Some(other.clone())))
+                }
             };
             let policy = parsed.map_err(|(message, doc)| {
                 let culprit = doc.as_ref().and_then(failing_rule).unwrap_or_default();

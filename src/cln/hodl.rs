@@ -183,9 +183,11 @@ async fn create_invoice(s: &PluginState, params: &Value) -> Result<Value, RpcErr
             }
             HintChoice::Only(scids)
         }
-        Some(v) => return Err(RpcError::invalid(format!(
+        Some(v) => {
+            return Err(RpcError::invalid(format!(
             "{INVOICE}: 'exposeprivatechannels' must be true, false or a list of short_channel_ids, got {v}"
-        ))),
+        )))
+        }
     };
     if let Some(l) = &label {
         if s.hodl
@@ -515,7 +517,12 @@ fn answer_json(a: &Answer) -> Value {
 /// Takes the payload by value and drops it before waiting: a held HTLC should cost its
 /// few fields, not the 3 kB onion, for as long as it is held.
 pub async fn on_claimed_htlc(s: &PluginState, payload: Value) -> Option<Value> {
-    let amount = Msat(payload.pointer("/htlc/amount_msat").and_then(Value::as_u64).unwrap_or(0));
+    let amount = Msat(
+        payload
+            .pointer("/htlc/amount_msat")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    );
     let parsed = incoming(&payload);
     drop(payload);
     let Some((hash, htlc)) = parsed else {

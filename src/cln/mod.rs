@@ -6,11 +6,11 @@ mod fees;
 mod hodl;
 mod hooks;
 mod monitor;
-mod rebalance;
-mod settings;
 pub mod node;
 pub mod options;
 pub mod params;
+mod rebalance;
+mod settings;
 mod state;
 mod status;
 pub mod stdio;
@@ -380,7 +380,10 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         // A taken port costs the metrics, not the plugin: say so and carry on.
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
-                log::info!("metrics: serving http://{}/metrics", l.local_addr().unwrap_or(addr));
+                log::info!(
+                    "metrics: serving http://{}/metrics",
+                    l.local_addr().unwrap_or(addr)
+                );
                 tokio::spawn(monitor::serve_metrics(state.clone(), l));
             }
             Err(e) => log::error!("metrics: cannot listen on {addr}: {e}; metrics are off"),

@@ -12,9 +12,9 @@ use crate::node::{
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use cln_rpc::model::requests::{
-    FeeratesRequest, FeeratesStyle,
-    GetinfoRequest, ListchannelsRequest, ListforwardsIndex, ListforwardsRequest, ListinvoicesIndex,
-    ListinvoicesRequest, ListpeerchannelsRequest, SigninvoiceRequest, WaitsendpayRequest,
+    FeeratesRequest, FeeratesStyle, GetinfoRequest, ListchannelsRequest, ListforwardsIndex,
+    ListforwardsRequest, ListinvoicesIndex, ListinvoicesRequest, ListpeerchannelsRequest, SigninvoiceRequest,
+    WaitsendpayRequest,
 };
 use cln_rpc::model::responses::{
     ListchannelsChannels, ListforwardsForwards, ListforwardsForwardsStatus, ListinvoicesInvoices,

@@ -10,7 +10,9 @@ use super::params::{Params, RpcError};
 use super::state::PluginState;
 use crate::counters::bump;
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
-use crate::engine::route::{cheapest, fastest, find_circular_routes, find_routes, CircularRequest, Route, RouteParams};
+use crate::engine::route::{
+    cheapest, fastest, find_circular_routes, find_routes, CircularRequest, Route, RouteParams,
+};
 use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
 use crate::service::rebalance::{Attempt, RebalanceError};
 use crate::types::{Msat, NodeId, Scid};
@@ -85,7 +87,9 @@ pub async fn run_loop(s: PluginState) {
             log::warn!("graph refresh failed: {}", e.message);
         }
         let sleep = if settings.auto {
-            settings.graph_refresh.min(next_auto.saturating_duration_since(tokio::time::Instant::now()))
+            settings
+                .graph_refresh
+                .min(next_auto.saturating_duration_since(tokio::time::Instant::now()))
         } else {
             settings.graph_refresh
         };
@@ -156,11 +160,21 @@ pub const ESTIMATE: &str = "route-estimate";
 
 pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
     rpc_body!(p, s, async {
-        let prm = Params::parse(ESTIMATE, &params, &["destination", "amount_msat", "k", "maxhops"], 2)?;
-        let dest: NodeId = prm.required(prm.parsed("destination", "a node id (66 hex characters)")?, "destination")?;
+        let prm = Params::parse(
+            ESTIMATE,
+            &params,
+            &["destination", "amount_msat", "k", "maxhops"],
+            2,
+        )?;
+        let dest: NodeId = prm.required(
+            prm.parsed("destination", "a node id (66 hex characters)")?,
+            "destination",
+        )?;
         let amount = prm.required(prm.u64("amount_msat")?, "amount_msat")?;
         if amount == 0 {
-            return Err(RpcError::invalid(format!("{ESTIMATE}: 'amount_msat' must be greater than 0")));
+            return Err(RpcError::invalid(format!(
+                "{ESTIMATE}: 'amount_msat' must be greater than 0"
+            )));
         }
         let k = prm.u64("k")?.unwrap_or(5);
         if !(1..=20).contains(&k) {
@@ -174,7 +188,11 @@ pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, an
         ensure_graph(&s).await?;
         // Gossip knows our channels' capacity, not what they can send now: leave out the
         // first hops that could not carry the amount.
-        let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+        let channels = s
+            .node
+            .channels()
+            .await
+            .map_err(|e| node_error("listpeerchannels", e))?;
         let unusable: Vec<Scid> = channels
             .iter()
             .filter(|c| c.state != ChannelState::Normal || !c.peer_connected || c.spendable.0 < amount)
@@ -188,7 +206,9 @@ pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, an
                 exclude_channels: unusable,
                 ..RouteParams::default()
             };
-            svc.with_graph(now_unix(), |g, _, view| find_routes(g, view, &me, &dest, Msat(amount), &params))
+            svc.with_graph(now_unix(), |g, _, view| {
+                find_routes(g, view, &me, &dest, Msat(amount), &params)
+            })
         })
         .await
         .map_err(internal)?
@@ -207,10 +227,17 @@ pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, an
     })
 }
 
-async fn make_plan(s: &PluginState, cfg: PlannerConfig) -> Result<(String, crate::engine::planner::Plan), RpcError> {
+async fn make_plan(
+    s: &PluginState,
+    cfg: PlannerConfig,
+) -> Result<(String, crate::engine::planner::Plan), RpcError> {
     let me = ours(s)?;
     ensure_graph(s).await?;
-    let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+    let channels = s
+        .node
+        .channels()
+        .await
+        .map_err(|e| node_error("listpeerchannels", e))?;
     // Swaps are priced with the node's own estimate; a node without one still gets a plan.
     let feerate = s.node.feerate_perkb().await.unwrap_or_else(|e| {
         log::debug!("feerates unavailable for swap estimates: {e}");
@@ -282,14 +309,20 @@ fn scid_list(method: &str, name: &str, v: &Value) -> Result<Vec<Scid>, RpcError>
         Value::String(t) if t.trim_start().starts_with('[') => serde_json::from_str(t)
             .map_err(|e| RpcError::invalid(format!("{method}: '{name}' is not a JSON list: {e}")))?,
         Value::String(t) => vec![Value::String(t.clone())],
-        other => return Err(RpcError::invalid(format!("{method}: '{name}' must be a list of short_channel_ids, got {other}"))),
+        other => {
+            return Err(RpcError::invalid(format!(
+                "{method}: '{name}' must be a list of short_channel_ids, got {other}"
+            )))
+        }
     };
     items
         .iter()
         .map(|i| {
-            i.as_str()
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| RpcError::invalid(format!("{method}: '{name}' entries must be short_channel_ids, got {i}")))
+            i.as_str().and_then(|t| t.parse().ok()).ok_or_else(|| {
+                RpcError::invalid(format!(
+                    "{method}: '{name}' entries must be short_channel_ids, got {i}"
+                ))
+            })
         })
         .collect()
 }
@@ -301,7 +334,14 @@ pub async fn execute(p: Plugin<PluginState>, params: Value) -> Result<Value, any
         let prm = Params::parse(
             EXECUTE,
             &params,
-            &["plan_id", "source", "sink", "amount_msat", "max_ppm", "max_fee_msat"],
+            &[
+                "plan_id",
+                "source",
+                "sink",
+                "amount_msat",
+                "max_ppm",
+                "max_fee_msat",
+            ],
             0,
         )?;
         let plan_id = prm.str("plan_id")?;
@@ -323,27 +363,43 @@ pub async fn execute(p: Plugin<PluginState>, params: Value) -> Result<Value, any
                 };
                 let stored = stored.ok_or_else(|| RpcError {
                     code: ERR_PLAN,
-                    message: format!("{EXECUTE}: no plan '{id}' (plans expire after an hour; make a new one)"),
+                    message: format!(
+                        "{EXECUTE}: no plan '{id}' (plans expire after an hour; make a new one)"
+                    ),
                 })?;
                 let moves: Vec<_> = stored
                     .plan
                     .moves
                     .iter()
                     .filter(|m| m.status == MoveStatus::Planned)
-                    .map(|m| (m.source_scid, m.sink_scid, m.amount, max_ppm.unwrap_or(m.fee_cap_ppm).min(m.fee_cap_ppm)))
+                    .map(|m| {
+                        (
+                            m.source_scid,
+                            m.sink_scid,
+                            m.amount,
+                            max_ppm.unwrap_or(m.fee_cap_ppm).min(m.fee_cap_ppm),
+                        )
+                    })
                     .collect();
                 (stored.id, moves)
             }
             (None, Some(src), Some(dst), Some(amt)) => {
                 if src == dst {
-                    return Err(RpcError::invalid(format!("{EXECUTE}: source and sink are the same channel")));
+                    return Err(RpcError::invalid(format!(
+                        "{EXECUTE}: source and sink are the same channel"
+                    )));
                 }
                 if amt == 0 {
-                    return Err(RpcError::invalid(format!("{EXECUTE}: 'amount_msat' must be greater than 0")));
+                    return Err(RpcError::invalid(format!(
+                        "{EXECUTE}: 'amount_msat' must be greater than 0"
+                    )));
                 }
                 let mut raw = [0u8; 8];
                 getrandom::getrandom(&mut raw).map_err(internal)?;
-                (format!("manual-{}", hex::encode(raw)), vec![(src, dst, Msat(amt), max_ppm.unwrap_or(cfg.max_ppm))])
+                (
+                    format!("manual-{}", hex::encode(raw)),
+                    vec![(src, dst, Msat(amt), max_ppm.unwrap_or(cfg.max_ppm))],
+                )
             }
             _ => {
                 return Err(RpcError::invalid(format!(
@@ -384,12 +440,27 @@ async fn execute_moves(
     }
     let me = ours(s)?;
     ensure_graph(s).await?;
-    let channels = s.node.channels().await.map_err(|e| node_error("listpeerchannels", e))?;
+    let channels = s
+        .node
+        .channels()
+        .await
+        .map_err(|e| node_error("listpeerchannels", e))?;
     let mut budget_left = max_fee.unwrap_or(Msat(u64::MAX));
     let mut results = Vec::new();
     let mut spent_total = Msat(0);
     for &(source, sink, amount, ppm) in moves {
-        let r = execute_move(s, &me, exec_id, &channels, source, sink, amount, ppm, &mut budget_left).await?;
+        let r = execute_move(
+            s,
+            &me,
+            exec_id,
+            &channels,
+            source,
+            sink,
+            amount,
+            ppm,
+            &mut budget_left,
+        )
+        .await?;
         spent_total = Msat(spent_total.0.saturating_add(r["fee_msat"].as_u64().unwrap_or(0)));
         let in_flight = r["status"] == "in_flight";
         results.push(r);
@@ -428,8 +499,10 @@ async fn execute_move(
     let dst = find(channels, sink)?;
     if src.peer == dst.peer {
         // Out and back through the same peer moves nothing and burns fees.
-        return Ok(json!({"source": source.to_string(), "sink": sink.to_string(), "moved_msat": 0, "fee_msat": 0,
-            "status": "refused", "reason": "source and sink are channels to the same peer"}));
+        return Ok(
+            json!({"source": source.to_string(), "sink": sink.to_string(), "moved_msat": 0, "fee_msat": 0,
+            "status": "refused", "reason": "source and sink are channels to the same peer"}),
+        );
     }
     let settings = &s.rebalance_settings;
     let min_part = settings.planner.min_amount.0.max(1);
@@ -478,7 +551,9 @@ async fn execute_move(
         };
         let svc = s.rebalance.clone();
         let routes = tokio::task::spawn_blocking(move || {
-            svc.with_graph(now_unix(), |g, _, view| find_circular_routes(g, view, &req, &params))
+            svc.with_graph(now_unix(), |g, _, view| {
+                find_circular_routes(g, view, &req, &params)
+            })
         })
         .await
         .map_err(internal)?
@@ -508,7 +583,8 @@ async fn execute_move(
                     // Its fee stays counted as spent; do not pile more on top of it.
                     budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
                     fees += route.fee.0;
-                    stop_reason = "an attempt is still in flight; its fee counts as spent until it resolves".into();
+                    stop_reason =
+                        "an attempt is still in flight; its fee counts as spent until it resolves".into();
                     in_flight = true;
                     break;
                 }
@@ -586,7 +662,11 @@ async fn attempt(
             let idx = failing_channel.and_then(|f| route.hops.iter().position(|h| h.scid == f));
             (AttemptResult::Failed, failing_channel, message, idx)
         }
-        Err(NodeError::Rejected { code: Some(200), message, .. }) => (AttemptResult::Pending, None, message, None),
+        Err(NodeError::Rejected {
+            code: Some(200),
+            message,
+            ..
+        }) => (AttemptResult::Pending, None, message, None),
         // lightningd could not say where it failed: nothing to learn about liquidity.
         Err(e) => (AttemptResult::Failed, None, e.to_string(), None),
     };
@@ -647,7 +727,10 @@ pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let svc = s.rebalance.clone();
         let daily = s.rebalance_settings.daily_budget;
         let (attempts, spent) = tokio::task::spawn_blocking(move || {
-            Ok::<_, RebalanceError>((svc.attempts(id.as_deref(), limit)?, svc.spent_since(now_unix().saturating_sub(86_400))?))
+            Ok::<_, RebalanceError>((
+                svc.attempts(id.as_deref(), limit)?,
+                svc.spent_since(now_unix().saturating_sub(86_400))?,
+            ))
         })
         .await
         .map_err(internal)?
@@ -678,7 +761,11 @@ async fn resolve_pending(s: &PluginState) -> Result<usize, RpcError> {
             Ok(PayOutcome::Failed { message, .. }) => Some(("failed", message)),
             Err(NodeError::Rejected { code: Some(200), .. }) => None,
             // lightningd no longer knows the payment (e.g. 208): it never completed.
-            Err(NodeError::Rejected { code: Some(208), message, .. }) => Some(("failed", message)),
+            Err(NodeError::Rejected {
+                code: Some(208),
+                message,
+                ..
+            }) => Some(("failed", message)),
             Err(e) => {
                 log::warn!("cannot check rebalance attempt {}: {e}", a.id);
                 None

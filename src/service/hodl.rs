@@ -244,7 +244,8 @@ impl HodlService {
         let outcome = next.on_htlc(htlc, now, height, &self.params);
         // Parts that merely join a set are recovered from lightningd's replay if lost; a
         // state change or an answer is not, so those are made durable first.
-        let must_flush = outcome.transition.is_some() || (outcome.changed && outcome.verdict != HtlcVerdict::Hold);
+        let must_flush =
+            outcome.transition.is_some() || (outcome.changed && outcome.verdict != HtlcVerdict::Hold);
         if must_flush {
             self.persist(&prev, &next)?;
         } else if outcome.changed {

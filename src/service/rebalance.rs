@@ -118,7 +118,12 @@ impl RebalanceService {
             claims.claim(hash);
             preimages.insert(hash, sp.preimage);
         }
-        let seq = attempts.iter_rev().next().transpose()?.map(|(_, a)| a.id + 1).unwrap_or(0);
+        let seq = attempts
+            .iter_rev()
+            .next()
+            .transpose()?
+            .map(|(_, a)| a.id + 1)
+            .unwrap_or(0);
         Ok(RebalanceService {
             store,
             plans,
@@ -153,7 +158,11 @@ impl RebalanceService {
     }
 
     /// Runs `f` with the graph and the current belief view. `None` before the first load.
-    pub fn with_graph<T>(&self, now: u64, f: impl FnOnce(&Graph, &Beliefs, &crate::engine::beliefs::BeliefView) -> T) -> Option<T> {
+    pub fn with_graph<T>(
+        &self,
+        now: u64,
+        f: impl FnOnce(&Graph, &Beliefs, &crate::engine::beliefs::BeliefView) -> T,
+    ) -> Option<T> {
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
         let graph = g.as_ref()?;
         let beliefs = lock(&self.beliefs).clone();
@@ -163,7 +172,8 @@ impl RebalanceService {
 
     pub fn graph_stats(&self) -> Option<(usize, usize, usize)> {
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
-        g.as_ref().map(|g| (g.node_count(), g.channel_count(), g.memory_bytes()))
+        g.as_ref()
+            .map(|g| (g.node_count(), g.channel_count(), g.memory_bytes()))
     }
 
     /// Stores a plan for `PLAN_TTL_SECS` and returns its id.
@@ -229,7 +239,13 @@ impl RebalanceService {
 
     /// Teaches the beliefs what an attempt showed: every hop before `failed_at` had the
     /// liquidity, the failing one did not.
-    pub fn learn(&self, ours: &NodeId, route: &Route, failed_at: Option<usize>, now: u64) -> Result<(), RebalanceError> {
+    pub fn learn(
+        &self,
+        ours: &NodeId,
+        route: &Route,
+        failed_at: Option<usize>,
+        now: u64,
+    ) -> Result<(), RebalanceError> {
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
         let Some(graph) = g.as_ref() else { return Ok(()) };
         let mut hops = Vec::with_capacity(route.hops.len());
@@ -330,7 +346,8 @@ impl RebalanceService {
                 amount = amount.saturating_add(a.amount.0);
             }
         }
-        Ok((amount > 0).then(|| ((fee as u128 * 1_000_000).div_ceil(amount as u128)).min(u32::MAX as u128) as u32))
+        Ok((amount > 0)
+            .then(|| ((fee as u128 * 1_000_000).div_ceil(amount as u128)).min(u32::MAX as u128) as u32))
     }
 }
 
@@ -364,12 +381,18 @@ mod tests {
         {
             let store = Store::open(&path, 0).unwrap();
             let svc = RebalanceService::load(store, claims.clone(), 3600).unwrap();
-            svc.record_attempt(attempt(2, 1_000, 1_000_000, "success", 100)).unwrap();
-            svc.record_attempt(attempt(2, 5_000, 1_000_000, "failed", 200)).unwrap();
-            svc.record_attempt(attempt(3, 700, 1_000_000, "pending", 300)).unwrap();
+            svc.record_attempt(attempt(2, 1_000, 1_000_000, "success", 100))
+                .unwrap();
+            svc.record_attempt(attempt(2, 5_000, 1_000_000, "failed", 200))
+                .unwrap();
+            svc.record_attempt(attempt(3, 700, 1_000_000, "pending", 300))
+                .unwrap();
             assert_eq!(svc.spent_since(0).unwrap(), Msat(1_700));
             assert_eq!(svc.spent_since(250).unwrap(), Msat(700));
-            assert_eq!(svc.recent_cost_ppm(Scid::new(2, 0, 0).unwrap(), 0).unwrap(), Some(1_000));
+            assert_eq!(
+                svc.recent_cost_ppm(Scid::new(2, 0, 0).unwrap(), 0).unwrap(),
+                Some(1_000)
+            );
             hash = svc.new_self_payment(400).unwrap();
             assert!(claims.contains(&hash));
         }
@@ -382,6 +405,10 @@ mod tests {
         svc.finish_self_payment(&hash).unwrap();
         assert!(!claims.contains(&hash) && svc.preimage_for(&hash).is_none());
         assert_eq!(svc.attempts(None, 10).unwrap().len(), 3);
-        assert_eq!(svc.attempts(None, 10).unwrap()[0].id, 2, "newest first, ids continue");
+        assert_eq!(
+            svc.attempts(None, 10).unwrap()[0].id,
+            2,
+            "newest first, ids continue"
+        );
     }
 }

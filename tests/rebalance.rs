@@ -948,3 +948,59 @@ fn bad_params_give_errors_and_change_nothing() {
     let r = execute(&ld, json!({ "plan_id": plan_id }));
     assert!(uint(&r, "/fee_msat") > 0, "{r:#}");
 }
+
+/// A per-channel override changes how the plan classifies that channel, survives a
+/// restart, and bad values change nothing.
+#[test]
+fn per_channel_overrides_reclassify_a_channel() {
+    // A at 70% local: balanced under the default high of 0.8.
+    let node = network(700_000_000, 500_000_000, 500_000_000, 100_000_000);
+    let base = tempfile::tempdir().unwrap();
+    let ld = Lightningd::builder()
+        .node(node.clone())
+        .base_dir(base.path())
+        .start();
+    let class_of = |ld: &Lightningd, scid: &str| -> String {
+        let plan = ld.rpc_ok("rebalance-plan", json!({}));
+        array(&plan, "/channels")
+            .iter()
+            .find(|c| string(c, "/scid") == scid)
+            .map(|c| string(c, "/class").to_string())
+            .unwrap_or_else(|| panic!("{scid} not in plan {plan:#}"))
+    };
+    assert_ne!(class_of(&ld, CH_A), "source");
+
+    let set = ld.rpc_ok("rebalance-set", json!({"scid": CH_A, "high": 0.6}));
+    assert_eq!(array(&set, "/overrides").len(), 1, "{set:#}");
+    assert_eq!(class_of(&ld, CH_A), "source");
+
+    // low >= target is refused, and the override in force is unchanged.
+    let e = ld
+        .rpc("rebalance-set", json!({"scid": CH_A, "low": 0.55}))
+        .expect_err("low above target must be refused");
+    assert_eq!(e.code, INVALID_PARAMS, "{e:?}");
+    for bad in [
+        json!({"scid": CH_A, "high": 1.5}),
+        json!({"high": 0.5}),
+        json!({"scid": "x", "high": 0.5}),
+    ] {
+        assert_eq!(
+            ld.rpc("rebalance-set", bad.clone()).expect_err("bad").code,
+            INVALID_PARAMS,
+            "{bad}"
+        );
+    }
+    let now = ld.rpc_ok("rebalance-set", json!({}));
+    assert_eq!(now["overrides"], set["overrides"]);
+
+    // Persisted across a restart; reset removes it.
+    drop(ld);
+    let ld = Lightningd::builder()
+        .node(node.clone())
+        .base_dir(base.path())
+        .start();
+    assert_eq!(class_of(&ld, CH_A), "source");
+    let cleared = ld.rpc_ok("rebalance-set", json!([CH_A, null, null, null, true]));
+    assert!(array(&cleared, "/overrides").is_empty(), "{cleared:#}");
+    assert_ne!(class_of(&ld, CH_A), "source");
+}

@@ -176,7 +176,8 @@ fn decide(s: &PluginState, ch: &Channel, now: u64, force: bool) -> Option<FeeDec
                 None
             })
     });
-    s.fees.decide(ch, cost, now, force)
+    let peer_channels = s.rebalance.node_channels(&ch.peer);
+    s.fees.decide(ch, cost, peer_channels, now, force)
 }
 
 fn manageable(c: &Channel) -> bool {

@@ -225,6 +225,11 @@ pub async fn run_plugin() -> anyhow::Result<()> {
                 .usage("[plan_id] [source] [sink] [amount_msat] [max_ppm] [max_fee_msat]"),
         )
         .rpcmethod_from_builder(
+            RpcMethodBuilder::new(rebalance::SET, rebalance::set)
+                .description("Show or set per-channel rebalance targets (low, high, target ratios) over the ballast-rebalance-* defaults")
+                .usage("[scid] [low] [high] [target] [reset]"),
+        )
+        .rpcmethod_from_builder(
             RpcMethodBuilder::new(rebalance::STATUS, rebalance::status)
                 .description("Rebalance attempts (newest first), spend over 24 h and the graph in use")
                 .usage("[id] [limit]"),

@@ -229,8 +229,9 @@ pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, an
 
 async fn make_plan(
     s: &PluginState,
-    cfg: PlannerConfig,
+    mut cfg: PlannerConfig,
 ) -> Result<(String, crate::engine::planner::Plan), RpcError> {
+    cfg.overrides = s.rebalance.overrides().map_err(store_error)?;
     let me = ours(s)?;
     ensure_graph(s).await?;
     let channels = s
@@ -325,6 +326,84 @@ fn scid_list(method: &str, name: &str, v: &Value) -> Result<Vec<Scid>, RpcError>
             })
         })
         .collect()
+}
+
+pub const SET: &str = "rebalance-set";
+
+/// `rebalance-set` alone lists the per-channel overrides; with `scid` and any of `low`,
+/// `high`, `target` it sets that channel's; with `reset` it removes them.
+pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+    rpc_body!(p, s, async {
+        let prm = Params::parse(SET, &params, &["scid", "low", "high", "target", "reset"], 0)?;
+        let scid: Option<Scid> = prm.parsed("scid", "a short_channel_id")?;
+        let ratio = |name: &str| -> Result<Option<f64>, RpcError> {
+            let v = match prm.raw(name) {
+                None | Some(Value::Null) => return Ok(None),
+                Some(Value::Number(n)) => n.as_f64(),
+                Some(Value::String(t)) => t.parse().ok(),
+                Some(_) => None,
+            };
+            match v {
+                Some(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
+                _ => Err(RpcError::invalid(format!(
+                    "{SET}: '{name}' must be a number between 0 and 1"
+                ))),
+            }
+        };
+        let (low, high, target) = (ratio("low")?, ratio("high")?, ratio("target")?);
+        let reset = prm.bool("reset")?.unwrap_or(false);
+        if let Some(scid) = scid {
+            let change = if reset {
+                Some(None)
+            } else if low.is_some() || high.is_some() || target.is_some() {
+                let base = &s.rebalance_settings.planner;
+                let mut o = s
+                    .rebalance
+                    .overrides()
+                    .map_err(store_error)?
+                    .remove(&scid)
+                    .unwrap_or_default();
+                o.low = low.or(o.low);
+                o.high = high.or(o.high);
+                o.target = target.or(o.target);
+                let (l, t, h) = (
+                    o.low.unwrap_or(base.low),
+                    o.target.unwrap_or(base.target),
+                    o.high.unwrap_or(base.high),
+                );
+                if !(l < t && t < h) {
+                    return Err(RpcError::invalid(format!(
+                        "{SET}: low ({l}) < target ({t}) < high ({h}) must hold for {scid}"
+                    )));
+                }
+                Some(Some(o))
+            } else {
+                None
+            };
+            if let Some(change) = change {
+                let svc = s.rebalance.clone();
+                tokio::task::spawn_blocking(move || svc.set_override(scid, change))
+                    .await
+                    .map_err(internal)?
+                    .map_err(store_error)?;
+            }
+        } else if low.is_some() || high.is_some() || target.is_some() || reset {
+            return Err(RpcError::invalid(format!(
+                "{SET}: 'scid' is required to change an override"
+            )));
+        }
+        let all = s.rebalance.overrides().map_err(store_error)?;
+        Ok(json!({
+            "defaults": {
+                "low": s.rebalance_settings.planner.low,
+                "high": s.rebalance_settings.planner.high,
+                "target": s.rebalance_settings.planner.target,
+            },
+            "overrides": all.iter().map(|(k, o)| json!({
+                "short_channel_id": k.to_string(), "low": o.low, "high": o.high, "target": o.target,
+            })).collect::<Vec<_>>(),
+        }))
+    })
 }
 
 pub const EXECUTE: &str = "rebalance-execute";

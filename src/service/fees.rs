@@ -262,6 +262,7 @@ impl FeeService {
         &self,
         ch: &Channel,
         rebalance_cost_ppm: Option<u32>,
+        peer_channels: Option<u32>,
         now: u64,
         force: bool,
     ) -> Option<FeeDecision> {
@@ -275,7 +276,7 @@ impl FeeService {
             pending_htlcs: u32::try_from(ch.htlcs.len()).unwrap_or(u32::MAX),
             flow: self.flow(&s, scid, now),
             rebalance_cost_ppm,
-            peer_channels: None,
+            peer_channels,
             current: ChannelFee {
                 base_msat: ch.fee_base,
                 ppm: ch.fee_ppm,
@@ -395,7 +396,7 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
             assert!(warnings.is_empty(), "{warnings:?}");
             // Past the startup hold; drained channel → high fee.
             let d = svc
-                .decide(&channel(scid, 50_000_000, 100), None, 10_000, false)
+                .decide(&channel(scid, 50_000_000, 100), None, None, 10_000, false)
                 .unwrap();
             assert!(d.status.applies(), "{d}");
             assert!(d.target.ppm > 500, "{d}");
@@ -413,7 +414,7 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
         // Rate limit (and the startup hold) remembered across the restart: nothing before
         // an hour after the last update.
         let d = svc
-            .decide(&channel(scid, 900_000_000, 900), None, 12_000, false)
+            .decide(&channel(scid, 900_000_000, 900), None, None, 12_000, false)
             .unwrap();
         assert!(!d.status.applies(), "{d}");
         assert!(d.status.not_before() >= Some(13_600), "{d}");

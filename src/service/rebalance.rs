@@ -4,7 +4,7 @@
 use crate::engine::beliefs::{Beliefs, DirectedChannel};
 use crate::engine::claims::ClaimSet;
 use crate::engine::graph::{Graph, GraphError};
-use crate::engine::planner::Plan;
+use crate::engine::planner::{ChannelOverride, Plan};
 use crate::engine::route::Route;
 use crate::node::GraphEdge;
 use crate::store::{Record, Store, StoreError, TypedTree};
@@ -66,11 +66,16 @@ impl Record for Beliefs {
     const VERSION: u8 = 1;
 }
 
+impl Record for ChannelOverride {
+    const VERSION: u8 = 1;
+}
+
 const PLANS_TREE: &str = "rebalance_plans";
 const ATTEMPTS_TREE: &str = "rebalance_attempts";
 const SECRETS_TREE: &str = "rebalance_preimages";
 const BELIEFS_TREE: &str = "rebalance_beliefs";
 const BELIEFS_KEY: &[u8] = b"beliefs";
+const OVERRIDES_TREE: &str = "rebalance_overrides";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebalanceError {
@@ -88,6 +93,7 @@ pub struct RebalanceService {
     attempts: TypedTree<Attempt>,
     secrets: TypedTree<SelfPayment>,
     beliefs_tree: TypedTree<Beliefs>,
+    overrides: TypedTree<ChannelOverride>,
     graph: RwLock<Option<Graph>>,
     beliefs: Mutex<Beliefs>,
     preimages: Mutex<HashMap<PaymentHash, Preimage>>,
@@ -105,6 +111,7 @@ impl RebalanceService {
         let attempts: TypedTree<Attempt> = store.tree(ATTEMPTS_TREE)?;
         let secrets: TypedTree<SelfPayment> = store.tree(SECRETS_TREE)?;
         let beliefs_tree: TypedTree<Beliefs> = store.tree(BELIEFS_TREE)?;
+        let overrides = store.tree(OVERRIDES_TREE)?;
         let mut beliefs = beliefs_tree
             .get(BELIEFS_KEY)?
             .unwrap_or_else(|| Beliefs::new(halflife_secs));
@@ -130,12 +137,38 @@ impl RebalanceService {
             attempts,
             secrets,
             beliefs_tree,
+            overrides,
             graph: RwLock::new(None),
             beliefs: Mutex::new(beliefs),
             preimages: Mutex::new(preimages),
             claims,
             seq: AtomicU64::new(seq),
         })
+    }
+
+    /// Per-channel targets that replace the `ballast-rebalance-*` ratios for that channel.
+    pub fn overrides(&self) -> Result<std::collections::BTreeMap<Scid, ChannelOverride>, RebalanceError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.overrides.iter() {
+            let (key, o) = item?;
+            if let Ok(raw) = <[u8; 8]>::try_from(key.as_slice()) {
+                out.insert(Scid::from_u64(u64::from_be_bytes(raw)), o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets (or with `None`, removes) a channel's override; durable before returning.
+    pub fn set_override(&self, scid: Scid, o: Option<ChannelOverride>) -> Result<(), RebalanceError> {
+        let key = scid.as_u64().to_be_bytes();
+        match o {
+            Some(o) => self.overrides.put(key, &o)?,
+            None => {
+                self.overrides.remove(key)?;
+            }
+        }
+        self.store.flush()?;
+        Ok(())
     }
 
     /// Replaces (first load) or updates in place (later refreshes) the gossip graph.
@@ -168,6 +201,20 @@ impl RebalanceService {
         let beliefs = lock(&self.beliefs).clone();
         let view = beliefs.view(graph, now);
         Some(f(graph, &beliefs, &view))
+    }
+
+    /// How many usable public channels `node` has in the gossip graph (for the fee
+    /// policy's `peer` strategy); `None` before the graph is loaded or for unknown nodes.
+    pub fn node_channels(&self, node: &NodeId) -> Option<u32> {
+        let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        let graph = g.as_ref()?;
+        let ix = graph.node_index(node)?;
+        let n = graph
+            .out_edges(ix)
+            .iter()
+            .filter(|e| graph.edge(**e).is_some_and(|e| e.usable()))
+            .count();
+        Some(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     pub fn graph_stats(&self) -> Option<(usize, usize, usize)> {

@@ -100,6 +100,13 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         .option(options::FEE_INTERVAL)
         .option(options::FEE_FLOW_WINDOW)
         .option(options::MONITOR_INTERVAL)
+        .option(options::MONITOR_LOW_LOCAL)
+        .option(options::MONITOR_LOW_REMOTE)
+        .option(options::MONITOR_MAX_PENDING_HTLCS)
+        .option(options::MONITOR_HTLC_EXPIRY_BLOCKS)
+        .option(options::MONITOR_PENDING_OPEN_BLOCKS)
+        .option(options::MONITOR_DISCONNECT_SECS)
+        .option(options::MONITOR_BALANCE_CHANGE)
         .option(options::ALERT_WEBHOOK)
         .option(options::METRICS_BIND)
         .option(options::GRAPH_REFRESH)
@@ -314,7 +321,9 @@ pub async fn run_plugin() -> anyhow::Result<()> {
 
     let monitor_loaded = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || MonitorService::load(store, now_unix())).await?
+        let rules = monitor_settings.rules;
+        tokio::task::spawn_blocking(move || MonitorService::load_with_defaults(store, now_unix(), rules))
+            .await?
     };
     let monitor_rt = monitor::Runtime::new(monitor_settings.webhook.clone());
     let (monitor, monitor_warnings, monitor_rt) = match (monitor_loaded, monitor_rt) {

@@ -16,12 +16,12 @@ use crate::engine::monitor::export::{
 };
 use crate::engine::monitor::{
     balance_totals, fee_income, invoice_income, Alert, AlertId, AlertKind, ChannelSnapshot, ExportFormat,
-    HistoryPoint, RulesPatch, Scope, Severity, Transition,
+    HistoryPoint, Rules, RulesPatch, Scope, Severity, Threshold, Transition,
 };
 use crate::node::Node;
 use crate::report::{self, ReportData};
 use crate::service::monitor::MonitorError;
-use crate::types::Scid;
+use crate::types::{Msat, Scid};
 use cln_plugin::Plugin;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -101,6 +101,8 @@ impl Runtime {
 /// The monitor's options, read and checked at init.
 pub struct MonitorSettings {
     pub interval: Duration,
+    /// The base default rules, from the `ballast-monitor-*` threshold options.
+    pub rules: Rules,
     pub webhook: Option<String>,
     pub metrics_bind: Option<SocketAddr>,
 }
@@ -127,9 +129,52 @@ impl MonitorSettings {
             .transpose()?;
         Ok(MonitorSettings {
             interval: Duration::from_secs(secs as u64),
+            rules: default_rules(c)?,
             webhook,
             metrics_bind,
         })
+    }
+}
+
+/// The default rules with the `ballast-monitor-*` threshold options applied.
+fn default_rules(c: &Configured) -> Result<Rules, String> {
+    use super::options as o;
+    let int = |opt: &cln_plugin::options::DefaultIntegerConfigOption, min: i64, max: i64| {
+        o::bounded(opt.name(), c.option(opt).map_err(|e| e.to_string())?, min, max)
+    };
+    let thr = |opt: &cln_plugin::options::DefaultStringConfigOption| {
+        parse_threshold(opt.name(), &c.option(opt).map_err(|e| e.to_string())?)
+    };
+    let mut r = Rules::default();
+    r.low_local.limit = thr(&o::MONITOR_LOW_LOCAL)?;
+    r.low_remote.limit = thr(&o::MONITOR_LOW_REMOTE)?;
+    r.balance_change.limit = thr(&o::MONITOR_BALANCE_CHANGE)?;
+    // Both directions together: at most 2 x 483.
+    r.pending_htlcs.limit = int(&o::MONITOR_MAX_PENDING_HTLCS, 1, 966)? as u32;
+    r.htlc_near_expiry.limit = int(&o::MONITOR_HTLC_EXPIRY_BLOCKS, 0, 2_016)? as u32;
+    r.pending_open.limit = int(&o::MONITOR_PENDING_OPEN_BLOCKS, 1, 20_160)? as u32;
+    r.peer_disconnected.limit = int(&o::MONITOR_DISCONNECT_SECS, 1, 30 * 86_400)? as u64;
+    Ok(r)
+}
+
+/// Reads a threshold option: a ratio of capacity from 0 to 1 (`0.05`) or an amount with an
+/// `msat` suffix (`100000000msat`).
+pub fn parse_threshold(name: &str, text: &str) -> Result<Threshold, String> {
+    let t = text.trim();
+    if let Some(n) = t.strip_suffix("msat") {
+        return n
+            .trim()
+            .parse::<u64>()
+            .map(|m| Threshold::Msat(Msat(m)))
+            .map_err(|_| {
+                format!("{name} must be a ratio from 0 to 1 or an amount like 100000000msat, got '{text}'")
+            });
+    }
+    match t.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(Threshold::Ratio(v)),
+        _ => Err(format!(
+            "{name} must be a ratio from 0 to 1 or an amount like 100000000msat, got '{text}'"
+        )),
     }
 }
 
@@ -828,10 +873,7 @@ pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow:
             None => json!({"config": cfg}),
             Some(sc) => {
                 let (overrides, effective) = match sc {
-                    Scope::Default => (
-                        serde_json::to_value(cfg.defaults).unwrap_or(Value::Null),
-                        cfg.defaults,
-                    ),
+                    Scope::Default => (json!(cfg.default_overrides), cfg.defaults),
                     Scope::Peer(peer) => (
                         json!(cfg.peers.get(&peer).copied().unwrap_or_default()),
                         cfg.rules_for(None, &peer),
@@ -861,6 +903,10 @@ pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow:
         };
         let mut body = body;
         body["changed"] = json!(changed);
+        // The base the default overrides lie on: the ballast-monitor-* options.
+        if matches!(scope, None | Some(Scope::Default)) {
+            body["option_defaults"] = json!(cfg.base);
+        }
         Ok(body)
     })
 }
@@ -1029,6 +1075,43 @@ pub fn metrics_text(s: &PluginState) -> Result<String, std::fmt::Error> {
         fee_changes,
     );
 
+    // Rebalance spend: fees of successful attempts, from the store (so the total spans
+    // restarts), and successful attempts counted since start.
+    let day_ago = now_unix().saturating_sub(86_400);
+    match s.rebalance.attempts(None, usize::MAX) {
+        Ok(attempts) => {
+            let (mut day, mut total) = (0u64, 0u64);
+            for a in attempts.iter().filter(|a| a.outcome == "success") {
+                total = total.saturating_add(a.fee.0);
+                if a.time >= day_ago {
+                    day = day.saturating_add(a.fee.0);
+                }
+            }
+            let spent: Counter = Counter::default();
+            spent.inc_by(total);
+            reg.register(
+                "rebalance_fees_msat",
+                "Fees paid by successful rebalance attempts, all time, msat",
+                spent,
+            );
+            let spent_day: Gauge = Gauge::default();
+            spent_day.set(gauge(day));
+            reg.register(
+                "rebalance_fees_24h_msat",
+                "Fees paid by successful rebalance attempts in the last 24 hours, msat",
+                spent_day,
+            );
+        }
+        Err(e) => log::warn!("metrics: rebalance attempts unreadable: {e}"),
+    }
+    let rebalances: Counter = Counter::default();
+    rebalances.inc_by(s.counters.rebalances.load(Ordering::Relaxed));
+    reg.register(
+        "rebalances",
+        "Successful rebalance attempts since start",
+        rebalances,
+    );
+
     let webhook = Family::<Labels, Counter>::default();
     let wh = &s.monitor_rt.webhook_stats;
     for (result, v) in [
@@ -1169,6 +1252,51 @@ mod tests {
         assert!(check_webhook_url("not a url").is_err());
         assert!(parse_bind("127.0.0.1:9750").is_ok());
         assert!(parse_bind("localhost").is_err());
+    }
+
+    #[test]
+    fn threshold_options_take_ratios_or_msat() {
+        assert_eq!(parse_threshold("x", "0.05"), Ok(Threshold::Ratio(0.05)));
+        assert_eq!(
+            parse_threshold("x", " 100000000msat "),
+            Ok(Threshold::Msat(Msat(100_000_000)))
+        );
+        for bad in ["1.5", "-0.1", "abc", "12sat", "msat", "NaN"] {
+            assert!(parse_threshold("ballast-monitor-low-local", bad)
+                .unwrap_err()
+                .contains("ballast-monitor-low-local"));
+        }
+        // The option defaults are the built-in rules.
+        use crate::cln::options as o;
+        let d = Rules::default();
+        assert_eq!(
+            parse_threshold("", o::MONITOR_LOW_LOCAL.default),
+            Ok(d.low_local.limit)
+        );
+        assert_eq!(
+            parse_threshold("", o::MONITOR_LOW_REMOTE.default),
+            Ok(d.low_remote.limit)
+        );
+        assert_eq!(
+            parse_threshold("", o::MONITOR_BALANCE_CHANGE.default),
+            Ok(d.balance_change.limit)
+        );
+        assert_eq!(
+            o::MONITOR_MAX_PENDING_HTLCS.default,
+            i64::from(d.pending_htlcs.limit)
+        );
+        assert_eq!(
+            o::MONITOR_HTLC_EXPIRY_BLOCKS.default,
+            i64::from(d.htlc_near_expiry.limit)
+        );
+        assert_eq!(
+            o::MONITOR_PENDING_OPEN_BLOCKS.default,
+            i64::from(d.pending_open.limit)
+        );
+        assert_eq!(
+            o::MONITOR_DISCONNECT_SECS.default,
+            d.peer_disconnected.limit as i64
+        );
     }
 
     /// A server that answers every request with `status` and counts them.

@@ -180,6 +180,48 @@ pub const MONITOR_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_w
     "Seconds between balance-monitor snapshots when no event triggers one",
 );
 
+pub const MONITOR_LOW_LOCAL: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-monitor-low-local",
+    "0.05",
+    "Default low_local limit: a ratio of capacity (0.05) or an amount (100000000msat); monitor-set default overrides it",
+);
+
+pub const MONITOR_LOW_REMOTE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-monitor-low-remote",
+    "0.05",
+    "Default low_remote limit: a ratio of capacity (0.05) or an amount (100000000msat); monitor-set default overrides it",
+);
+
+pub const MONITOR_MAX_PENDING_HTLCS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-monitor-max-pending-htlcs",
+    30,
+    "Default pending_htlcs limit: alert when a channel has more pending HTLCs than this",
+);
+
+pub const MONITOR_HTLC_EXPIRY_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-monitor-htlc-expiry-blocks",
+    18,
+    "Default htlc_near_expiry limit: alert when a pending HTLC expires within this many blocks",
+);
+
+pub const MONITOR_PENDING_OPEN_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-monitor-pending-open-blocks",
+    144,
+    "Default pending_open limit: alert when a channel is still opening after this many blocks",
+);
+
+pub const MONITOR_DISCONNECT_SECS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+    "ballast-monitor-disconnect-secs",
+    1_800,
+    "Default peer_disconnected limit: alert when a peer has been gone this many seconds",
+);
+
+pub const MONITOR_BALANCE_CHANGE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-monitor-balance-change",
+    "0.2",
+    "Default balance_change limit: a ratio of capacity (0.2) or an amount (msat suffix) moved between snapshots",
+);
+
 pub const ALERT_WEBHOOK: StringConfigOption = ConfigOption::new_str_no_default(
     "ballast-alert-webhook",
     "http:// URL that receives each raised or cleared alert as a JSON POST (retried with backoff; https not supported)",

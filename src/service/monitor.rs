@@ -15,8 +15,8 @@ use crate::engine::monitor::records::{
 };
 use crate::engine::monitor::{
     plan_history, select_history, AckError, Alert, AlertId, AlertState, ChannelKey, ChannelSnapshot,
-    ConfigError, Evaluator, HistoryError, HistoryKey, HistoryPoint, HistoryPolicy, MonitorConfig, RulesPatch,
-    Scope, Transition,
+    ConfigError, Evaluator, HistoryError, HistoryKey, HistoryPoint, HistoryPolicy, MonitorConfig, Rules,
+    RulesPatch, Scope, Transition,
 };
 use crate::node::{Channel, ChannelState};
 use crate::store::{Store, StoreError, TypedTree};
@@ -105,6 +105,16 @@ impl MonitorService {
     /// Opens the monitor's trees and restores its state. Returned strings are warnings
     /// about state that could not be restored and was reset.
     pub fn load(store: Store, now: u64) -> Result<(Self, Vec<String>), MonitorError> {
+        Self::load_with_defaults(store, now, Rules::default())
+    }
+
+    /// [`MonitorService::load`] with `base` as the default rules (from the options): the
+    /// stored `monitor-set default` changes are laid over them.
+    pub fn load_with_defaults(
+        store: Store,
+        now: u64,
+        base: Rules,
+    ) -> Result<(Self, Vec<String>), MonitorError> {
         let alerts: TypedTree<Alert> = store.tree(ALERTS_TREE)?;
         let history: TypedTree<HistoryPoint> = store.tree(HISTORY_TREE)?;
         let snapshots: TypedTree<ChannelSnapshot> = store.tree(SNAPSHOTS_TREE)?;
@@ -124,7 +134,8 @@ impl MonitorService {
                 }
             },
             None => MonitorConfig::default(),
-        };
+        }
+        .with_base(base);
         let policy = match readable(policy_tree.get(POLICY_KEY), "history policy", &mut warnings)? {
             Some(p) if p.validate().is_ok() => p,
             _ => {

@@ -22,6 +22,8 @@ const META_TREE: &str = "meta";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_INFO: &[u8] = b"info";
 const KEY_TIP: &[u8] = b"tip";
+const LOCK_RETRIES: u32 = 20;
+const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -107,10 +109,22 @@ impl Store {
         // A store made by an older build (or by hand) may be world-readable: tighten it.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(open_err)?;
 
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| classify_open_error(path, e))?;
+        // A store just closed may stay locked for a moment while sled's background flusher
+        // winds down (a plugin restarted at once, or a reopen in the same process), so a
+        // lock is retried briefly before it counts as held by someone else.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) => match classify_open_error(path, e) {
+                    StoreError::Locked { .. } if tries < LOCK_RETRIES => {
+                        tries += 1;
+                        std::thread::sleep(LOCK_RETRY_DELAY);
+                    }
+                    other => return Err(other),
+                },
+            }
+        };
         tighten_file_modes(path);
 
         let meta_tree = db.open_tree(META_TREE)?;

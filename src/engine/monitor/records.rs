@@ -35,8 +35,22 @@ impl Record for ChannelSnapshot {
 
 /// Decoding does not validate; load with `MonitorConfig::validate` before use, as a stored
 /// config may predate a stricter check.
+///
+/// Version 2 stores what `monitor-set default` changed (`default_overrides`) so it layers
+/// over the option defaults; version 1 stored whole defaults, read back as their difference
+/// from the built-in rules.
 impl Record for MonitorConfig {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+    fn decode_version(version: u8, body: &[u8]) -> Result<Self, String> {
+        match version {
+            1 => {
+                let mut cfg: MonitorConfig = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+                cfg.default_overrides = cfg.defaults.diff(&super::rules::Rules::default());
+                Ok(cfg)
+            }
+            v => Err(format!("no reader for monitor config version {v}")),
+        }
+    }
 }
 
 impl Record for HistoryPolicy {
@@ -64,7 +78,17 @@ mod tests {
                 HistoryPolicy::VERSION,
                 Evaluator::VERSION,
             ],
-            [1; 6]
+            [1, 1, 1, 2, 1, 1]
         );
+    }
+
+    #[test]
+    fn version_1_config_keeps_its_default_changes_as_overrides() {
+        let mut old = MonitorConfig::default();
+        old.defaults.pending_htlcs.limit = 7;
+        let body = serde_json::to_vec(&old).unwrap();
+        let cfg = MonitorConfig::decode_version(1, &body).unwrap();
+        assert_eq!(cfg.default_overrides.pending_htlcs.unwrap().limit, Some(7));
+        assert!(cfg.default_overrides.low_local.is_none());
     }
 }

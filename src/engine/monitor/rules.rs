@@ -138,9 +138,16 @@ trait Patchable {
     type Patch;
     fn apply(&mut self, p: &Self::Patch);
     fn merge(into: &mut Self::Patch, newer: &Self::Patch);
+    /// The patch that turns `base` into `self` (only the fields that differ).
+    fn diff(&self, base: &Self) -> Self::Patch;
 }
 
-impl<P: Copy> Patchable for Rule<P> {
+/// `Some(new)` where it differs from `old`.
+fn changed<T: PartialEq + Copy>(old: T, new: T) -> Option<T> {
+    (old != new).then_some(new)
+}
+
+impl<P: Copy + PartialEq> Patchable for Rule<P> {
     type Patch = RulePatch<P>;
     fn apply(&mut self, p: &RulePatch<P>) {
         if let Some(e) = p.enabled {
@@ -158,6 +165,13 @@ impl<P: Copy> Patchable for Rule<P> {
         into.severity = newer.severity.or(into.severity);
         into.limit = newer.limit.or(into.limit);
     }
+    fn diff(&self, base: &Self) -> RulePatch<P> {
+        RulePatch {
+            enabled: changed(base.enabled, self.enabled),
+            severity: changed(base.severity, self.severity),
+            limit: changed(base.limit, self.limit),
+        }
+    }
 }
 
 impl Patchable for Toggle {
@@ -173,6 +187,12 @@ impl Patchable for Toggle {
     fn merge(into: &mut TogglePatch, newer: &TogglePatch) {
         into.enabled = newer.enabled.or(into.enabled);
         into.severity = newer.severity.or(into.severity);
+    }
+    fn diff(&self, base: &Self) -> TogglePatch {
+        TogglePatch {
+            enabled: changed(base.enabled, self.enabled),
+            severity: changed(base.severity, self.severity),
+        }
     }
 }
 
@@ -199,6 +219,18 @@ macro_rules! rule_set {
         impl Rules {
             pub fn apply(&mut self, patch: &RulesPatch) {
                 $( if let Some(p) = &patch.$field { self.$field.apply(p); } )*
+            }
+
+            /// The patch that turns `base` into these rules: only what differs.
+            pub fn diff(&self, base: &Rules) -> RulesPatch {
+                let mut out = RulesPatch::default();
+                $(
+                    let d = self.$field.diff(&base.$field);
+                    if d != Default::default() {
+                        out.$field = Some(d);
+                    }
+                )*
+                out
             }
         }
 
@@ -330,14 +362,25 @@ impl fmt::Display for Scope {
 }
 
 /// Every rule setting ballast monitors with; what `monitor-set` shows and changes.
+///
+/// The defaults are layered: `base` (the `ballast-monitor-*` options, never stored), then
+/// `default_overrides` (what `monitor-set default` changed, stored), giving `defaults`; then
+/// a peer's patch, then a channel's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
+    /// The defaults in force: `base` with `default_overrides` laid over. Derived; rebuilt
+    /// from those two by [`MonitorConfig::with_base`] at load.
     pub defaults: Rules,
+    /// What `monitor-set default` changed, laid over the option defaults.
+    pub default_overrides: RulesPatch,
     pub peers: BTreeMap<NodeId, RulesPatch>,
     /// Keyed by scid only: a channel must have confirmed before it can be singled out, and
     /// until then the peer override covers it.
     pub channels: BTreeMap<Scid, RulesPatch>,
+    /// The base defaults, from the options (built-in values when unset). Not stored.
+    #[serde(skip)]
+    pub base: Rules,
 }
 
 impl MonitorConfig {
@@ -357,10 +400,19 @@ impl MonitorConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.defaults.validate()?;
+        self.default_overrides.validate()?;
         self.peers
             .values()
             .chain(self.channels.values())
             .try_for_each(RulesPatch::validate)
+    }
+
+    /// Puts `base` (the option defaults) under the stored default overrides.
+    pub fn with_base(mut self, base: Rules) -> MonitorConfig {
+        self.base = base;
+        self.defaults = base;
+        self.defaults.apply(&self.default_overrides);
+        self
     }
 
     /// The rules in force for a channel: defaults, then its peer's patch, then its own.
@@ -380,20 +432,24 @@ impl MonitorConfig {
     pub fn apply(&mut self, scope: Scope, patch: &RulesPatch) -> Result<(), ConfigError> {
         patch.validate()?;
         match scope {
-            Scope::Default => self.defaults.apply(patch),
+            Scope::Default => {
+                self.default_overrides.merge(patch);
+                self.defaults.apply(patch);
+            }
             Scope::Peer(p) => self.peers.entry(p).or_default().merge(patch),
             Scope::Channel(c) => self.channels.entry(c).or_default().merge(patch),
         }
         Ok(())
     }
 
-    /// Drops the overrides at `scope` (or restores the built-in defaults). Returns whether
-    /// anything changed.
+    /// Drops the overrides at `scope` (for the defaults: back to the option values).
+    /// Returns whether anything changed.
     pub fn reset(&mut self, scope: Scope) -> bool {
         match scope {
             Scope::Default => {
-                let changed = self.defaults != Rules::default();
-                self.defaults = Rules::default();
+                let changed = self.defaults != self.base || !self.default_overrides.is_empty();
+                self.defaults = self.base;
+                self.default_overrides = RulesPatch::default();
                 changed
             }
             Scope::Peer(p) => self.peers.remove(&p).is_some(),
@@ -463,6 +519,35 @@ mod tests {
         assert!(!cfg.reset(Scope::Channel(scid(2))));
         assert_eq!(cfg.rules_for(Some(scid(2)), &node(1)), Rules::default());
         assert!(RulesPatch::default().is_empty() && !a.is_empty());
+    }
+
+    #[test]
+    fn default_overrides_layer_over_the_base_and_reset_to_it() {
+        let mut base = Rules::default();
+        base.low_local.limit = Threshold::Msat(Msat(9));
+        base.pending_htlcs.limit = 5;
+        let mut cfg = MonitorConfig::default().with_base(base);
+        assert_eq!(cfg.defaults, base);
+        let p: RulesPatch = serde_json::from_str(r#"{"low_local":{"severity":"critical"}}"#).unwrap();
+        cfg.apply(Scope::Default, &p).unwrap();
+        assert_eq!(cfg.defaults.low_local.limit, Threshold::Msat(Msat(9)));
+        assert_eq!(cfg.defaults.low_local.severity, Severity::Critical);
+        // Stored and reloaded under other option values: the override follows, the base changes.
+        let back = MonitorConfig::from_json(&cfg.to_json())
+            .unwrap()
+            .with_base(Rules::default());
+        assert_eq!(back.defaults.low_local.limit, Rules::default().low_local.limit);
+        assert_eq!(back.defaults.low_local.severity, Severity::Critical);
+        assert_eq!(back.defaults.pending_htlcs.limit, 30);
+        assert!(cfg.reset(Scope::Default));
+        assert_eq!(cfg.defaults, base);
+        assert!(!cfg.reset(Scope::Default));
+        // A diff is exactly the changed fields.
+        assert_eq!(
+            cfg.defaults.diff(&Rules::default()).low_local.unwrap().limit,
+            Some(Threshold::Msat(Msat(9)))
+        );
+        assert!(Rules::default().diff(&Rules::default()).is_empty());
     }
 
     #[test]

@@ -277,18 +277,6 @@ async fn our_channels(s: &PluginState, only: Option<Scid>, method: &str) -> Resu
     Ok(chosen)
 }
 
-macro_rules! rpc_body {
-    ($p:ident, $s:ident, $body:expr) => {{
-        let $s = $p.state().clone();
-        bump(&$s.counters.rpc_calls);
-        let r: Result<Value, RpcError> = $body.await;
-        r.map_err(|e| {
-            bump(&$s.counters.rpc_errors);
-            e.into()
-        })
-    }};
-}
-
 pub const PREVIEW: &str = "fee-preview";
 
 pub async fn preview(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {

@@ -1,6 +1,21 @@
 //! Core Lightning adapter: the plugin wiring (options, methods, hooks, subscriptions) and
 //! the `Node` implementation over lightningd's RPC socket.
 
+/// The body of an RPC method: counts the call (and its failure) in `ballast-status`, and
+/// turns an `RpcError` into the JSON-RPC error cln-plugin sends. `$s` is bound to the
+/// plugin state for the body.
+macro_rules! rpc_body {
+    ($p:ident, $s:ident, $body:expr) => {{
+        let $s = $p.state().clone();
+        $crate::counters::bump(&$s.counters.rpc_calls);
+        let r: Result<serde_json::Value, $crate::cln::params::RpcError> = $body.await;
+        r.map_err(|e| {
+            $crate::counters::bump(&$s.counters.rpc_errors);
+            e.into()
+        })
+    }};
+}
+
 mod events;
 mod fees;
 mod hodl;

@@ -216,44 +216,12 @@ impl Node for ClnNode {
             Err(e) => return payment_error(SendpayParams::METHOD, e),
         }
 
-        let wait = WaitsendpayRequest {
-            payment_hash: sha256(&payment_hash),
-            timeout: Some(timeout_secs),
-            partid: None,
-            groupid: None,
-        };
-        let limit = Duration::from_secs(u64::from(timeout_secs)) + WAITSENDPAY_GRACE;
-        let answer = tokio::time::timeout(limit, conn.try_call(&wait))
-            .await
-            .map_err(|_| NodeError::Transport {
-                method: WaitsendpayRequest::METHOD,
-                message: format!("no answer within {}s", limit.as_secs()),
-            })??;
-        match answer {
-            Ok(done) => settled(WaitsendpayRequest::METHOD, done.payment_preimage, payment_hash),
-            Err(e) => payment_error(WaitsendpayRequest::METHOD, e),
-        }
+        conn.wait_payment(payment_hash, timeout_secs).await
     }
 
     async fn wait_payment(&self, payment_hash: PaymentHash, timeout_secs: u32) -> NodeResult<PayOutcome> {
         let mut conn = self.connect(WaitsendpayRequest::METHOD).await?;
-        let wait = WaitsendpayRequest {
-            payment_hash: sha256(&payment_hash),
-            timeout: Some(timeout_secs),
-            partid: None,
-            groupid: None,
-        };
-        let limit = Duration::from_secs(u64::from(timeout_secs)) + WAITSENDPAY_GRACE;
-        let answer = tokio::time::timeout(limit, conn.try_call(&wait))
-            .await
-            .map_err(|_| NodeError::Transport {
-                method: WaitsendpayRequest::METHOD,
-                message: format!("no answer within {}s", limit.as_secs()),
-            })??;
-        match answer {
-            Ok(done) => settled(WaitsendpayRequest::METHOD, done.payment_preimage, payment_hash),
-            Err(e) => payment_error(WaitsendpayRequest::METHOD, e),
-        }
+        conn.wait_payment(payment_hash, timeout_secs).await
     }
 
     async fn sign_invoice(&self, unsigned: &str) -> NodeResult<String> {
@@ -274,6 +242,27 @@ impl Node for ClnNode {
 struct Conn(ClnRpc);
 
 impl Conn {
+    /// `waitsendpay` for `payment_hash`, with our own limit in case lightningd is wedged.
+    async fn wait_payment(&mut self, payment_hash: PaymentHash, timeout_secs: u32) -> NodeResult<PayOutcome> {
+        let wait = WaitsendpayRequest {
+            payment_hash: sha256(&payment_hash),
+            timeout: Some(timeout_secs),
+            partid: None,
+            groupid: None,
+        };
+        let limit = Duration::from_secs(u64::from(timeout_secs)) + WAITSENDPAY_GRACE;
+        let answer = tokio::time::timeout(limit, self.try_call(&wait))
+            .await
+            .map_err(|_| NodeError::Transport {
+                method: WaitsendpayRequest::METHOD,
+                message: format!("no answer within {}s", limit.as_secs()),
+            })??;
+        match answer {
+            Ok(done) => settled(WaitsendpayRequest::METHOD, done.payment_preimage, payment_hash),
+            Err(e) => payment_error(WaitsendpayRequest::METHOD, e),
+        }
+    }
+
     /// Sends `request` and decodes the answer. The outer error is ours to report
     /// (`Transport` or `Malformed`); the inner one is lightningd's own error, left for the
     /// caller to interpret, since for payments some of them are outcomes rather than errors.

@@ -144,18 +144,6 @@ fn route_json(r: &Route) -> Value {
     })
 }
 
-macro_rules! rpc_body {
-    ($p:ident, $s:ident, $body:expr) => {{
-        let $s = $p.state().clone();
-        bump(&$s.counters.rpc_calls);
-        let r: Result<Value, RpcError> = $body.await;
-        r.map_err(|e| {
-            bump(&$s.counters.rpc_errors);
-            e.into()
-        })
-    }};
-}
-
 pub const ESTIMATE: &str = "route-estimate";
 
 pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {

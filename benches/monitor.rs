@@ -8,7 +8,11 @@
 //! * the store write per snapshot: for each of the 1,000 channels, plan its history update
 //!   and write it (2 points per channel with the default tiers, plus deletions once
 //!   retention kicks in), write the alert transitions, then flush. Write and flush are timed
-//!   apart, since the plugin need not flush after every snapshot.
+//!   apart, since the plugin need not flush after every snapshot;
+//! * the same through the real runtime path, `MonitorService::snapshot_and_evaluate` (build,
+//!   evaluate, alert and evaluator writes, history read-modify-write, latest-snapshot writes,
+//!   the hourly sweep and the flush it does when an alert is raised or cleared), in a steady
+//!   state and with churn.
 //!
 //! Environment: `MONITOR_BENCH_EVALS` (default 500), `MONITOR_BENCH_ROUNDS` (default 200).
 //! Arguments cargo passes (`--bench`, filters) are ignored.
@@ -19,6 +23,7 @@ use ballast::engine::monitor::{
     Scope,
 };
 use ballast::node::{Channel, ChannelState, HtlcDirection, PendingHtlc};
+use ballast::service::monitor::MonitorService;
 use ballast::store::Store;
 use ballast::types::{Msat, NodeId, PaymentHash, Scid};
 use std::collections::HashMap;
@@ -225,6 +230,68 @@ fn main() {
         eprintln!("monitor bench: store figure failed: {e}");
         std::process::exit(1);
     }
+    if let Err(e) = service_bench(&chans, &cfg, rounds) {
+        eprintln!("monitor bench: service figure failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The runtime path: what one snapshot round costs the plugin's blocking thread.
+fn service_bench(
+    chans: &[Channel],
+    cfg: &MonitorConfig,
+    rounds: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("ballast"), T0)?;
+    let (svc, _) = MonitorService::load(store.clone(), T0)?;
+    for (peer, patch) in &cfg.peers {
+        svc.set_rules(Scope::Peer(*peer), patch)?;
+    }
+    for (scid, patch) in &cfg.channels {
+        svc.set_rules(Scope::Channel(*scid), patch)?;
+    }
+    // The churn view: balances mirrored and connections flipped, so alerts raise and clear.
+    let other: Vec<Channel> = chans
+        .iter()
+        .map(|c| Channel {
+            local: c.remote,
+            remote: c.local,
+            spendable: c.receivable,
+            receivable: c.spendable,
+            peer_connected: !c.peer_connected,
+            ..c.clone()
+        })
+        .collect();
+    let mut now = T0;
+    for (label, churn) in [("steady", false), ("churn", true)] {
+        let mut fig = Figures::new();
+        let mut notable = 0usize;
+        for round in 0..=rounds {
+            now += 60;
+            let view = if churn && round % 2 == 1 { &other } else { chans };
+            let t = Instant::now();
+            let out = svc.snapshot_and_evaluate(view, HEIGHT, now)?;
+            let d = t.elapsed();
+            // The first steady round creates every key; the first churn round only switches.
+            if round > 0 {
+                fig.push(d);
+                notable += out.iter().filter(|t| t.is_notable()).count();
+            }
+        }
+        fig.report(
+            &format!("service round, {label} (1,000 channels)"),
+            &format!(
+                "  {} raised+cleared/round; includes build+evaluate",
+                notable / rounds.max(1)
+            ),
+        );
+    }
+    println!(
+        "service store: {:.1} MiB on disk",
+        store.size_on_disk() as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
 }
 
 fn store_bench(

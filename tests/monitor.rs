@@ -428,6 +428,86 @@ fn per_channel_override_beats_the_default() {
     wait_alert(&ld, "low_local", &scid(3), &poke);
 }
 
+/// The `ballast-monitor-*` options set the base defaults; `monitor-set default` lays its
+/// changes over them, and resetting the default scope goes back to the option values.
+#[test]
+fn option_defaults_fire_are_overridden_and_reset_to() {
+    let node = FakeNode::new();
+    // Local 25%, 35% and 50% of capacity; channel 3 has three pending HTLCs.
+    node.add_channel(channel(1, CAP / 4));
+    node.add_channel(channel(2, CAP * 35 / 100));
+    let mut busy = channel(3, HALF);
+    let hash = hash_hex("opt");
+    busy.htlcs = (0..3)
+        .map(|i| Htlc::incoming(i, 1_000, node.blockheight() + 500, &hash))
+        .collect();
+    node.add_channel(busy);
+    let ld = builder(&node)
+        .option("ballast-monitor-low-local", "300000000msat")
+        .option("ballast-monitor-max-pending-htlcs", 2)
+        .start();
+    let poke = |ld: &Lightningd| forward_event(ld, &scid(1), &scid(2));
+    // The built-in 5% and 30 HTLCs would raise nothing; the options' 300000000msat and 2 do.
+    wait_alert(&ld, "low_local", &scid(1), &poke);
+    wait_alert(&ld, "pending_htlcs", &scid(3), &poke);
+    assert!(
+        find(&active(&ld), "low_local", &scid(2)).is_none(),
+        "35% is above 300000000msat"
+    );
+    let shown = set(&ld, json!({"scope": "default"}));
+    assert_eq!(
+        shown["effective"]["low_local"]["limit"]["msat"], 300_000_000u64,
+        "{shown:#}"
+    );
+    assert_eq!(
+        shown["option_defaults"]["low_local"]["limit"]["msat"],
+        300_000_000u64
+    );
+    assert_eq!(shown["effective"]["pending_htlcs"]["limit"], 2);
+    assert_eq!(shown["rules"], json!({}), "no overrides yet: {shown:#}");
+
+    // monitor-set default beats the option: 40% of capacity now catches channel 2 as well.
+    let over = set(
+        &ld,
+        json!({"scope": "default", "rules": {"low_local": {"limit": {"ratio": 0.4}}}}),
+    );
+    assert_eq!(over["effective"]["low_local"]["limit"]["ratio"], 0.4, "{over:#}");
+    assert_eq!(over["rules"]["low_local"]["limit"]["ratio"], 0.4);
+    // Only the overridden rule changed: the option's HTLC limit still holds.
+    assert_eq!(over["effective"]["pending_htlcs"]["limit"], 2);
+    wait_alert(&ld, "low_local", &scid(2), &poke);
+
+    // Reset goes back to the option value, not the built-in one.
+    let r = set(&ld, json!({"scope": "default", "reset": true}));
+    assert_eq!(r["changed"], true);
+    assert_eq!(
+        r["effective"]["low_local"]["limit"]["msat"], 300_000_000u64,
+        "{r:#}"
+    );
+    assert_eq!(r["rules"], json!({}));
+    wait_cleared(&ld, "low_local", &scid(2), &poke);
+    let still = active(&ld);
+    assert!(find(&still, "low_local", &scid(1)).is_some(), "{still:?}");
+    assert!(find(&still, "pending_htlcs", &scid(3)).is_some(), "{still:?}");
+    drop(ld);
+
+    // A bad value disables the plugin with a reason naming the option.
+    for (option, value) in [
+        ("ballast-monitor-low-local", json!("1.5")),
+        ("ballast-monitor-low-remote", json!("lots")),
+        ("ballast-monitor-balance-change", json!("5sat")),
+        ("ballast-monitor-max-pending-htlcs", json!(0)),
+        ("ballast-monitor-htlc-expiry-blocks", json!(-1)),
+        ("ballast-monitor-pending-open-blocks", json!(0)),
+        ("ballast-monitor-disconnect-secs", json!(0)),
+    ] {
+        let (_ld, reason) = builder(&FakeNode::new())
+            .option(option, value.clone())
+            .start_expect_disabled();
+        assert!(reason.contains(option), "{option}={value}: {reason}");
+    }
+}
+
 /// A test HTTP server on loopback: answers every request with `status`, keeps the bodies.
 struct Hook {
     url: String,
@@ -803,12 +883,63 @@ fn metrics_are_scraped_over_loopback() {
         "ballast_alerts_active{type=\"force_closed\"} 0".to_string(),
         "ballast_hodl_invoices{state=\"OPEN\"} 1".to_string(),
         "ballast_fee_changes_total 0".to_string(),
+        "ballast_rebalances_total 0".to_string(),
+        "ballast_rebalance_fees_msat_total 0".to_string(),
+        "ballast_rebalance_fees_24h_msat 0".to_string(),
     ] {
         assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
     }
     assert!(body.ends_with("# EOF\n"));
     let (head, _) = http_get(&addr, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+/// A successful rebalance shows up in the metrics: its fee in the 24 h and all-time spend,
+/// and one more success.
+#[test]
+fn metrics_show_rebalance_spend() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // Our channels to A (full) and B (empty), each charging 1000 ppm, and A - E - B.
+    let node = FakeNode::new();
+    let (a, b, e) = (pubkey(1), pubkey(2), pubkey(5));
+    for (peer, sc, local) in [(&a, "100x1x0", CAP * 9 / 10), (&b, "101x1x0", CAP / 10)] {
+        let mut c = Channel::new(peer, sc, CAP, local);
+        c.fee_proportional_millionths = 1000;
+        node.add_public_channel(c);
+    }
+    node.add_network_channel(&a, &e, "200x1x0", 2 * CAP, CAP);
+    node.add_network_channel(&e, &b, "201x1x0", 2 * CAP, CAP);
+    let ld = builder(&node)
+        .option("ballast-metrics-bind", addr.as_str())
+        .start();
+    ld.wait_for_log("metrics: serving", WAIT);
+    // The fake node hands the circle's last HTLC to the plugin's hook while this runs.
+    let r = harness::fake_node::deliver_htlcs(&ld, || {
+        ld.rpc_ok(
+            "rebalance-execute",
+            json!({"source": "100x1x0", "sink": "101x1x0", "amount_msat": 100_000_000u64, "max_fee_msat": 1_000_000}),
+        )
+    });
+    let fee = r["fee_msat"].as_u64().unwrap_or(0);
+    assert!(fee > 0, "a move through E pays fees: {r:#}");
+    let (head, body) = http_get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let successes = ld.rpc_ok("rebalance-status", json!({}))["attempts"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|x| x["outcome"] == "success").count());
+    assert!(successes >= 1, "{r:#}");
+    for line in [
+        format!("ballast_rebalance_fees_msat_total {fee}"),
+        format!("ballast_rebalance_fees_24h_msat {fee}"),
+        format!("ballast_rebalances_total {successes}"),
+    ] {
+        assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
+    }
 }
 
 #[test]

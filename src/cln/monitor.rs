@@ -9,7 +9,6 @@
 use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::PluginState;
-use crate::counters::bump;
 use crate::engine::hodl::HodlState;
 use crate::engine::monitor::export::{
     history_to_csv, snapshots_to_csv, HISTORY_CSV_HEADER, SNAPSHOT_CSV_HEADER,
@@ -388,18 +387,6 @@ async fn blocking<T: Send + 'static>(
         Ok(r) => r.map_err(service_error),
         Err(e) => Err(internal(format!("internal task failed: {e}"))),
     }
-}
-
-macro_rules! rpc_body {
-    ($p:ident, $s:ident, $body:expr) => {{
-        let $s = $p.state().clone();
-        bump(&$s.counters.rpc_calls);
-        let r: Result<Value, RpcError> = $body.await;
-        r.map_err(|e| {
-            bump(&$s.counters.rpc_errors);
-            e.into()
-        })
-    }};
 }
 
 /// Methods that show the latest snapshot take one first if the monitor has not run yet.

@@ -13,6 +13,8 @@
 
 mod harness;
 
+use harness::json::{array, string, uint};
+
 use harness::fake_node::now_secs;
 use harness::{
     hash_hex, pubkey, Channel, FakeNode, Forward, Htlc, JsonRpcError, Lightningd, LightningdBuilder,
@@ -87,24 +89,6 @@ fn node_with(channels: &[(&str, u64)]) -> FakeNode {
         node.add_channel(Channel::new(&pubkey(i + 1), scid, CAPACITY, *local));
     }
     node
-}
-
-fn uint(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("`{pointer}` is not an unsigned integer in {v:#}"))
-}
-
-fn string<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("`{pointer}` is not a string in {v:#}"))
-}
-
-fn array<'a>(v: &'a Value, pointer: &str) -> &'a Vec<Value> {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .unwrap_or_else(|| panic!("`{pointer}` is not an array in {v:#}"))
 }
 
 fn status(ld: &Lightningd) -> Value {

@@ -7,6 +7,8 @@
 
 mod harness;
 
+use harness::json::{string, uint};
+
 use harness::fake_node::now_secs;
 use harness::{
     hash_hex, payloads, pubkey, ErrorKind, FakeNode, IdStyle, Lightningd, Scripted, INVALID_PARAMS,
@@ -22,19 +24,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn status(ld: &Lightningd) -> Value {
     ld.rpc_ok("ballast-status", json!({}))
-}
-
-/// Reads an unsigned integer field, failing with the whole document.
-fn uint(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("`{pointer}` is not an unsigned integer in {v:#}"))
-}
-
-fn string<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("`{pointer}` is not a string in {v:#}"))
 }
 
 /// Polls `ballast-status` until `pred` holds.

@@ -8,6 +8,8 @@
 
 mod harness;
 
+use harness::json::{string, uint};
+
 use bitcoin::hashes::Hash;
 use harness::fake_node::now_secs;
 use harness::{
@@ -37,18 +39,6 @@ fn builder() -> LightningdBuilder {
 
 fn start() -> Lightningd {
     builder().start()
-}
-
-fn string<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("`{pointer}` is not a string in {v:#}"))
-}
-
-fn uint(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("`{pointer}` is not an unsigned integer in {v:#}"))
 }
 
 fn status(ld: &Lightningd) -> Value {

@@ -11,6 +11,8 @@
 
 mod harness;
 
+use harness::json::{array, string, uint};
+
 use harness::fake_node::{deliver_htlcs, failcode, Payment, PaymentStatus};
 use harness::{pubkey, Channel, FakeNode, JsonRpcError, Lightningd, Scripted, INVALID_PARAMS};
 use serde_json::{json, Value};
@@ -125,24 +127,6 @@ fn completed(node: &FakeNode) -> Vec<Payment> {
 
 fn paid_fees(node: &FakeNode) -> u64 {
     completed(node).iter().map(Payment::fee_msat).sum()
-}
-
-fn uint(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("`{pointer}` is not an unsigned integer in {v:#}"))
-}
-
-fn string<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("`{pointer}` is not a string in {v:#}"))
-}
-
-fn array<'a>(v: &'a Value, pointer: &str) -> &'a Vec<Value> {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .unwrap_or_else(|| panic!("`{pointer}` is not an array in {v:#}"))
 }
 
 fn planned(plan: &Value) -> Vec<&Value> {

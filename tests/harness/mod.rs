@@ -9,11 +9,13 @@
 //!   `lightning-rpc` socket.
 //! * [`lightningd`]: starts the plugin binary like lightningd and talks to
 //!   it over stdin/stdout.
+//! * [`json`]: field accessors for answers that fail with the whole document.
 //!
 //! Each test binary uses only part of this API.
 #![allow(dead_code)]
 
 pub mod fake_node;
+pub mod json;
 pub mod lightningd;
 pub mod protocol;
 pub mod schema;

@@ -772,13 +772,9 @@ impl Lightningd {
         self.try_call_hook_with_id(hook, payload, id)
     }
 
-    /// Like [`Self::try_call_hook`] with a caller-chosen id.
-    pub fn try_call_hook_with_id(
-        &self,
-        hook: &str,
-        payload: Value,
-        id: Value,
-    ) -> Result<Value, HarnessError> {
+    /// What lightningd guarantees before it calls a hook: the plugin registered it, and the
+    /// payload matches the hook's schema.
+    fn check_outgoing_hook(&self, hook: &str, payload: &Value) -> Result<(), HarnessError> {
         if !self.manifest.has_hook(hook) {
             return Err(HarnessError::new(
                 ErrorKind::NotRegistered,
@@ -786,8 +782,18 @@ impl Lightningd {
             ));
         }
         schemas()
-            .check_hook_request(hook, &payload)
-            .map_err(|e| HarnessError::new(ErrorKind::InvalidOutgoing, e))?;
+            .check_hook_request(hook, payload)
+            .map_err(|e| HarnessError::new(ErrorKind::InvalidOutgoing, e))
+    }
+
+    /// Like [`Self::try_call_hook`] with a caller-chosen id.
+    pub fn try_call_hook_with_id(
+        &self,
+        hook: &str,
+        payload: Value,
+        id: Value,
+    ) -> Result<Value, HarnessError> {
+        self.check_outgoing_hook(hook, &payload)?;
         let outcome = self.exchange(hook, payload, id, self.timeout)?;
         check_hook_answer(hook, outcome)
     }
@@ -806,15 +812,7 @@ impl Lightningd {
     }
 
     pub fn try_send_hook(&self, hook: &str, payload: Value) -> Result<PendingHook, HarnessError> {
-        if !self.manifest.has_hook(hook) {
-            return Err(HarnessError::new(
-                ErrorKind::NotRegistered,
-                format!("plugin did not register hook `{hook}`; lightningd would never call it"),
-            ));
-        }
-        schemas()
-            .check_hook_request(hook, &payload)
-            .map_err(|e| HarnessError::new(ErrorKind::InvalidOutgoing, e))?;
+        self.check_outgoing_hook(hook, &payload)?;
         let id = self.new_id(hook, false);
         self.begin_exchange(hook, payload, &id)?;
         Ok(PendingHook {

@@ -207,4 +207,14 @@ pub trait Node: Send + Sync {
     /// The node's on-chain feerate for opening transactions, sat per 1000 vbytes, if it
     /// has an estimate (swap recommendations price the on-chain leg with it).
     fn feerate_perkb(&self) -> impl Future<Output = NodeResult<Option<u64>>> + Send;
+    /// Makes our own node ready to be paid `amount` by a circular payment whose preimage
+    /// is `preimage`, before `pay_route` sends it. Core Lightning needs nothing here
+    /// (ballast claims such HTLCs itself in `htlc_accepted`); LND needs an invoice.
+    fn prepare_self_payment(
+        &self,
+        _preimage: Preimage,
+        _amount: Msat,
+    ) -> impl Future<Output = NodeResult<()>> + Send {
+        async { Ok(()) }
+    }
 }

@@ -2,6 +2,7 @@
 //! nodes. The engine is pure (`engine`), the store owns persistence (`store`), and each
 //! node implementation adapts the `node::Node` trait (`cln`).
 
+pub mod api;
 pub mod cln;
 pub mod counters;
 pub mod engine;

@@ -1,8 +1,8 @@
 //! Notification subscriptions.
 
-use super::now_unix;
-use super::state::PluginState;
+use crate::api::{fees, monitor, now_unix, AppState};
 use crate::counters::bump;
+use crate::types::{Msat, PaymentHash, Scid};
 use cln_plugin::Plugin;
 use serde_json::Value;
 
@@ -12,40 +12,70 @@ fn payload<'a>(topic: &str, params: &'a Value) -> &'a Value {
     params.get(topic).unwrap_or(params)
 }
 
-pub async fn forward_event(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow::Error> {
+pub async fn forward_event(p: Plugin<AppState>, v: Value) -> Result<(), anyhow::Error> {
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.forward_events);
-    super::fees::on_forward_event(s, payload("forward_event", &v));
-    super::monitor::poke(s);
+    on_forward_event(s, payload("forward_event", &v));
+    monitor::poke(s);
     Ok(())
 }
 
-pub async fn channel_state_changed(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::Error> {
+/// A settled `forward_event` goes to the fee policy; other statuses change no balance.
+fn on_forward_event(s: &AppState, payload: &Value) {
+    if payload.get("status").and_then(Value::as_str) != Some("settled") {
+        return;
+    }
+    let scid = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<Scid>().ok())
+    };
+    let msat = |k: &str| payload.get(k).and_then(Value::as_u64).map(Msat);
+    let Some(in_channel) = scid("in_channel") else {
+        log::warn!("forward_event without a usable in_channel: {payload}");
+        return;
+    };
+    let hash = payload
+        .get("payment_hash")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<PaymentHash>().ok());
+    fees::on_settled_forward(
+        s,
+        in_channel,
+        scid("out_channel"),
+        msat("in_msat").unwrap_or_default(),
+        msat("out_msat").unwrap_or_default(),
+        hash,
+    );
+}
+
+pub async fn channel_state_changed(p: Plugin<AppState>, _v: Value) -> Result<(), anyhow::Error> {
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.channel_state_changes);
-    super::monitor::poke(s);
+    monitor::poke(s);
     Ok(())
 }
 
-pub async fn connect(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::Error> {
+pub async fn connect(p: Plugin<AppState>, _v: Value) -> Result<(), anyhow::Error> {
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.peer_connects);
-    super::monitor::poke(s);
+    monitor::poke(s);
     Ok(())
 }
 
-pub async fn disconnect(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::Error> {
+pub async fn disconnect(p: Plugin<AppState>, _v: Value) -> Result<(), anyhow::Error> {
     let s = p.state();
     bump(&s.counters.notifications);
     bump(&s.counters.peer_disconnects);
-    super::monitor::poke(s);
+    monitor::poke(s);
     Ok(())
 }
 
-pub async fn block_added(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow::Error> {
+pub async fn block_added(p: Plugin<AppState>, v: Value) -> Result<(), anyhow::Error> {
     let s = p.state().clone();
     bump(&s.counters.notifications);
     bump(&s.counters.blocks);
@@ -58,7 +88,7 @@ pub async fn block_added(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow:
         return Ok(());
     };
     let height = s.set_blockheight(height);
-    super::monitor::poke(&s);
+    monitor::poke(&s);
     // Deadlines are counted in blocks, so the tip is kept durable; both run off the runtime
     // because they may flush the store.
     let svc = s.hodl.clone();
@@ -73,7 +103,7 @@ pub async fn block_added(p: Plugin<PluginState>, v: Value) -> Result<(), anyhow:
     Ok(())
 }
 
-pub async fn shutdown(p: Plugin<PluginState>, _v: Value) -> Result<(), anyhow::Error> {
+pub async fn shutdown(p: Plugin<AppState>, _v: Value) -> Result<(), anyhow::Error> {
     let s = p.state().clone();
     bump(&s.counters.notifications);
     log::info!("shutdown requested; answering held HTLCs and flushing the store");

@@ -2,15 +2,15 @@
 //! stdin fast path answers them. What arrives is a claimed payment hash, a payload the fast
 //! path could not read, or an `invoice_payment`.
 
-use super::state::PluginState;
-use super::{hodl, now_unix, rebalance};
+use super::hodl_hook;
+use crate::api::{now_unix, rebalance, AppState};
 use crate::counters::bump;
 use crate::service::income::PaidInvoice;
 use crate::types::{Msat, PaymentHash};
 use cln_plugin::Plugin;
 use serde_json::{json, Value};
 
-pub async fn htlc_accepted(p: Plugin<PluginState>, v: Value) -> Result<Value, anyhow::Error> {
+pub async fn htlc_accepted(p: Plugin<AppState>, v: Value) -> Result<Value, anyhow::Error> {
     let state = p.state();
     let hash: Option<PaymentHash> = v
         .pointer("/htlc/payment_hash")
@@ -22,7 +22,7 @@ pub async fn htlc_accepted(p: Plugin<PluginState>, v: Value) -> Result<Value, an
         if let Some(answer) = rebalance::claim_answer(state, &hash) {
             return Ok(answer);
         }
-        if let Some(answer) = hodl::on_claimed_htlc(state, v).await {
+        if let Some(answer) = hodl_hook::on_claimed_htlc(state, v).await {
             return Ok(answer);
         }
     } else {
@@ -33,7 +33,7 @@ pub async fn htlc_accepted(p: Plugin<PluginState>, v: Value) -> Result<Value, an
 }
 
 /// Ordinary CLN invoices: continue at once, and note the income off the hook's path.
-pub async fn invoice_payment(p: Plugin<PluginState>, v: Value) -> Result<Value, anyhow::Error> {
+pub async fn invoice_payment(p: Plugin<AppState>, v: Value) -> Result<Value, anyhow::Error> {
     let s = p.state().clone();
     bump(&s.counters.invoice_payment);
     bump(&s.counters.invoices_passed_through);

@@ -1,37 +1,16 @@
 //! Core Lightning adapter: the plugin wiring (options, methods, hooks, subscriptions) and
 //! the `Node` implementation over lightningd's RPC socket.
 
-/// The body of an RPC method: counts the call (and its failure) in `ballast-status`, and
-/// turns an `RpcError` into the JSON-RPC error cln-plugin sends. `$s` is bound to the
-/// plugin state for the body.
-macro_rules! rpc_body {
-    ($p:ident, $s:ident, $body:expr) => {{
-        let $s = $p.state().clone();
-        $crate::counters::bump(&$s.counters.rpc_calls);
-        let r: Result<serde_json::Value, $crate::cln::params::RpcError> = $body.await;
-        r.map_err(|e| {
-            $crate::counters::bump(&$s.counters.rpc_errors);
-            e.into()
-        })
-    }};
-}
-
 mod events;
-mod fees;
-mod hodl;
+mod hodl_hook;
 mod hooks;
-mod monitor;
 pub mod node;
-pub mod options;
-pub mod params;
-mod rebalance;
-mod settings;
-mod state;
-mod status;
 pub mod stdio;
 
 pub use node::ClnNode;
 
+use crate::api::options::{self, OptionSource};
+use crate::api::{fees, hodl, monitor, rebalance, settings, AppState, Backend, Notifier, Shared};
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
 use crate::node::Node;
@@ -43,11 +22,14 @@ use crate::service::rebalance::RebalanceService;
 use crate::store::Store;
 use anyhow::Context;
 use cln_plugin::messages::NotificationTopic;
+use cln_plugin::options::{
+    DefaultBooleanConfigOption, DefaultIntegerConfigOption, DefaultStringConfigOption, StringConfigOption,
+};
+use cln_plugin::Plugin;
 use cln_plugin::{Builder, HookBuilder, RpcMethodBuilder};
-use state::{PluginState, Shared};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const USAGE: &str = "\
 ballast is a Core Lightning plugin: it holds invoices until you settle them, watches channel \
@@ -77,11 +59,26 @@ pub fn launched_by_lightningd() -> bool {
         && unsafe { libc::isatty(0) } == 0
 }
 
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+pub(crate) use crate::api::now_unix;
+
+type Configured = cln_plugin::ConfiguredPlugin<AppState, stdio::ForwardedInput, stdio::StdoutSink>;
+
+/// Option values as lightningd passed them in `init`.
+struct InitOptions<'a>(&'a Configured);
+
+impl OptionSource for InitOptions<'_> {
+    fn int(&self, o: &DefaultIntegerConfigOption) -> Result<i64, String> {
+        self.0.option(o).map_err(|e| e.to_string())
+    }
+    fn text(&self, o: &DefaultStringConfigOption) -> Result<String, String> {
+        self.0.option(o).map_err(|e| e.to_string())
+    }
+    fn flag(&self, o: &DefaultBooleanConfigOption) -> Result<bool, String> {
+        self.0.option(o).map_err(|e| e.to_string())
+    }
+    fn maybe_text(&self, o: &StringConfigOption) -> Result<Option<String>, String> {
+        self.0.option(o).map_err(|e| e.to_string())
+    }
 }
 
 /// Runs the plugin until lightningd closes stdin or asks it to shut down.
@@ -145,124 +142,25 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         .subscribe("block_added", events::block_added)
         .subscribe("connect", events::connect)
         .subscribe("disconnect", events::disconnect)
-        .subscribe("shutdown", events::shutdown)
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(status::NAME, status::status)
-                .description(status::DESCRIPTION)
-                .usage(""),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(hodl::INVOICE, hodl::invoice)
-                .description("Create a hold invoice: its HTLCs are held until hodl-settle or hodl-cancel")
-                .usage("amount_msat [payment_hash] [description] [expiry] [cltv] [description_hash] [label] [exposeprivatechannels]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(hodl::SETTLE, hodl::settle)
-                .description("Settle an accepted hold invoice with its preimage (or by hash if ballast made the preimage)")
-                .usage("[preimage] [payment_hash]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(hodl::CANCEL, hodl::cancel)
-                .description("Cancel a hold invoice, failing back any held HTLCs")
-                .usage("payment_hash"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(hodl::LOOKUP, hodl::lookup)
-                .description("Show a hold invoice; with wait_for_state, wait until it reaches that state")
-                .usage("payment_hash [wait_for_state] [timeout]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(hodl::LIST, hodl::list)
-                .description("List hold invoices, newest first")
-                .usage("[state] [limit] [offset]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(fees::PREVIEW, fees::preview)
-                .description("Dry run of the fee policy: per channel the current and target fee, the rule, inputs and when it would apply")
-                .usage("[scid]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(fees::APPLY, fees::apply)
-                .description("Apply the fee policy now (force skips min-delta, start-up hold and rate limit)")
-                .usage("[scid] [force]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(fees::HISTORY, fees::history)
-                .description("Fee changes ballast made, newest first, with trigger, rule and explanation")
-                .usage("[scid] [limit]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(fees::POLICY, fees::policy)
-                .description("Show the fee policy, or replace it with a JSON policy, TOML text or a TOML file")
-                .usage("[policy] [toml] [file]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(monitor::STATUS, monitor::status)
-                .description("Per channel: balances, local ratio, HTLCs and active alerts, from the latest snapshot")
-                .usage("[scid]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(monitor::STATS, monitor::stats)
-                .description("Totals and averages over channels, fees earned and invoice income over 24h/7d/30d")
-                .usage(""),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(monitor::ALERTS, monitor::alerts)
-                .description("Active (or all stored) balance alerts, newest first; ack=<id> acknowledges one")
-                .usage("[which] [ack] [limit]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(monitor::HISTORY, monitor::history)
-                .description("A channel's local balance history between since and until (unix seconds, default the last 24h)")
-                .usage("scid [since] [until]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(monitor::EXPORT, monitor::export)
-                .description("Write balance history (or the latest snapshots) to a new file (mode 0600) as JSON or CSV")
-                .usage("path [format] [data] [scid] [overwrite]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(monitor::SET, monitor::set)
-                .description("Show the monitor rules, or change them at a scope (default, a peer id or a scid) with a JSON patch")
-                .usage("[scope] [rules] [reset]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(monitor::REPORT, monitor::report)
-                .description("Write a self-contained HTML report with SVG charts of balances, alerts and fees to a new file")
-                .usage("path [days] [overwrite]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(rebalance::ESTIMATE, rebalance::estimate)
-                .description("Estimate routes to a node: the cheapest and the fastest of k, with fee, CLTV and success probability")
-                .usage("destination amount_msat [k] [maxhops]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(rebalance::PLAN, rebalance::rebalance_plan)
-                .description("Dry run: which channels are lopsided, which circular moves would fix them, by which routes, at what cost; swaps where no route fits")
-                .usage("[channels] [max_ppm] [max_moves]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(rebalance::EXECUTE, rebalance::execute)
-                .description("Execute a plan (or one move) with circular payments to ourselves, never exceeding the fee budgets")
-                .usage("[plan_id] [source] [sink] [amount_msat] [max_ppm] [max_fee_msat]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(rebalance::SET, rebalance::set)
-                .description("Show or set per-channel rebalance targets (low, high, target ratios) over the ballast-rebalance-* defaults")
-                .usage("[scid] [low] [high] [target] [reset]"),
-        )
-        .rpcmethod_from_builder(
-            RpcMethodBuilder::new(rebalance::STATUS, rebalance::status)
-                .description("Rebalance attempts (newest first), spend over 24 h and the graph in use")
-                .usage("[id] [limit]"),
+        .subscribe("shutdown", events::shutdown);
+    let mut builder = builder;
+    for m in crate::api::METHODS {
+        builder = builder.rpcmethod_from_builder(
+            RpcMethodBuilder::new(m.name, move |p: Plugin<AppState>, v| {
+                let s = p.state().clone();
+                async move { crate::api::call(s, m, v).await.map_err(anyhow::Error::from) }
+            })
+            .description(m.description)
+            .usage(m.usage),
         );
+    }
 
     // `None` means lightningd only wanted the manifest (`lightningd --help`).
     let Some(configured) = builder.configure().await? else {
         return Ok(());
     };
     let conf = configured.configuration();
-    let settings = match settings::Settings::read(&configured) {
+    let settings = match settings::Settings::read(&InitOptions(&configured)) {
         Ok(v) => v,
         Err(reason) => {
             let reason = format!("ballast disabled: {reason}");
@@ -281,7 +179,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         rebalance: rebalance_settings,
         halflife,
     } = settings;
-    let monitor_settings = match monitor::MonitorSettings::read(&configured) {
+    let monitor_settings = match monitor::MonitorSettings::read(&InitOptions(&configured)) {
         Ok(v) => v,
         Err(reason) => {
             let reason = format!("ballast disabled: {reason}");
@@ -376,9 +274,11 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         }
     };
 
-    let state = PluginState::new(Shared {
+    let (notifier, notifications) = Notifier::new();
+    let state = AppState::new(Shared {
         store: store.clone(),
-        node,
+        node: Backend::Cln(node),
+        notifier,
         counters,
         claims,
         hodl: Arc::new(hodl),
@@ -398,10 +298,11 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         stop: tokio::sync::Notify::new(),
     });
     let plugin = configured.start(state.clone()).await?;
-    tokio::spawn(hodl::run_notifier(plugin.clone()));
+    tokio::spawn(send_notifications(plugin.clone(), notifications));
+    tokio::spawn(hodl::run_notifier(state.clone()));
     tokio::spawn(hodl::run_ticker(state.clone()));
     tokio::spawn(fees::run_loop(state.clone(), Duration::from_secs(fee_interval)));
-    tokio::spawn(monitor::run_loop(plugin.clone(), monitor_settings.interval));
+    tokio::spawn(monitor::run_loop(state.clone(), monitor_settings.interval));
     for w in monitor_warnings {
         log::warn!("balance monitor: {w}");
     }
@@ -423,7 +324,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         log::warn!("fee policy: {w}");
     }
     for e in startup_events {
-        hodl::publish(&plugin, e).await;
+        hodl::publish(&state, e);
     }
     // Blocks may have passed while we were down: apply HTLC deadlines before the next one.
     if height > 0 {
@@ -446,4 +347,13 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     }
     tokio::task::spawn_blocking(move || store.flush()).await??;
     Ok(())
+}
+
+/// Passes `ballast_hodl_state` and `ballast_alert` on to lightningd, in the order raised.
+async fn send_notifications(p: Plugin<AppState>, mut queue: crate::api::NotificationQueue) {
+    while let Some((topic, body)) = queue.recv().await {
+        if let Err(e) = p.send_custom_notification(topic.to_string(), body).await {
+            log::warn!("could not send {topic}: {e}");
+        }
+    }
 }

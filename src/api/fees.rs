@@ -1,15 +1,14 @@
-//! Fee policy on Core Lightning: forward events in, `setchannel` out, and the `fee-*`
-//! methods to preview, apply, explain and change it.
+//! Fee policy: settled forwards in, fee updates out, and the `fee-*` methods to preview,
+//! apply, explain and change it.
 
 use super::now_unix;
 use super::params::{Params, RpcError};
-use super::state::PluginState;
+use super::state::AppState;
 use crate::counters::bump;
 use crate::engine::fees::{FeeDecision, Policy, Trigger};
 use crate::node::{Channel, ChannelState, FeeUpdate, Node};
 use crate::service::fees::{read_policy_file, FeeServiceError};
 use crate::types::{Msat, PaymentHash, Scid};
-use cln_plugin::Plugin;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,30 +67,17 @@ fn service_error(e: FeeServiceError) -> RpcError {
     }
 }
 
-/// A settled `forward_event`: count flow and schedule the affected channels.
-pub fn on_forward_event(s: &PluginState, payload: &Value) {
-    if payload.get("status").and_then(Value::as_str) != Some("settled") {
-        return;
-    }
-    let scid = |k: &str| {
-        payload
-            .get(k)
-            .and_then(Value::as_str)
-            .and_then(|t| t.parse::<Scid>().ok())
-    };
-    let msat = |k: &str| payload.get(k).and_then(Value::as_u64).map(Msat);
-    let Some(in_channel) = scid("in_channel") else {
-        log::warn!("forward_event without a usable in_channel: {payload}");
-        return;
-    };
-    let out_channel = scid("out_channel");
-    let in_msat = msat("in_msat").unwrap_or_default();
-    let out_msat = msat("out_msat").unwrap_or_default();
-    if let Some(h) = payload
-        .get("payment_hash")
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse::<PaymentHash>().ok())
-    {
+/// A settled forward: count its flow and schedule the affected channels. `payment_hash`,
+/// when the node reports it, lets the decision wait until the HTLC has left the balances.
+pub fn on_settled_forward(
+    s: &AppState,
+    in_channel: Scid,
+    out_channel: Option<Scid>,
+    in_msat: Msat,
+    out_msat: Msat,
+    payment_hash: Option<PaymentHash>,
+) {
+    if let Some(h) = payment_hash {
         s.awaited.add(in_channel, h);
         if let Some(o) = out_channel {
             s.awaited.add(o, h);
@@ -103,7 +89,7 @@ pub fn on_forward_event(s: &PluginState, payload: &Value) {
 
 /// Reads our channels, waiting until none of `awaited` is still an HTLC on `scid`.
 async fn settled_channels(
-    s: &PluginState,
+    s: &AppState,
     scid: Scid,
     awaited: &[PaymentHash],
 ) -> Result<Vec<Channel>, RpcError> {
@@ -130,7 +116,7 @@ async fn settled_channels(
 }
 
 /// Applies (or dry-runs) a decision and records it. Returns the history entry, if any.
-async fn act(s: &PluginState, d: &FeeDecision, trigger: Trigger) -> Result<Option<Value>, RpcError> {
+async fn act(s: &AppState, d: &FeeDecision, trigger: Trigger) -> Result<Option<Value>, RpcError> {
     let now = now_unix();
     if d.status.applies() {
         s.node
@@ -167,7 +153,7 @@ async fn act(s: &PluginState, d: &FeeDecision, trigger: Trigger) -> Result<Optio
 const COST_WINDOW_SECS: u64 = 7 * 86_400;
 
 /// Decides a channel with its recent rebalance cost filled in.
-fn decide(s: &PluginState, ch: &Channel, now: u64, force: bool) -> Option<FeeDecision> {
+fn decide(s: &AppState, ch: &Channel, now: u64, force: bool) -> Option<FeeDecision> {
     let cost = ch.scid.and_then(|scid| {
         s.rebalance
             .recent_cost_ppm(scid, now.saturating_sub(COST_WINDOW_SECS))
@@ -185,7 +171,7 @@ fn manageable(c: &Channel) -> bool {
 }
 
 /// Decides every due channel (forward-triggered) and, every `interval`, all channels.
-pub async fn run_loop(s: PluginState, interval: Duration) {
+pub async fn run_loop(s: AppState, interval: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next_sweep = tokio::time::Instant::now() + interval;
@@ -258,7 +244,7 @@ fn decision_json(d: &FeeDecision, next_allowed: u64) -> Value {
     })
 }
 
-async fn our_channels(s: &PluginState, only: Option<Scid>, method: &str) -> Result<Vec<Channel>, RpcError> {
+async fn our_channels(s: &AppState, only: Option<Scid>, method: &str) -> Result<Vec<Channel>, RpcError> {
     let channels = s
         .node
         .channels()
@@ -279,7 +265,7 @@ async fn our_channels(s: &PluginState, only: Option<Scid>, method: &str) -> Resu
 
 pub const PREVIEW: &str = "fee-preview";
 
-pub async fn preview(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn preview(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(PREVIEW, &params, &["scid"], 0)?;
         let only: Option<Scid> = prm.parsed("scid", "a short_channel_id (BLOCKxTXxOUT)")?;
@@ -296,7 +282,7 @@ pub async fn preview(p: Plugin<PluginState>, params: Value) -> Result<Value, any
 
 pub const APPLY: &str = "fee-apply";
 
-pub async fn apply(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn apply(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(APPLY, &params, &["scid", "force"], 0)?;
         let only: Option<Scid> = prm.parsed("scid", "a short_channel_id (BLOCKxTXxOUT)")?;
@@ -320,7 +306,7 @@ pub async fn apply(p: Plugin<PluginState>, params: Value) -> Result<Value, anyho
 
 pub const HISTORY: &str = "fee-history";
 
-pub async fn history(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn history(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(HISTORY, &params, &["scid", "limit"], 0)?;
         let only: Option<Scid> = prm.parsed("scid", "a short_channel_id (BLOCKxTXxOUT)")?;
@@ -355,7 +341,7 @@ pub const POLICY: &str = "fee-policy";
 
 /// `fee-policy` alone shows the policy; with `policy` (JSON object) or `toml` (text) or
 /// `file` (path) it replaces it, all-or-nothing.
-pub async fn policy(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn policy(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(POLICY, &params, &["policy", "toml", "file"], 0)?;
         let given = [

@@ -7,7 +7,7 @@
 
 use super::now_unix;
 use super::params::{Params, RpcError};
-use super::state::PluginState;
+use super::state::AppState;
 use crate::counters::bump;
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
 use crate::engine::route::{
@@ -16,7 +16,6 @@ use crate::engine::route::{
 use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
 use crate::service::rebalance::{Attempt, RebalanceError};
 use crate::types::{Msat, NodeId, Scid};
-use cln_plugin::Plugin;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -57,14 +56,14 @@ fn node_error(what: &str, e: NodeError) -> RpcError {
 }
 
 /// Loads the graph if it is not there yet (first use before the refresher ran).
-async fn ensure_graph(s: &PluginState) -> Result<(), RpcError> {
+async fn ensure_graph(s: &AppState) -> Result<(), RpcError> {
     if s.rebalance.has_graph() {
         return Ok(());
     }
     refresh_graph(s).await
 }
 
-async fn refresh_graph(s: &PluginState) -> Result<(), RpcError> {
+async fn refresh_graph(s: &AppState) -> Result<(), RpcError> {
     let edges = s.node.graph().await.map_err(|e| node_error("listchannels", e))?;
     let svc = s.rebalance.clone();
     let (nodes, channels) = tokio::task::spawn_blocking(move || svc.refresh_graph(&edges))
@@ -79,7 +78,7 @@ async fn refresh_graph(s: &PluginState) -> Result<(), RpcError> {
 }
 
 /// Keeps the graph fresh, and runs automatic rebalancing when enabled.
-pub async fn run_loop(s: PluginState) {
+pub async fn run_loop(s: AppState) {
     let settings = s.rebalance_settings.clone();
     let mut next_auto = tokio::time::Instant::now() + settings.interval;
     loop {
@@ -104,7 +103,7 @@ pub async fn run_loop(s: PluginState) {
     }
 }
 
-async fn auto_round(s: &PluginState) -> Result<Value, RpcError> {
+async fn auto_round(s: &AppState) -> Result<Value, RpcError> {
     let cfg = s.rebalance_settings.planner.clone();
     let (plan_id, plan) = make_plan(s, cfg).await?;
     let moves: Vec<(Scid, Scid, Msat, u32)> = plan
@@ -119,7 +118,7 @@ async fn auto_round(s: &PluginState) -> Result<Value, RpcError> {
     execute_moves(s, &plan_id, &moves, None).await
 }
 
-fn ours(s: &PluginState) -> Result<NodeId, RpcError> {
+fn ours(s: &AppState) -> Result<NodeId, RpcError> {
     s.node_id.ok_or_else(|| RpcError {
         code: ERR_NODE,
         message: "our node id is unknown (getinfo failed at start-up)".into(),
@@ -146,7 +145,7 @@ fn route_json(r: &Route) -> Value {
 
 pub const ESTIMATE: &str = "route-estimate";
 
-pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn estimate(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(
             ESTIMATE,
@@ -216,7 +215,7 @@ pub async fn estimate(p: Plugin<PluginState>, params: Value) -> Result<Value, an
 }
 
 async fn make_plan(
-    s: &PluginState,
+    s: &AppState,
     mut cfg: PlannerConfig,
 ) -> Result<(String, crate::engine::planner::Plan), RpcError> {
     cfg.overrides = s.rebalance.overrides().map_err(store_error)?;
@@ -267,7 +266,7 @@ async fn make_plan(
 
 pub const PLAN: &str = "rebalance-plan";
 
-pub async fn rebalance_plan(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn rebalance_plan(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(PLAN, &params, &["channels", "max_ppm", "max_moves"], 0)?;
         let mut cfg = s.rebalance_settings.planner.clone();
@@ -320,7 +319,7 @@ pub const SET: &str = "rebalance-set";
 
 /// `rebalance-set` alone lists the per-channel overrides; with `scid` and any of `low`,
 /// `high`, `target` it sets that channel's; with `reset` it removes them.
-pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn set(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(SET, &params, &["scid", "low", "high", "target", "reset"], 0)?;
         let scid: Option<Scid> = prm.parsed("scid", "a short_channel_id")?;
@@ -396,7 +395,7 @@ pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow:
 
 pub const EXECUTE: &str = "rebalance-execute";
 
-pub async fn execute(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn execute(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(
             EXECUTE,
@@ -482,7 +481,7 @@ pub async fn execute(p: Plugin<PluginState>, params: Value) -> Result<Value, any
 /// exceeds `ballast-rebalance-max-htlcs`), never letting fees pass the execution budget or
 /// the daily cap: both are checked before every attempt against that route's exact fee.
 async fn execute_moves(
-    s: &PluginState,
+    s: &AppState,
     exec_id: &str,
     moves: &[(Scid, Scid, Msat, u32)],
     max_fee: Option<Msat>,
@@ -552,7 +551,7 @@ fn find(channels: &[Channel], scid: Scid) -> Result<&Channel, RpcError> {
 
 #[allow(clippy::too_many_arguments)]
 async fn execute_move(
-    s: &PluginState,
+    s: &AppState,
     me: &NodeId,
     exec_id: &str,
     channels: &[Channel],
@@ -705,7 +704,7 @@ enum AttemptResult {
 }
 
 async fn attempt(
-    s: &PluginState,
+    s: &AppState,
     me: &NodeId,
     exec_id: &str,
     source: Scid,
@@ -786,7 +785,7 @@ async fn attempt(
 
 pub const STATUS: &str = "rebalance-status";
 
-pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(STATUS, &params, &["id", "limit"], 0)?;
         let id = prm.str("id")?.map(str::to_string);
@@ -815,7 +814,7 @@ pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
 }
 
 /// Asks lightningd about attempts left in flight; returns how many still are.
-async fn resolve_pending(s: &PluginState) -> Result<usize, RpcError> {
+async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
     let svc = s.rebalance.clone();
     let pending = tokio::task::spawn_blocking(move || svc.pending_attempts())
         .await
@@ -857,7 +856,7 @@ async fn resolve_pending(s: &PluginState) -> Result<usize, RpcError> {
 }
 
 /// The hook path for a claimed hash that is one of our own rebalance payments.
-pub fn claim_answer(s: &PluginState, hash: &crate::types::PaymentHash) -> Option<Value> {
+pub fn claim_answer(s: &AppState, hash: &crate::types::PaymentHash) -> Option<Value> {
     s.rebalance
         .preimage_for(hash)
         .map(|p| json!({"result": "resolve", "payment_key": p.to_hex()}))

@@ -1,21 +1,15 @@
 //! `ballast-status`: what an operator checks first when something looks wrong.
 
 use super::params::{self, RpcError};
-use super::state::PluginState;
-use crate::counters::bump;
-use cln_plugin::Plugin;
+use super::state::AppState;
 use serde_json::{json, Value};
 
 pub const NAME: &str = "ballast-status";
 pub const DESCRIPTION: &str = "Show ballast's version, chain view, store and activity counters";
 
-pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
-    let state = p.state().clone();
-    bump(&state.counters.rpc_calls);
-    if let Err(e) = params::named(NAME, &params, &[], 0) {
-        bump(&state.counters.rpc_errors);
-        return Err(e.into());
-    }
+pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
+    let state = p;
+    params::named(NAME, &params, &[], 0)?;
     // Store reads touch sled's page cache and may hit disk; keep them off the runtime.
     let s = state.clone();
     let store = tokio::task::spawn_blocking(move || -> Result<Value, RpcError> {
@@ -33,9 +27,14 @@ pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
             "tip_height": s.store.tip().map_err(internal)?,
         }))
     })
-    .await??;
+    .await
+    .map_err(|e| RpcError {
+        code: -1,
+        message: format!("internal task failed: {e}"),
+    })??;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "implementation": state.node.implementation(),
         "network": state.network,
         "node_id": state.node_id.map(|n| n.to_hex()),
         "blockheight": state.blockheight(),

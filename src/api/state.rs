@@ -1,6 +1,6 @@
 //! What every method, hook and subscription handler shares.
 
-use super::node::ClnNode;
+use super::{Backend, Notifier};
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
 use crate::service::fees::FeeService;
@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone)]
-pub struct PluginState(Arc<Shared>);
+pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub store: Store,
-    pub node: ClnNode,
+    pub node: Backend,
+    /// Where `ballast_hodl_state` and `ballast_alert` go.
+    pub notifier: Notifier,
     pub counters: Arc<Counters>,
     pub claims: Arc<ClaimSet>,
     pub hodl: Arc<HodlService>,
@@ -51,9 +53,9 @@ pub struct HodlDefaults {
     pub cltv: u32,
 }
 
-impl PluginState {
+impl AppState {
     pub fn new(shared: Shared) -> Self {
-        PluginState(Arc::new(shared))
+        AppState(Arc::new(shared))
     }
 
     pub fn blockheight(&self) -> u32 {
@@ -68,7 +70,7 @@ impl PluginState {
     }
 }
 
-impl std::ops::Deref for PluginState {
+impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.0

@@ -3,14 +3,12 @@
 
 use super::now_unix;
 use super::params::{Params, RpcError};
-use super::state::PluginState;
-use crate::counters::bump;
+use super::state::AppState;
 use crate::engine::bolt11::{self, Description, HintHop, InvoiceSpec};
-use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
+use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState};
 use crate::node::{ChannelState, Node};
-use crate::service::hodl::{Answer, HodlEvent, HtlcReply, ServiceError};
+use crate::service::hodl::{HodlEvent, ServiceError};
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
-use cln_plugin::Plugin;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -118,16 +116,11 @@ const INVOICE_PARAMS: [&str; 8] = [
     "exposeprivatechannels",
 ];
 
-pub async fn invoice(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
-    let s = p.state().clone();
-    bump(&s.counters.rpc_calls);
-    create_invoice(&s, &params).await.map_err(|e| {
-        bump(&s.counters.rpc_errors);
-        e.into()
-    })
+pub async fn invoice(p: AppState, params: Value) -> Result<Value, RpcError> {
+    create_invoice(&p, &params).await
 }
 
-async fn create_invoice(s: &PluginState, params: &Value) -> Result<Value, RpcError> {
+async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError> {
     let p = Params::parse(INVOICE, params, &INVOICE_PARAMS, 1)?;
     let amount = p.required(p.u64("amount_msat")?, "amount_msat")?;
     if amount == 0 {
@@ -286,7 +279,7 @@ enum HintChoice {
 }
 
 /// Private channels a payer can reach us through, with the peer's policy towards us.
-async fn route_hints(s: &PluginState, choice: &HintChoice) -> Result<Vec<HintHop>, RpcError> {
+async fn route_hints(s: &AppState, choice: &HintChoice) -> Result<Vec<HintHop>, RpcError> {
     if matches!(choice, HintChoice::None) {
         return Ok(Vec::new());
     }
@@ -331,10 +324,9 @@ async fn route_hints(s: &PluginState, choice: &HintChoice) -> Result<Vec<HintHop
 
 pub const SETTLE: &str = "hodl-settle";
 
-pub async fn settle(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
-    let s = p.state().clone();
-    bump(&s.counters.rpc_calls);
-    let r = async {
+pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
+    let s = p;
+    async {
         let p = Params::parse(SETTLE, &params, &["preimage", "payment_hash"], 0)?;
         let preimage: Option<Preimage> = p.parsed("preimage", "64 hex characters")?;
         let hash: Option<PaymentHash> = p.parsed("payment_hash", "64 hex characters")?;
@@ -354,19 +346,14 @@ pub async fn settle(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let inv = blocking(move || svc.settle(preimage, hash, now_unix())).await?;
         Ok(invoice_json(&inv, s.blockheight()))
     }
-    .await;
-    r.map_err(|e: RpcError| {
-        bump(&s.counters.rpc_errors);
-        e.into()
-    })
+    .await
 }
 
 pub const CANCEL: &str = "hodl-cancel";
 
-pub async fn cancel(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
-    let s = p.state().clone();
-    bump(&s.counters.rpc_calls);
-    let r = async {
+pub async fn cancel(p: AppState, params: Value) -> Result<Value, RpcError> {
+    let s = p;
+    async {
         let p = Params::parse(CANCEL, &params, &["payment_hash"], 1)?;
         let hash: PaymentHash = p.required(p.parsed("payment_hash", "64 hex characters")?, "payment_hash")?;
         let svc = s.hodl.clone();
@@ -374,21 +361,16 @@ pub async fn cancel(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
         let inv = blocking(move || svc.cancel(hash, CancelReason::Requested, now_unix(), height)).await?;
         Ok(invoice_json(&inv, height))
     }
-    .await;
-    r.map_err(|e: RpcError| {
-        bump(&s.counters.rpc_errors);
-        e.into()
-    })
+    .await
 }
 
 pub const LOOKUP: &str = "hodl-lookup";
 /// The longest a caller may block in `hodl-lookup`.
 const MAX_WAIT_SECS: u64 = 24 * 3600;
 
-pub async fn lookup(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
-    let s = p.state().clone();
-    bump(&s.counters.rpc_calls);
-    let r = async {
+pub async fn lookup(p: AppState, params: Value) -> Result<Value, RpcError> {
+    let s = p;
+    async {
         let p = Params::parse(LOOKUP, &params, &["payment_hash", "wait_for_state", "timeout"], 1)?;
         let hash: PaymentHash = p.required(p.parsed("payment_hash", "64 hex characters")?, "payment_hash")?;
         let want = match p.str("wait_for_state")? {
@@ -444,19 +426,14 @@ pub async fn lookup(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
             }
         }
     }
-    .await;
-    r.map_err(|e: RpcError| {
-        bump(&s.counters.rpc_errors);
-        e.into()
-    })
+    .await
 }
 
 pub const LIST: &str = "hodl-list";
 
-pub async fn list(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
-    let s = p.state().clone();
-    bump(&s.counters.rpc_calls);
-    let r = (|| {
+pub async fn list(p: AppState, params: Value) -> Result<Value, RpcError> {
+    let s = p;
+    (|| {
         let p = Params::parse(LIST, &params, &["state", "limit", "offset"], 0)?;
         let state = match p.str("state")? {
             None => None,
@@ -474,101 +451,11 @@ pub async fn list(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow
             "total": total,
             "invoices": invs.iter().map(|i| invoice_json(i, h)).collect::<Vec<_>>(),
         }))
-    })();
-    r.map_err(|e: RpcError| {
-        bump(&s.counters.rpc_errors);
-        e.into()
-    })
-}
-
-/// Reads what the state machine needs from an `htlc_accepted` payload.
-fn incoming(v: &Value) -> Option<(PaymentHash, IncomingHtlc)> {
-    let htlc = v.get("htlc")?;
-    let onion = v.get("onion")?;
-    let hash = htlc.get("payment_hash")?.as_str()?.parse().ok()?;
-    let secret = match onion.get("payment_secret").and_then(Value::as_str) {
-        Some(t) => Some(crate::types::decode_hex_array::<32>("payment_secret", t).ok()?),
-        None => None,
-    };
-    Some((
-        hash,
-        IncomingHtlc {
-            key: HtlcKey {
-                scid: htlc.get("short_channel_id")?.as_str()?.parse().ok()?,
-                id: htlc.get("id")?.as_u64()?,
-            },
-            amount: Msat(htlc.get("amount_msat")?.as_u64()?),
-            cltv_expiry: u32::try_from(htlc.get("cltv_expiry")?.as_u64()?).ok()?,
-            cltv_expiry_relative: u32::try_from(htlc.get("cltv_expiry_relative")?.as_u64()?).unwrap_or(0),
-            payment_secret: secret,
-            total_msat: onion.get("total_msat").and_then(Value::as_u64).map(Msat),
-        },
-    ))
-}
-
-fn answer_json(a: &Answer) -> Value {
-    match a {
-        Answer::Resolve(p) => json!({"result": "resolve", "payment_key": p.to_hex()}),
-        Answer::Fail(f) => json!({"result": "fail", "failure_message": f.to_hex()}),
-    }
-}
-
-/// The hook path for a hash ballast claimed. Returns `None` when no hold invoice owns it.
-/// Takes the payload by value and drops it before waiting: a held HTLC should cost its
-/// few fields, not the 3 kB onion, for as long as it is held.
-pub async fn on_claimed_htlc(s: &PluginState, payload: Value) -> Option<Value> {
-    let amount = Msat(
-        payload
-            .pointer("/htlc/amount_msat")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-    );
-    let parsed = incoming(&payload);
-    drop(payload);
-    let Some((hash, htlc)) = parsed else {
-        log::warn!("htlc_accepted for a claimed hash with an unreadable payload; failing it back");
-        return Some(answer_json(&Answer::Fail(
-            crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-                htlc_msat: amount,
-                height: s.blockheight(),
-            },
-        )));
-    };
-    let svc = s.hodl.clone();
-    let height = s.blockheight();
-    let reply = match tokio::task::spawn_blocking(move || svc.on_htlc(hash, &htlc, now_unix(), height)).await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            // The store failed: holding money we cannot record would be worse than failing it.
-            log::error!("hold invoice {hash}: cannot record HTLC ({e}); failing it back");
-            return Some(answer_json(&Answer::Fail(
-                crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-                    htlc_msat: amount,
-                    height,
-                },
-            )));
-        }
-        Err(e) => {
-            log::error!("hold invoice {hash}: internal task failed ({e}); letting lightningd decide");
-            return None;
-        }
-    };
-    match reply {
-        HtlcReply::NotOurs => None,
-        HtlcReply::Now(a) => Some(answer_json(&a)),
-        HtlcReply::Wait(rx) => match rx.await {
-            Ok(a) => Some(answer_json(&a)),
-            // The waiter was replaced by a replay of the same HTLC; this request is stale.
-            Err(_) => Some(
-                json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails { htlc_msat: Msat(0), height: s.blockheight() }.to_hex()}),
-            ),
-        },
-    }
+    })()
 }
 
 /// Runs the once-a-second work (MPP timeouts, expiry) until the plugin ends.
-pub async fn run_ticker(s: PluginState) {
+pub async fn run_ticker(s: AppState) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -583,8 +470,8 @@ pub async fn run_ticker(s: PluginState) {
 }
 
 /// Turns service events into custom notifications and log lines.
-pub async fn run_notifier(p: Plugin<PluginState>) {
-    let mut rx = p.state().hodl.subscribe();
+pub async fn run_notifier(s: AppState) {
+    let mut rx = s.hodl.subscribe();
     loop {
         let e = match rx.recv().await {
             Ok(e) => e,
@@ -594,11 +481,11 @@ pub async fn run_notifier(p: Plugin<PluginState>) {
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        publish(&p, e).await;
+        publish(&s, e);
     }
 }
 
-pub async fn publish(p: &Plugin<PluginState>, e: HodlEvent) {
+pub fn publish(s: &AppState, e: HodlEvent) {
     let (topic, body) = match e {
         HodlEvent::State {
             payment_hash,
@@ -643,7 +530,5 @@ pub async fn publish(p: &Plugin<PluginState>, e: HodlEvent) {
             return;
         }
     };
-    if let Err(err) = p.send_custom_notification(topic.to_string(), body).await {
-        log::warn!("could not send {topic}: {err}");
-    }
+    s.notifier.send(topic, body);
 }

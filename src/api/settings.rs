@@ -2,15 +2,14 @@
 //! plugin with a message naming the option instead of surfacing later.
 
 use super::options;
+use super::options::OptionSource;
 use super::rebalance::RebalanceSettings;
-use super::state::{HodlDefaults, PluginState};
-use super::stdio::{ForwardedInput, StdoutSink};
+use super::state::HodlDefaults;
 use crate::engine::fees::FeeConfig;
 use crate::engine::hodl::HodlParams;
 use crate::engine::planner::PlannerConfig;
 use crate::types::Msat;
 use cln_plugin::options::{DefaultIntegerConfigOption, DefaultStringConfigOption};
-use cln_plugin::ConfiguredPlugin;
 use std::time::Duration;
 
 pub struct Settings {
@@ -24,16 +23,14 @@ pub struct Settings {
     pub halflife: u64,
 }
 
-type Configured = ConfiguredPlugin<PluginState, ForwardedInput, StdoutSink>;
-
 impl Settings {
-    pub fn read(c: &Configured) -> Result<Settings, String> {
+    pub fn read(c: &dyn OptionSource) -> Result<Settings, String> {
         let int = |o: &DefaultIntegerConfigOption, min, max| -> Result<i64, String> {
-            let v = c.option(o).map_err(|e| e.to_string())?;
+            let v = c.int(o)?;
             options::bounded(o.name(), v, min, max)
         };
         let ratio = |o: &DefaultStringConfigOption| -> Result<f64, String> {
-            let v = c.option(o).map_err(|e| e.to_string())?;
+            let v = c.text(o)?;
             options::ratio(o.name(), &v)
         };
         let hodl = HodlParams {
@@ -60,7 +57,7 @@ impl Settings {
             min_delta_ratio: int(&options::FEE_MIN_DELTA_PERCENT, 0, 100)? as f64 / 100.0,
             min_interval_secs: int(&options::FEE_MIN_INTERVAL, min_interval_floor, 30 * 86_400)? as u64,
             coalesce_secs: int(&options::FEE_COALESCE, 0, 86_400)? as u64,
-            dry_run: c.option(&options::FEE_DRY_RUN).map_err(|e| e.to_string())?,
+            dry_run: c.flag(&options::FEE_DRY_RUN)?,
         };
         let planner = PlannerConfig {
             high: ratio(&options::REBALANCE_HIGH)?,
@@ -83,16 +80,13 @@ impl Settings {
             fees,
             fee_interval: int(&options::FEE_INTERVAL, 60, 30 * 86_400)? as u64,
             flow_window: int(&options::FEE_FLOW_WINDOW, 300, 90 * 86_400)? as u64,
-            policy_file: c
-                .option(&options::FEE_POLICY_FILE)
-                .map_err(|e| e.to_string())?
-                .filter(|p| !p.is_empty()),
+            policy_file: c.maybe_text(&options::FEE_POLICY_FILE)?.filter(|p| !p.is_empty()),
             rebalance: RebalanceSettings {
                 planner,
                 daily_budget: Msat(int(&options::REBALANCE_DAILY_BUDGET, 0, i64::MAX)? as u64),
                 max_htlcs: int(&options::REBALANCE_MAX_HTLCS, 1, 483)? as u32,
                 graph_refresh: Duration::from_secs(int(&options::GRAPH_REFRESH, 10, 86_400)? as u64),
-                auto: c.option(&options::REBALANCE_AUTO).map_err(|e| e.to_string())?,
+                auto: c.flag(&options::REBALANCE_AUTO)?,
                 interval: Duration::from_secs(int(&options::REBALANCE_INTERVAL, 60, 30 * 86_400)? as u64),
             },
             halflife: int(&options::LIQUIDITY_HALFLIFE, 60, 365 * 86_400)? as u64,

@@ -7,8 +7,9 @@
 //! queue, and the metrics listener on its own task.
 
 use super::now_unix;
+use super::options::OptionSource;
 use super::params::{Params, RpcError};
-use super::state::PluginState;
+use super::state::AppState;
 use crate::engine::hodl::HodlState;
 use crate::engine::monitor::export::{
     history_to_csv, snapshots_to_csv, HISTORY_CSV_HEADER, SNAPSHOT_CSV_HEADER,
@@ -21,7 +22,6 @@ use crate::node::Node;
 use crate::report::{self, ReportData};
 use crate::service::monitor::MonitorError;
 use crate::types::{Msat, Scid};
-use cln_plugin::Plugin;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -106,16 +106,12 @@ pub struct MonitorSettings {
     pub metrics_bind: Option<SocketAddr>,
 }
 
-type Configured =
-    cln_plugin::ConfiguredPlugin<PluginState, super::stdio::ForwardedInput, super::stdio::StdoutSink>;
-
 impl MonitorSettings {
-    pub fn read(c: &Configured) -> Result<MonitorSettings, String> {
+    pub fn read(c: &dyn OptionSource) -> Result<MonitorSettings, String> {
         let o = &super::options::MONITOR_INTERVAL;
-        let secs = super::options::bounded(o.name(), c.option(o).map_err(|e| e.to_string())?, 1, 86_400)?;
+        let secs = super::options::bounded(o.name(), c.int(o)?, 1, 86_400)?;
         let text = |o: &cln_plugin::options::StringConfigOption| -> Result<Option<String>, String> {
-            Ok(c.option(o)
-                .map_err(|e| e.to_string())?
+            Ok(c.maybe_text(o)?
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()))
         };
@@ -136,14 +132,13 @@ impl MonitorSettings {
 }
 
 /// The default rules with the `ballast-monitor-*` threshold options applied.
-fn default_rules(c: &Configured) -> Result<Rules, String> {
+fn default_rules(c: &dyn OptionSource) -> Result<Rules, String> {
     use super::options as o;
     let int = |opt: &cln_plugin::options::DefaultIntegerConfigOption, min: i64, max: i64| {
-        o::bounded(opt.name(), c.option(opt).map_err(|e| e.to_string())?, min, max)
+        o::bounded(opt.name(), c.int(opt)?, min, max)
     };
-    let thr = |opt: &cln_plugin::options::DefaultStringConfigOption| {
-        parse_threshold(opt.name(), &c.option(opt).map_err(|e| e.to_string())?)
-    };
+    let thr =
+        |opt: &cln_plugin::options::DefaultStringConfigOption| parse_threshold(opt.name(), &c.text(opt)?);
     let mut r = Rules::default();
     r.low_local.limit = thr(&o::MONITOR_LOW_LOCAL)?;
     r.low_remote.limit = thr(&o::MONITOR_LOW_REMOTE)?;
@@ -178,7 +173,7 @@ pub fn parse_threshold(name: &str, text: &str) -> Result<Threshold, String> {
 }
 
 /// Asks for a snapshot round soon; bursts of calls make one round (see [`DEBOUNCE`]).
-pub fn poke(s: &PluginState) {
+pub fn poke(s: &AppState) {
     s.monitor_rt.dirty.store(true, Ordering::Release);
     s.monitor_rt.wake.notify_one();
 }
@@ -278,7 +273,7 @@ pub fn alert_json(a: &Alert) -> Value {
 }
 
 /// Announces a raised or cleared alert: log line, notification, webhook.
-async fn deliver(p: &Plugin<PluginState>, t: &Transition) {
+fn deliver(s: &AppState, t: &Transition) {
     let a = t.alert();
     let what = match t {
         Transition::Raised(_) => "raised",
@@ -293,27 +288,17 @@ async fn deliver(p: &Plugin<PluginState>, t: &Transition) {
         _ => log::info!("{line}"),
     }
     let body = alert_json(a);
-    if let Some(tx) = &p.state().monitor_rt.webhook {
+    if let Some(tx) = &s.monitor_rt.webhook {
         if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(body.clone()) {
-            p.state()
-                .monitor_rt
-                .webhook_stats
-                .dropped
-                .fetch_add(1, Ordering::Relaxed);
+            s.monitor_rt.webhook_stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::warn!("webhook: queue full, alert {} not posted", a.id);
         }
     }
-    if let Err(e) = p
-        .send_custom_notification("ballast_alert".to_string(), body)
-        .await
-    {
-        log::warn!("could not send ballast_alert: {e}");
-    }
+    s.notifier.send("ballast_alert", body);
 }
 
 /// One snapshot round: read the channels, evaluate, store, deliver.
-async fn round(p: &Plugin<PluginState>) -> Result<usize, RpcError> {
-    let s = p.state().clone();
+async fn round(s: &AppState) -> Result<usize, RpcError> {
     let channels = match tokio::time::timeout(NODE_TIMEOUT, s.node.channels()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(node_error("listpeerchannels", e)),
@@ -325,15 +310,15 @@ async fn round(p: &Plugin<PluginState>) -> Result<usize, RpcError> {
     s.monitor_rt.started.store(true, Ordering::Release);
     let mut notable = 0;
     for t in transitions.iter().filter(|t| t.is_notable()) {
-        deliver(p, t).await;
+        deliver(s, t);
         notable += 1;
     }
     Ok(notable)
 }
 
 /// Takes a round on every timer tick and, debounced, after events.
-pub async fn run_loop(p: Plugin<PluginState>, interval: Duration) {
-    let rt = p.state().monitor_rt.clone();
+pub async fn run_loop(s: AppState, interval: Duration) {
+    let rt = s.monitor_rt.clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -348,7 +333,7 @@ pub async fn run_loop(p: Plugin<PluginState>, interval: Duration) {
             }
         }
         rt.dirty.store(false, Ordering::Release);
-        if let Err(e) = round(&p).await {
+        if let Err(e) = round(&s).await {
             log::warn!("monitor snapshot failed: {}", e.message);
         }
     }
@@ -390,8 +375,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Methods that show the latest snapshot take one first if the monitor has not run yet.
-async fn ensure_snapshot(p: &Plugin<PluginState>) -> Result<(), RpcError> {
-    if p.state().monitor_rt.started.load(Ordering::Acquire) {
+async fn ensure_snapshot(p: &AppState) -> Result<(), RpcError> {
+    if p.monitor_rt.started.load(Ordering::Acquire) {
         return Ok(());
     }
     round(p).await.map(|_| ())
@@ -434,7 +419,7 @@ const SCID_WANT: &str = "a short_channel_id (BLOCKxTXxOUT)";
 
 pub const STATUS: &str = "monitor-status";
 
-pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(STATUS, &params, &["scid"], 0)?;
         let only: Option<Scid> = prm.parsed("scid", SCID_WANT)?;
@@ -456,7 +441,7 @@ pub async fn status(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
 
 pub const STATS: &str = "monitor-stats";
 
-pub async fn stats(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn stats(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         Params::parse(STATS, &params, &[], 0)?;
         ensure_snapshot(&p).await?;
@@ -540,7 +525,7 @@ pub async fn stats(p: Plugin<PluginState>, params: Value) -> Result<Value, anyho
 
 pub const ALERTS: &str = "monitor-alerts";
 
-pub async fn alerts(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn alerts(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(ALERTS, &params, &["which", "ack", "limit"], 0)?;
         let all = match prm.str("which")? {
@@ -593,7 +578,7 @@ fn point_json(p: &HistoryPoint) -> Value {
     })
 }
 
-pub async fn history(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn history(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(HISTORY, &params, &["scid", "since", "until"], 1)?;
         let scid: Scid = prm.required(prm.parsed("scid", SCID_WANT)?, "scid")?;
@@ -699,7 +684,7 @@ pub fn write_private(
 
 pub const EXPORT: &str = "monitor-export";
 
-pub async fn export(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn export(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(
             EXPORT,
@@ -802,7 +787,7 @@ pub async fn export(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
 
 pub const SET: &str = "monitor-set";
 
-pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn set(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(SET, &params, &["scope", "rules", "reset"], 0)?;
         let scope_text = prm.str("scope")?;
@@ -900,7 +885,7 @@ pub async fn set(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow:
 
 pub const REPORT: &str = "monitor-report";
 
-pub async fn report(p: Plugin<PluginState>, params: Value) -> Result<Value, anyhow::Error> {
+pub async fn report(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(REPORT, &params, &["path", "days", "overwrite"], 1)?;
         let path = absolute(prm.required(prm.str("path")?, "path")?)?;
@@ -974,7 +959,7 @@ pub async fn report(p: Plugin<PluginState>, params: Value) -> Result<Value, anyh
 
 /// Builds the exposition from the current state (a fresh registry per scrape, so closed
 /// channels drop out instead of lingering with stale values).
-pub fn metrics_text(s: &PluginState) -> Result<String, std::fmt::Error> {
+pub fn metrics_text(s: &AppState) -> Result<String, std::fmt::Error> {
     use prometheus_client::encoding::text::encode;
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
@@ -1141,7 +1126,7 @@ pub fn parse_bind(v: &str) -> Result<SocketAddr, String> {
 
 /// Serves `GET /metrics` until the process ends. One small HTTP/1.x exchange per
 /// connection; anything else gets a 404/405.
-pub async fn serve_metrics(s: PluginState, listener: tokio::net::TcpListener) {
+pub async fn serve_metrics(s: AppState, listener: tokio::net::TcpListener) {
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
     loop {
         let permit = match slots.clone().acquire_owned().await {
@@ -1166,7 +1151,7 @@ pub async fn serve_metrics(s: PluginState, listener: tokio::net::TcpListener) {
     }
 }
 
-async fn answer_scrape(s: &PluginState, mut conn: tokio::net::TcpStream) -> std::io::Result<()> {
+async fn answer_scrape(s: &AppState, mut conn: tokio::net::TcpStream) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head = tokio::time::timeout(METRICS_READ_TIMEOUT, async {
@@ -1254,7 +1239,7 @@ mod tests {
                 .contains("ballast-monitor-low-local"));
         }
         // The option defaults are the built-in rules.
-        use crate::cln::options as o;
+        use crate::api::options as o;
         let d = Rules::default();
         assert_eq!(
             parse_threshold("", o::MONITOR_LOW_LOCAL.default),

@@ -252,6 +252,67 @@ pub fn resolve_db_path(lightning_dir: &str, option: &str) -> PathBuf {
     }
 }
 
+/// Where option values come from: lightningd's `init` for the plugin, the config file and
+/// flags for the sidecar. Each getter returns the option's default when it was not set.
+pub trait OptionSource {
+    fn int(&self, o: &DefaultIntegerConfigOption) -> Result<i64, String>;
+    fn text(&self, o: &DefaultStringConfigOption) -> Result<String, String>;
+    fn flag(&self, o: &DefaultBooleanConfigOption) -> Result<bool, String>;
+    fn maybe_text(&self, o: &StringConfigOption) -> Result<Option<String>, String>;
+}
+
+/// Every option ballast declares, as name, default (as text) and description: what the
+/// plugin registers with lightningd and what the sidecar accepts in its config file.
+pub fn all() -> Vec<(&'static str, Option<String>, &'static str)> {
+    let mut v: Vec<(&'static str, Option<String>, &'static str)> = Vec::new();
+    for o in [
+        &DB_PATH,
+        &REBALANCE_HIGH,
+        &REBALANCE_LOW,
+        &REBALANCE_TARGET,
+        &REBALANCE_FEE_SHARE,
+        &MONITOR_LOW_LOCAL,
+        &MONITOR_LOW_REMOTE,
+        &MONITOR_BALANCE_CHANGE,
+    ] {
+        v.push((o.name, Some(o.default.to_string()), o.description));
+    }
+    for o in [
+        &HODL_CANCEL_BLOCKS,
+        &HODL_WARN_BLOCKS,
+        &HODL_MPP_TIMEOUT,
+        &HODL_EXPIRY,
+        &HODL_CLTV,
+        &FEE_MIN_DELTA,
+        &FEE_MIN_DELTA_PERCENT,
+        &FEE_MIN_INTERVAL,
+        &FEE_COALESCE,
+        &FEE_INTERVAL,
+        &FEE_FLOW_WINDOW,
+        &GRAPH_REFRESH,
+        &LIQUIDITY_HALFLIFE,
+        &REBALANCE_MAX_AMOUNT,
+        &REBALANCE_MAX_PPM,
+        &REBALANCE_DAILY_BUDGET,
+        &REBALANCE_MAX_HTLCS,
+        &REBALANCE_INTERVAL,
+        &MONITOR_INTERVAL,
+        &MONITOR_MAX_PENDING_HTLCS,
+        &MONITOR_HTLC_EXPIRY_BLOCKS,
+        &MONITOR_PENDING_OPEN_BLOCKS,
+        &MONITOR_DISCONNECT_SECS,
+    ] {
+        v.push((o.name, Some(o.default.to_string()), o.description));
+    }
+    for o in [&FEE_DRY_RUN, &REBALANCE_AUTO] {
+        v.push((o.name, Some(o.default.to_string()), o.description));
+    }
+    for o in [&FEE_POLICY_FILE, &ALERT_WEBHOOK, &METRICS_BIND] {
+        v.push((o.name, None, o.description));
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ pub mod options;
 pub mod params;
 pub mod rebalance;
 pub mod settings;
+pub mod start;
 pub mod state;
 pub mod status;
 

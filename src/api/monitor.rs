@@ -98,6 +98,7 @@ impl Runtime {
 }
 
 /// The monitor's options, read and checked at init.
+#[derive(Clone)]
 pub struct MonitorSettings {
     pub interval: Duration,
     /// The base default rules, from the `ballast-monitor-*` threshold options.

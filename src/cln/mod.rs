@@ -10,16 +10,10 @@ pub mod stdio;
 pub use node::ClnNode;
 
 use crate::api::options::{self, OptionSource};
-use crate::api::{fees, hodl, monitor, rebalance, settings, AppState, Backend, Notifier, Shared};
+use crate::api::{hodl, monitor, settings, start, AppState, Backend, Notifier};
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
 use crate::node::Node;
-use crate::service::fees::FeeService;
-use crate::service::hodl::HodlService;
-use crate::service::income::Income;
-use crate::service::monitor::MonitorService;
-use crate::service::rebalance::RebalanceService;
-use crate::store::Store;
 use anyhow::Context;
 use cln_plugin::messages::NotificationTopic;
 use cln_plugin::options::{
@@ -58,8 +52,6 @@ pub fn launched_by_lightningd() -> bool {
         // SAFETY: isatty only inspects the descriptor.
         && unsafe { libc::isatty(0) } == 0
 }
-
-pub(crate) use crate::api::now_unix;
 
 type Configured = cln_plugin::ConfiguredPlugin<AppState, stdio::ForwardedInput, stdio::StdoutSink>;
 
@@ -169,16 +161,6 @@ pub async fn run_plugin() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let settings::Settings {
-        hodl: hodl_params,
-        hodl_defaults,
-        fees: fee_cfg,
-        fee_interval,
-        flow_window,
-        policy_file,
-        rebalance: rebalance_settings,
-        halflife,
-    } = settings;
     let monitor_settings = match monitor::MonitorSettings::read(&InitOptions(&configured)) {
         Ok(v) => v,
         Err(reason) => {
@@ -191,37 +173,33 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     let db_option = configured.option(&options::DB_PATH)?;
     let db_path = options::resolve_db_path(&conf.lightning_dir, &db_option);
 
-    // A start by `plugin start` while lightningd runs: no HTLCs will be replayed.
-    let plugin_only_restart = !conf.startup;
-    let opened = {
-        let path = db_path.clone();
-        let claims = claims.clone();
-        let lightning_dir = conf.lightning_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let store = Store::open(&path, now_unix())?;
-            store.record_start()?;
-            let (hodl, events) = HodlService::load(
-                store.clone(),
-                claims.clone(),
-                hodl_params,
-                plugin_only_restart,
-                now_unix(),
-            )?;
-            let income = Income::open(&store)?;
-            let policy_path = policy_file.map(|p| options::resolve_db_path(&lightning_dir, &p));
-            let (fees, fee_warnings) = FeeService::load(
-                store.clone(),
-                fee_cfg,
-                flow_window,
-                policy_path.as_deref(),
-                now_unix(),
-            )?;
-            let rebalance = RebalanceService::load(store.clone(), claims.clone(), halflife)?;
-            Ok::<_, anyhow::Error>((store, hodl, events, income, fees, fee_warnings, rebalance))
-        })
-        .await?
+    let node = ClnNode::new(Path::new(&conf.lightning_dir).join(&conf.rpc_file));
+    // Learn the chain tip now so deadlines are right before the first block_added.
+    let (node_id, height) = match tokio::time::timeout(Duration::from_secs(10), node.info()).await {
+        Ok(Ok(info)) => (Some(info.id), info.blockheight),
+        Ok(Err(e)) => {
+            log::warn!("getinfo failed at start-up ({e}); using the stored tip until block_added");
+            (None, 0)
+        }
+        Err(_) => {
+            log::warn!("getinfo timed out at start-up; using the stored tip until block_added");
+            (None, 0)
+        }
     };
-    let (store, hodl, startup_events, income, fees, fee_warnings, rebalance) = match opened {
+    let fee_interval = settings.fee_interval;
+    let params = start::StartParams {
+        settings,
+        monitor: monitor_settings.clone(),
+        db_path: db_path.clone(),
+        base_dir: conf.lightning_dir.clone().into(),
+        // A start by `plugin start` while lightningd runs: no HTLCs will be replayed.
+        held_htlcs_lost: !conf.startup,
+        counters,
+        claims,
+        network: conf.network.clone(),
+    };
+    let (notifier, notifications) = Notifier::new();
+    let started = match start::start(params, Backend::Cln(node), notifier, node_id, height).await {
         Ok(s) => s,
         Err(e) => {
             // lightningd logs the disable reason and keeps running without us.
@@ -231,110 +209,17 @@ pub async fn run_plugin() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-
-    let monitor_loaded = {
-        let store = store.clone();
-        let rules = monitor_settings.rules;
-        tokio::task::spawn_blocking(move || MonitorService::load_with_defaults(store, now_unix(), rules))
-            .await?
-    };
-    let monitor_rt = monitor::Runtime::new(monitor_settings.webhook.clone());
-    let (monitor, monitor_warnings, monitor_rt) = match (monitor_loaded, monitor_rt) {
-        (Ok((m, w)), Ok(rt)) => (m, w, rt),
-        (Err(e), _) => {
-            let reason = format!("ballast disabled: balance monitor: {e}");
-            log::warn!("{reason}");
-            configured.disable(&reason).await?;
-            return Ok(());
-        }
-        (_, Err(e)) => {
-            let reason = format!("ballast disabled: cannot start the alert webhook thread: {e}");
-            log::warn!("{reason}");
-            configured.disable(&reason).await?;
-            return Ok(());
-        }
-    };
-
-    let node = ClnNode::new(Path::new(&conf.lightning_dir).join(&conf.rpc_file));
-    // Learn the chain tip now so deadlines are right before the first block_added.
-    let (node_id, height) = match tokio::time::timeout(Duration::from_secs(10), node.info()).await {
-        Ok(Ok(info)) => {
-            if let Err(e) = store.set_tip(info.blockheight) {
-                log::warn!("could not record the chain tip: {e}");
-            }
-            (Some(info.id), info.blockheight)
-        }
-        Ok(Err(e)) => {
-            log::warn!("getinfo failed at start-up ({e}); using the stored tip until block_added");
-            (None, store.tip().ok().flatten().unwrap_or(0))
-        }
-        Err(_) => {
-            log::warn!("getinfo timed out at start-up; using the stored tip until block_added");
-            (None, store.tip().ok().flatten().unwrap_or(0))
-        }
-    };
-
-    let (notifier, notifications) = Notifier::new();
-    let state = AppState::new(Shared {
-        store: store.clone(),
-        node: Backend::Cln(node),
-        notifier,
-        counters,
-        claims,
-        hodl: Arc::new(hodl),
-        income: Arc::new(income),
-        fees: Arc::new(fees),
-        monitor: Arc::new(monitor),
-        monitor_rt: Arc::new(monitor_rt),
-        awaited: Default::default(),
-        rebalance: Arc::new(rebalance),
-        rebalance_settings,
-        rebalance_lock: tokio::sync::Mutex::new(()),
-        network: conf.network.clone(),
-        node_id,
-        started: std::time::Instant::now(),
-        hodl_defaults,
-        blockheight: height.into(),
-        stop: tokio::sync::Notify::new(),
-    });
+    let state = started.state;
     let plugin = configured.start(state.clone()).await?;
     tokio::spawn(send_notifications(plugin.clone(), notifications));
-    tokio::spawn(hodl::run_notifier(state.clone()));
-    tokio::spawn(hodl::run_ticker(state.clone()));
-    tokio::spawn(fees::run_loop(state.clone(), Duration::from_secs(fee_interval)));
-    tokio::spawn(monitor::run_loop(state.clone(), monitor_settings.interval));
-    for w in monitor_warnings {
-        log::warn!("balance monitor: {w}");
+    start::spawn_loops(&state, fee_interval, &monitor_settings).await;
+    for w in started.warnings {
+        log::warn!("{w}");
     }
-    if let Some(addr) = monitor_settings.metrics_bind {
-        // A taken port costs the metrics, not the plugin: say so and carry on.
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => {
-                log::info!(
-                    "metrics: serving http://{}/metrics",
-                    l.local_addr().unwrap_or(addr)
-                );
-                tokio::spawn(monitor::serve_metrics(state.clone(), l));
-            }
-            Err(e) => log::error!("metrics: cannot listen on {addr}: {e}; metrics are off"),
-        }
-    }
-    tokio::spawn(rebalance::run_loop(state.clone()));
-    for w in fee_warnings {
-        log::warn!("fee policy: {w}");
-    }
-    for e in startup_events {
+    for e in started.startup_events {
         hodl::publish(&state, e);
     }
-    // Blocks may have passed while we were down: apply HTLC deadlines before the next one.
-    if height > 0 {
-        let svc = state.hodl.clone();
-        match tokio::task::spawn_blocking(move || svc.on_block(height, now_unix())).await {
-            Ok(Err(e)) => log::error!("hold invoice deadlines at start-up: {e}"),
-            Err(e) => log::error!("hold invoice deadline task failed: {e}"),
-            Ok(Ok(_)) => {}
-        }
-    }
+    let height = state.blockheight();
     log::info!(
         "ballast {} started: network {}, height {height}, store {}",
         env!("CARGO_PKG_VERSION"),
@@ -345,8 +230,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         r = plugin.join() => r?,
         _ = state.stop.notified() => {}
     }
-    tokio::task::spawn_blocking(move || store.flush()).await??;
-    Ok(())
+    start::flush(&state).await
 }
 
 /// Passes `ballast_hodl_state` and `ballast_alert` on to lightningd, in the order raised.

@@ -2,6 +2,8 @@
 //! trait's async methods are not object-safe, and there are exactly two implementations.
 
 use crate::cln::ClnNode;
+use crate::engine::bolt11::{self, Description, InvoiceSpec};
+use crate::lnd::node::{HoldInvoiceRequest, LndNode};
 use crate::node::{
     Channel, FeeUpdate, Forward, GraphEdge, Invoice, Node, NodeInfo, NodeResult, PayOutcome, RouteHop,
 };
@@ -10,6 +12,16 @@ use crate::types::{Msat, PaymentHash, Preimage, Scid};
 #[derive(Clone)]
 pub enum Backend {
     Cln(ClnNode),
+    Lnd(LndNode),
+}
+
+/// Why a hold invoice could not be made.
+#[derive(Debug)]
+pub enum HoldInvoiceError {
+    /// The request cannot be expressed as an invoice.
+    Invalid(String),
+    /// The node refused, failed, or returned an invoice for something else.
+    Node(String),
 }
 
 impl Backend {
@@ -17,6 +29,56 @@ impl Backend {
     pub fn implementation(&self) -> &'static str {
         match self {
             Backend::Cln(_) => "core-lightning",
+            Backend::Lnd(_) => "lnd",
+        }
+    }
+
+    /// Makes the BOLT11 string of a hold invoice and returns it with its payment secret.
+    /// Core Lightning signs the invoice ballast built (ballast holds the HTLCs in
+    /// `htlc_accepted`); LND builds its own hold invoice and holds the HTLCs itself.
+    /// Either way the result is checked to pay `spec`'s hash and amount before anyone
+    /// sees it.
+    pub async fn hold_invoice(
+        &self,
+        spec: &InvoiceSpec,
+        private: bool,
+    ) -> Result<(String, [u8; 32]), HoldInvoiceError> {
+        match self {
+            Backend::Cln(n) => {
+                let unsigned =
+                    bolt11::build_unsigned(spec).map_err(|e| HoldInvoiceError::Invalid(e.to_string()))?;
+                let signed = n
+                    .sign_invoice(&unsigned)
+                    .await
+                    .map_err(|e| HoldInvoiceError::Node(format!("lightningd could not sign the invoice: {e}")))?;
+                bolt11::verify_signed(&signed, spec).map_err(|e| HoldInvoiceError::Node(e.to_string()))?;
+                Ok((signed, spec.payment_secret))
+            }
+            Backend::Lnd(n) => {
+                let (memo, description_hash) = match &spec.description {
+                    Description::Text(t) => ((!t.is_empty()).then(|| t.clone()), None),
+                    Description::Hash(h) => (None, Some(*h)),
+                };
+                let req = HoldInvoiceRequest {
+                    payment_hash: spec.payment_hash,
+                    amount: spec.amount,
+                    memo,
+                    description_hash,
+                    expiry_secs: spec.expiry_secs,
+                    cltv_expiry: spec.min_final_cltv,
+                    private,
+                };
+                let bolt11 = n
+                    .add_hold_invoice(&req)
+                    .await
+                    .map_err(|e| HoldInvoiceError::Node(format!("LND could not add the hold invoice: {e}")))?;
+                let d = bolt11::decode(&bolt11)
+                    .map_err(|e| HoldInvoiceError::Node(format!("LND returned an unreadable invoice: {e}")))?;
+                let mut checked = spec.clone();
+                checked.payment_secret = d.payment_secret;
+                bolt11::verify_signed(&bolt11, &checked).map_err(|e| HoldInvoiceError::Node(e.to_string()))?;
+                Ok((bolt11, d.payment_secret))
+            }
         }
     }
 }
@@ -25,6 +87,7 @@ macro_rules! each {
     ($self:ident, $n:ident => $e:expr) => {
         match $self {
             Backend::Cln($n) => $e,
+            Backend::Lnd($n) => $e,
         }
     };
 }

@@ -3,7 +3,9 @@
 
 use super::now_unix;
 use super::params::{Params, RpcError};
+use super::backend::HoldInvoiceError;
 use super::state::AppState;
+use super::Backend;
 use crate::engine::bolt11::{self, Description, HintHop, InvoiceSpec};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState};
 use crate::node::{ChannelState, Node};
@@ -211,7 +213,17 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
             message: format!("{INVOICE}: an invoice for payment_hash {payment_hash} already exists"),
         });
     }
-    let hints = route_hints(s, &hints_wanted).await?;
+    // LND chooses its own route hints; it can only be told whether to add them.
+    let private_hints = !matches!(hints_wanted, HintChoice::None);
+    let hints = match (&s.node, &hints_wanted) {
+        (Backend::Lnd(_), HintChoice::Only(_)) => {
+            return Err(RpcError::invalid(format!(
+                "{INVOICE}: on LND 'exposeprivatechannels' can only be true or false"
+            )))
+        }
+        (Backend::Lnd(_), _) => Vec::new(),
+        _ => route_hints(s, &hints_wanted).await?,
+    };
     let payment_secret = random32()?;
     let now = now_unix();
     let spec = InvoiceSpec {
@@ -228,15 +240,12 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
         min_final_cltv: cltv,
         hints,
     };
-    let unsigned = bolt11::build_unsigned(&spec).map_err(|e| RpcError::invalid(format!("{INVOICE}: {e}")))?;
-    let signed = s.node.sign_invoice(&unsigned).await.map_err(|e| RpcError {
-        code: ERR_NODE,
-        message: format!("{INVOICE}: lightningd could not sign the invoice: {e}"),
-    })?;
-    // Never hand out an invoice that pays something other than what we will hold.
-    bolt11::verify_signed(&signed, &spec).map_err(|e| RpcError {
-        code: ERR_NODE,
-        message: format!("{INVOICE}: {e}"),
+    let (signed, payment_secret) = s.node.hold_invoice(&spec, private_hints).await.map_err(|e| match e {
+        HoldInvoiceError::Invalid(m) => RpcError::invalid(format!("{INVOICE}: {m}")),
+        HoldInvoiceError::Node(m) => RpcError {
+            code: ERR_NODE,
+            message: format!("{INVOICE}: {m}"),
+        },
     })?;
     let inv = HodlInvoice {
         payment_hash,

@@ -1,0 +1,135 @@
+//! LND's streams: blocks (HTLC deadlines and the monitor's chain view) and forwards (the
+//! fee policy). Resubscribes with backoff when LND goes away, and catches up on the
+//! forwards settled while the stream was down.
+
+use crate::api::{fees, monitor, now_unix, AppState};
+use crate::counters::bump;
+use crate::lnd::node::{ForwardEvent, LndNode};
+use crate::node::{ForwardStatus, Node};
+use std::time::Duration;
+
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Runs until the process ends.
+pub async fn run(state: AppState, lnd: LndNode) {
+    let mut backoff = RETRY_MIN;
+    // Forwards settled after this time and not yet seen live are caught up from
+    // ForwardingHistory after a reconnect.
+    let mut seen_until = now_unix();
+    let mut first = true;
+    loop {
+        let height = match lnd.block_height().await {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("LND unreachable ({e}); retrying in {}s", backoff.as_secs());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        if !first {
+            log::info!("LND is back at height {height}; resubscribing");
+        }
+        first = false;
+        on_block(&state, height).await;
+        let (blocks, forwards) = match (lnd.subscribe_blocks().await, lnd.subscribe_forward_events().await) {
+            (Ok(b), Ok(f)) => (b, f),
+            (Err(e), _) | (_, Err(e)) => {
+                log::warn!("LND subscriptions failed ({e}); retrying in {}s", backoff.as_secs());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        catch_up(&state, &lnd, seen_until).await;
+        backoff = RETRY_MIN;
+        let reason = follow(&state, blocks, forwards).await;
+        seen_until = now_unix();
+        log::warn!("lost LND's event streams ({reason}); reconnecting");
+        monitor::poke(&state);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Consumes both streams until one ends; returns why.
+async fn follow(
+    state: &AppState,
+    mut blocks: tokio::sync::mpsc::Receiver<crate::node::NodeResult<u32>>,
+    mut forwards: tokio::sync::mpsc::Receiver<crate::node::NodeResult<ForwardEvent>>,
+) -> String {
+    loop {
+        tokio::select! {
+            b = blocks.recv() => match b {
+                Some(Ok(h)) => on_block(state, h).await,
+                Some(Err(e)) => return format!("block stream: {e}"),
+                None => return "block stream ended".into(),
+            },
+            f = forwards.recv() => match f {
+                Some(Ok(ev)) => on_forward(state, &ev),
+                Some(Err(e)) => return format!("HTLC event stream: {e}"),
+                None => return "HTLC event stream ended".into(),
+            },
+        }
+    }
+}
+
+async fn on_block(state: &AppState, height: u32) {
+    bump(&state.counters.blocks);
+    let height = state.set_blockheight(height);
+    monitor::poke(state);
+    let s = state.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        s.hodl.on_block(height, now_unix())?;
+        s.store.set_tip(height)?;
+        s.store.flush()?;
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!("hold invoice deadlines at block {height}: {e}"),
+        Err(e) => log::error!("block task failed: {e}"),
+    }
+}
+
+fn on_forward(state: &AppState, ev: &ForwardEvent) {
+    bump(&state.counters.notifications);
+    bump(&state.counters.forward_events);
+    if ev.settled {
+        fees::on_settled_forward(
+            state,
+            ev.in_channel,
+            Some(ev.out_channel),
+            ev.in_msat,
+            ev.out_msat,
+            None,
+        );
+    }
+    monitor::poke(state);
+}
+
+/// Feeds the fee policy the forwards settled since `since` (while the streams were down).
+async fn catch_up(state: &AppState, lnd: &LndNode, since: u64) {
+    match lnd.forwards(since).await {
+        Ok(list) => {
+            let mut n = 0;
+            for f in list.iter().filter(|f| f.status == ForwardStatus::Settled) {
+                fees::on_settled_forward(
+                    state,
+                    f.in_channel,
+                    f.out_channel,
+                    f.in_msat,
+                    f.out_msat.unwrap_or_default(),
+                    None,
+                );
+                n += 1;
+            }
+            if n > 0 {
+                log::info!("caught up on {n} forward(s) settled while LND's stream was down");
+                monitor::poke(state);
+            }
+        }
+        Err(e) => log::warn!("could not catch up on forwards since {since}: {e}"),
+    }
+}

@@ -1,0 +1,246 @@
+//! Hold invoices on LND. LND holds the HTLCs itself; ballast keeps its own state machine
+//! (the same `HodlService` as on Core Lightning, with its deadline and expiry rules) and
+//! keeps LND in step with it:
+//! - LND reports a paid invoice (ACCEPTED) → its HTLCs go to the state machine;
+//! - the state machine settles or cancels (by a method, a deadline, an expiry) → LND is
+//!   told, and told again after a reconnect until its own state agrees;
+//! - LND cancels on its own (its expiry guard, or someone using lncli) → ballast follows.
+//!
+//! ballast's store is the record of decisions: a settle once recorded is pushed to LND
+//! until LND confirms it, never undone.
+
+use crate::api::{now_unix, AppState};
+use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
+use crate::lnd::node::{InvoiceUpdate, LndInvoiceState, LndNode};
+use crate::node::NodeError;
+use crate::service::hodl::HtlcReply;
+use crate::types::PaymentHash;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often the invoice list is scanned for invoices to watch.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// Final invoices younger than this are checked against LND after a start.
+const RECHECK_FINAL_SECS: u64 = 7 * 86_400;
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What is being watched, so each invoice has at most one watcher.
+#[derive(Default)]
+struct Watching(Mutex<HashSet<PaymentHash>>);
+
+impl Watching {
+    fn start(&self, h: PaymentHash) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(h)
+    }
+    fn stop(&self, h: &PaymentHash) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(h);
+    }
+}
+
+/// Runs until the process ends: starts a watcher for every invoice LND and ballast may
+/// still disagree on.
+pub async fn run(state: AppState, lnd: LndNode) {
+    let watching = Arc::new(Watching::default());
+    // Final invoices are checked once per process; open ones until they are final.
+    let mut checked_final: HashSet<PaymentHash> = HashSet::new();
+    let started = now_unix();
+    let mut tick = tokio::time::interval(SCAN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = state.hodl.subscribe();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            // A transition (settle, cancel, deadline) should reach LND now, not at the
+            // next scan.
+            e = events.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
+                    return;
+                }
+            }
+        }
+        let (_, all) = state.hodl.list(None, usize::MAX, 0);
+        for inv in all {
+            let open = matches!(inv.state, HodlState::Open | HodlState::Accepted);
+            let recent_final = !open && inv.updated_at + RECHECK_FINAL_SECS >= started;
+            let wanted = open || (recent_final && !checked_final.contains(&inv.payment_hash));
+            if wanted && watching.start(inv.payment_hash) {
+                if !open {
+                    checked_final.insert(inv.payment_hash);
+                }
+                tokio::spawn(watch(state.clone(), lnd.clone(), inv.payment_hash, watching.clone()));
+            }
+        }
+    }
+}
+
+/// Follows one invoice on LND until both sides agree it is final.
+async fn watch(state: AppState, lnd: LndNode, hash: PaymentHash, watching: Arc<Watching>) {
+    let mut backoff = RETRY_MIN;
+    let mut events = state.hodl.subscribe();
+    'session: loop {
+        let mut rx = match lnd.subscribe_single_invoice(hash).await {
+            Ok(rx) => rx,
+            Err(NodeError::Rejected { message, .. }) if message.contains("unable to locate invoice") => {
+                log::warn!("hold invoice {hash}: LND does not know it; ballast keeps its own record only");
+                break;
+            }
+            Err(e) => {
+                log::debug!("hold invoice {hash}: subscribe failed ({e}); retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let mut last: Option<InvoiceUpdate> = None;
+        loop {
+            tokio::select! {
+                u = rx.recv() => match u {
+                    Some(Ok(u)) => {
+                        backoff = RETRY_MIN;
+                        last = Some(u);
+                    }
+                    Some(Err(e)) => {
+                        log::debug!("hold invoice {hash}: stream from LND broke ({e}); resubscribing");
+                        tokio::time::sleep(backoff).await;
+                        continue 'session;
+                    }
+                    None => {
+                        tokio::time::sleep(backoff).await;
+                        continue 'session;
+                    }
+                },
+                // Our side moved: act on the last state LND reported.
+                e = events.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
+                        break 'session;
+                    }
+                }
+            }
+            let Some(u) = &last else { continue };
+            match step(&state, &lnd, hash, u).await {
+                Ok(true) => break 'session,
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("hold invoice {hash}: {e}; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue 'session;
+                }
+            }
+        }
+    }
+    watching.stop(&hash);
+}
+
+/// Brings the two sides together once. `Ok(true)` when both are final.
+async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpdate) -> Result<bool, String> {
+    let Some(inv) = state.hodl.get(&hash) else {
+        return Ok(true);
+    };
+    match (inv.state, u.state) {
+        (HodlState::Open, LndInvoiceState::Accepted) => {
+            accept(state, &inv, u).await?;
+            Ok(false)
+        }
+        (HodlState::Settled, LndInvoiceState::Accepted) => {
+            let pre = inv
+                .preimage
+                .ok_or_else(|| "settled without a preimage (store damaged?)".to_string())?;
+            lnd.settle_invoice(pre)
+                .await
+                .map_err(|e| format!("LND did not settle: {e}"))?;
+            log::info!("hold invoice {hash}: settled on LND");
+            Ok(false)
+        }
+        (HodlState::Canceled | HodlState::Expired, LndInvoiceState::Open | LndInvoiceState::Accepted) => {
+            lnd.cancel_invoice(hash)
+                .await
+                .map_err(|e| format!("LND did not cancel: {e}"))?;
+            log::info!("hold invoice {hash}: canceled on LND");
+            Ok(false)
+        }
+        (HodlState::Open | HodlState::Accepted, LndInvoiceState::Canceled) => {
+            // LND gave up on its own (its expiry guard, or lncli): follow it, so callers
+            // do not settle what LND has already failed back.
+            let reason = if inv.state == HodlState::Accepted {
+                CancelReason::Deadline
+            } else {
+                CancelReason::Requested
+            };
+            let svc = state.hodl.clone();
+            let height = state.blockheight();
+            tokio::task::spawn_blocking(move || svc.cancel(hash, reason, now_unix(), height))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            log::warn!("hold invoice {hash}: LND canceled it; ballast follows");
+            Ok(true)
+        }
+        (HodlState::Open | HodlState::Accepted, LndInvoiceState::Settled) => {
+            log::error!("hold invoice {hash}: LND shows it settled, but ballast never settled it (settled outside ballast?)");
+            Ok(true)
+        }
+        (HodlState::Settled, LndInvoiceState::Settled)
+        | (HodlState::Canceled | HodlState::Expired, LndInvoiceState::Canceled) => Ok(true),
+        // Settled here but canceled there cannot be mended; say so loudly once.
+        (HodlState::Settled, LndInvoiceState::Canceled) => {
+            log::error!("hold invoice {hash}: settled in ballast but LND canceled it; the payment was not received");
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Hands the HTLCs LND accepted to the state machine, which decides whether the invoice is
+/// paid (amount, expiry, CLTV) exactly as it does for Core Lightning's HTLCs.
+async fn accept(state: &AppState, inv: &HodlInvoice, u: &InvoiceUpdate) -> Result<(), String> {
+    let height = state.blockheight();
+    let htlcs: Vec<IncomingHtlc> = u
+        .htlcs
+        .iter()
+        .filter(|h| h.state == "ACCEPTED")
+        .map(|h| IncomingHtlc {
+            key: HtlcKey {
+                scid: h.scid,
+                id: h.htlc_index,
+            },
+            amount: h.amount,
+            cltv_expiry: h.expiry_height,
+            cltv_expiry_relative: h.expiry_height.saturating_sub(height),
+            // LND checked the payment secret before accepting.
+            payment_secret: Some(inv.payment_secret),
+            total_msat: Some(u.amount_paid.max(inv.amount)),
+        })
+        .collect();
+    let svc = state.hodl.clone();
+    let hash = inv.payment_hash;
+    let replies = tokio::task::spawn_blocking(move || {
+        htlcs
+            .iter()
+            .map(|h| svc.on_htlc(hash, h, now_unix(), height))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    for r in replies {
+        // LND answers its HTLCs itself when the invoice is settled or canceled; the
+        // per-HTLC answers the state machine gives are for Core Lightning's hook.
+        match r {
+            HtlcReply::Wait(rx) => {
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                });
+            }
+            // LND cannot fail one HTLC of an accepted invoice; its own expiry guard will
+            // cancel the invoice, and ballast follows it.
+            HtlcReply::Now(crate::service::hodl::Answer::Fail(f)) => {
+                log::warn!("hold invoice {hash}: ballast would fail an HTLC LND accepted ({f:?}); leaving it to LND's expiry guard")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

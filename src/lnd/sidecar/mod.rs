@@ -1,0 +1,144 @@
+//! The LND sidecar: `ballast-lnd`. The same engine, services and methods as the plugin,
+//! driven by LND's gRPC streams instead of lightningd's hooks, and served on a unix socket.
+
+pub mod args;
+pub mod client;
+mod events;
+mod hodl;
+mod logger;
+pub mod rpc_server;
+
+use crate::api::monitor::MonitorSettings;
+use crate::api::settings::Settings;
+use crate::api::{hodl as hodl_api, start, Backend, Notifier};
+use crate::counters::Counters;
+use crate::engine::claims::ClaimSet;
+use crate::lnd::node::LndNode;
+use crate::node::Node;
+use anyhow::Context;
+use args::{Command, SidecarArgs, SidecarOptions};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// The whole program: parse, then run the sidecar or one `call`.
+pub fn main(argv: &[String]) -> ExitCode {
+    let cmd = match args::parse(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ballast-lnd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        Command::Help => {
+            println!("{}", args::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("ballast-lnd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Call { socket, method, params } => client::main(&socket, &method, &params),
+        Command::Run(a) => {
+            logger::init(a.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(32)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ballast-lnd: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(*a)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // One line: systemd shows it, and operators read it first.
+                    eprintln!("ballast-lnd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Runs the sidecar until SIGINT or SIGTERM.
+pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
+    let opts = SidecarOptions(&a.options);
+    let settings = Settings::read(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let monitor_settings = MonitorSettings::read(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let resolved = a.lnd.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let lnd = LndNode::connect(&resolved).await?;
+    let info = lnd.info().await.context("LND getinfo")?;
+    let db_path = a.db_path();
+    let fee_interval = settings.fee_interval;
+    let params = start::StartParams {
+        settings,
+        monitor: monitor_settings.clone(),
+        db_path: db_path.clone(),
+        base_dir: a.base_dir(),
+        // LND keeps holding accepted HTLCs while ballast is down, and shows them again.
+        held_htlcs_lost: false,
+        counters: Arc::new(Counters::default()),
+        claims: Arc::new(ClaimSet::new()),
+        network: a.network.clone(),
+    };
+    let (notifier, mut notifications) = Notifier::new();
+    let started = start::start(
+        params,
+        Backend::Lnd(lnd.clone()),
+        notifier,
+        Some(info.id),
+        info.blockheight,
+    )
+    .await?;
+    let state = started.state;
+    // The socket last: a caller that can connect finds everything running.
+    let listener = rpc_server::bind(&a.rpc_socket)
+        .with_context(|| format!("cannot serve the RPC socket {}", a.rpc_socket.display()))?;
+    // Custom notifications have no subscribers here; they go to the log, where the
+    // plugin's also end up.
+    tokio::spawn(async move {
+        while let Some((topic, body)) = notifications.recv().await {
+            log::info!("{topic}: {body}");
+        }
+    });
+    start::spawn_loops(&state, fee_interval, &monitor_settings).await;
+    for w in started.warnings {
+        log::warn!("{w}");
+    }
+    for e in started.startup_events {
+        hodl_api::publish(&state, e);
+    }
+    tokio::spawn(events::run(state.clone(), lnd.clone()));
+    tokio::spawn(hodl::run(state.clone(), lnd.clone()));
+    tokio::spawn(rpc_server::serve(state.clone(), listener));
+    log::info!(
+        "ballast-lnd {} started: LND {} ({}) on {}, height {}, store {}, socket {}",
+        env!("CARGO_PKG_VERSION"),
+        info.alias,
+        info.id.to_hex(),
+        a.network,
+        info.blockheight,
+        db_path.display(),
+        a.rpc_socket.display()
+    );
+    wait_for_signal().await?;
+    log::info!("stopping: flushing the store (LND keeps holding accepted hold invoices)");
+    let _ = std::fs::remove_file(&a.rpc_socket);
+    start::flush(&state).await
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 pub mod cln;
 pub mod counters;
 pub mod engine;
+pub mod lnd;
 pub mod node;
 pub mod report;
 pub mod service;

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cln;
 pub mod counters;
 pub mod engine;
+pub mod lnd;
 pub mod node;
 pub mod report;
 pub mod service;

@@ -12,7 +12,8 @@ use crate::types::{Msat, PaymentHash, Preimage, Scid};
 #[derive(Clone)]
 pub enum Backend {
     Cln(ClnNode),
-    Lnd(LndNode),
+    // Boxed: the gRPC clients make it far larger than the CLN adapter.
+    Lnd(Box<LndNode>),
 }
 
 /// Why a hold invoice could not be made.
@@ -47,10 +48,9 @@ impl Backend {
             Backend::Cln(n) => {
                 let unsigned =
                     bolt11::build_unsigned(spec).map_err(|e| HoldInvoiceError::Invalid(e.to_string()))?;
-                let signed = n
-                    .sign_invoice(&unsigned)
-                    .await
-                    .map_err(|e| HoldInvoiceError::Node(format!("lightningd could not sign the invoice: {e}")))?;
+                let signed = n.sign_invoice(&unsigned).await.map_err(|e| {
+                    HoldInvoiceError::Node(format!("lightningd could not sign the invoice: {e}"))
+                })?;
                 bolt11::verify_signed(&signed, spec).map_err(|e| HoldInvoiceError::Node(e.to_string()))?;
                 Ok((signed, spec.payment_secret))
             }
@@ -68,15 +68,16 @@ impl Backend {
                     cltv_expiry: spec.min_final_cltv,
                     private,
                 };
-                let bolt11 = n
-                    .add_hold_invoice(&req)
-                    .await
-                    .map_err(|e| HoldInvoiceError::Node(format!("LND could not add the hold invoice: {e}")))?;
-                let d = bolt11::decode(&bolt11)
-                    .map_err(|e| HoldInvoiceError::Node(format!("LND returned an unreadable invoice: {e}")))?;
+                let bolt11 = n.add_hold_invoice(&req).await.map_err(|e| {
+                    HoldInvoiceError::Node(format!("LND could not add the hold invoice: {e}"))
+                })?;
+                let d = bolt11::decode(&bolt11).map_err(|e| {
+                    HoldInvoiceError::Node(format!("LND returned an unreadable invoice: {e}"))
+                })?;
                 let mut checked = spec.clone();
                 checked.payment_secret = d.payment_secret;
-                bolt11::verify_signed(&bolt11, &checked).map_err(|e| HoldInvoiceError::Node(e.to_string()))?;
+                bolt11::verify_signed(&bolt11, &checked)
+                    .map_err(|e| HoldInvoiceError::Node(e.to_string()))?;
                 Ok((bolt11, d.payment_secret))
             }
         }

@@ -1,12 +1,12 @@
 //! The `hodl-*` methods, the claimed-HTLC hook path, and the timers and notifications of
 //! hold invoices on Core Lightning.
 
+use super::backend::HoldInvoiceError;
 use super::now_unix;
 use super::params::{Params, RpcError};
-use super::backend::HoldInvoiceError;
 use super::state::AppState;
 use super::Backend;
-use crate::engine::bolt11::{self, Description, HintHop, InvoiceSpec};
+use crate::engine::bolt11::{Description, HintHop, InvoiceSpec};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState};
 use crate::node::{ChannelState, Node};
 use crate::service::hodl::{HodlEvent, ServiceError};
@@ -240,13 +240,17 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
         min_final_cltv: cltv,
         hints,
     };
-    let (signed, payment_secret) = s.node.hold_invoice(&spec, private_hints).await.map_err(|e| match e {
-        HoldInvoiceError::Invalid(m) => RpcError::invalid(format!("{INVOICE}: {m}")),
-        HoldInvoiceError::Node(m) => RpcError {
-            code: ERR_NODE,
-            message: format!("{INVOICE}: {m}"),
-        },
-    })?;
+    let (signed, payment_secret) = s
+        .node
+        .hold_invoice(&spec, private_hints)
+        .await
+        .map_err(|e| match e {
+            HoldInvoiceError::Invalid(m) => RpcError::invalid(format!("{INVOICE}: {m}")),
+            HoldInvoiceError::Node(m) => RpcError {
+                code: ERR_NODE,
+                message: format!("{INVOICE}: {m}"),
+            },
+        })?;
     let inv = HodlInvoice {
         payment_hash,
         preimage: own_preimage,

@@ -11,3 +11,4 @@ pub mod tls;
 
 pub use config::{LndConfig, Resolved};
 pub use node::{ForwardEvent, HoldInvoiceRequest, InvoiceHtlc, InvoiceUpdate, LndInvoiceState, LndNode};
+pub mod sidecar;

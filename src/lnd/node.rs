@@ -89,6 +89,10 @@ pub struct ForwardEvent {
     pub out_htlc_id: u64,
     /// True on settle, false on forward_fail/link_fail.
     pub settled: bool,
+    /// From the FORWARD event that offered the HTLC, when this stream saw it; zero when
+    /// the HTLC was offered before the subscription started.
+    pub in_msat: Msat,
+    pub out_msat: Msat,
 }
 
 /// A connection to LND. Cloning is cheap and clones share the connection.
@@ -266,7 +270,13 @@ impl LndNode {
             .await
             .map_err(|s| grpc_error(M, s))?
             .into_inner();
-        Ok(forward_stream(M, stream, |e| forward_event(&e).map(Ok)))
+        // Amounts come with the FORWARD event, the outcome with a later one: remember the
+        // first until the second arrives.
+        let offered = std::sync::Mutex::new(std::collections::HashMap::new());
+        Ok(forward_stream(M, stream, move |e| {
+            let mut offered = offered.lock().unwrap_or_else(|p| p.into_inner());
+            forward_event(&e, &mut offered).map(Ok)
+        }))
     }
 
     /// Heights of new blocks, starting with the current tip.
@@ -747,23 +757,43 @@ fn invoice_update(i: &lnrpc::Invoice) -> InvoiceUpdate {
     }
 }
 
-fn forward_event(e: &routerrpc::HtlcEvent) -> Option<ForwardEvent> {
+/// Offered forwards by incoming (channel, htlc id): their amounts in and out.
+type Offered = std::collections::HashMap<(u64, u64), (Msat, Msat)>;
+
+/// Bound on remembered offers: a forward that never resolves on this stream must not
+/// grow the map forever.
+const MAX_OFFERED: usize = 100_000;
+
+fn forward_event(e: &routerrpc::HtlcEvent, offered: &mut Offered) -> Option<ForwardEvent> {
     use routerrpc::htlc_event::{Event, EventType};
     if e.event_type() != EventType::Forward {
         return None;
     }
+    let key = (e.incoming_channel_id, e.incoming_htlc_id);
     let settled = match e.event.as_ref()? {
+        Event::ForwardEvent(f) => {
+            if offered.len() >= MAX_OFFERED {
+                offered.clear();
+            }
+            if let Some(info) = &f.info {
+                offered.insert(key, (Msat(info.incoming_amt_msat), Msat(info.outgoing_amt_msat)));
+            }
+            return None;
+        }
         Event::SettleEvent(_) => true,
         Event::ForwardFailEvent(_) | Event::LinkFailEvent(_) => false,
-        Event::FinalHtlcEvent(f) => f.settled,
-        Event::ForwardEvent(_) | Event::SubscribedEvent(_) => return None,
+        // The settle event already reported this HTLC; counting both would count it twice.
+        Event::FinalHtlcEvent(_) | Event::SubscribedEvent(_) => return None,
     };
+    let (in_msat, out_msat) = offered.remove(&key).unwrap_or_default();
     Some(ForwardEvent {
         in_channel: Scid::from_u64(e.incoming_channel_id),
         out_channel: Scid::from_u64(e.outgoing_channel_id),
         in_htlc_id: e.incoming_htlc_id,
         out_htlc_id: e.outgoing_htlc_id,
         settled,
+        in_msat,
+        out_msat,
     })
 }
 

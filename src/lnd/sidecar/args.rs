@@ -95,7 +95,9 @@ impl SidecarArgs {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// `~/x` → `$HOME/x`, as lncli does for its path flags.
@@ -114,7 +116,9 @@ fn flag_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
     while i < args.len() {
         let a = &args[i];
         let Some(flag) = a.strip_prefix("--") else {
-            return Err(format!("unexpected argument '{a}' (flags start with --; see --help)"));
+            return Err(format!(
+                "unexpected argument '{a}' (flags start with --; see --help)"
+            ));
         };
         let (name, value) = match flag.split_once('=') {
             Some((n, v)) => (n.to_string(), v.to_string()),
@@ -139,6 +143,11 @@ pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, String> {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
+        // A comment may follow a value after whitespace: `name=value   # why`.
+        let line = match line.find(" #").or_else(|| line.find("\t#")) {
+            Some(i) => &line[..i],
+            None => line,
+        };
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -146,7 +155,10 @@ pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, String> {
         let (k, v) = line
             .split_once('=')
             .ok_or_else(|| format!("{}:{}: expected name=value, got '{line}'", path.display(), n + 1))?;
-        out.push((k.trim().trim_start_matches("--").to_string(), v.trim().to_string()));
+        out.push((
+            k.trim().trim_start_matches("--").to_string(),
+            v.trim().to_string(),
+        ));
     }
     Ok(out)
 }
@@ -155,7 +167,9 @@ fn check_name(name: &str) -> Result<(), String> {
     if SIDECAR_FLAGS.contains(&name) || options::all().iter().any(|(n, _, _)| *n == name) {
         Ok(())
     } else if name.starts_with("ballast-") {
-        Err(format!("unknown option '{name}' (the ballast-* options are listed in the README)"))
+        Err(format!(
+            "unknown option '{name}' (the ballast-* options are listed in the README)"
+        ))
     } else {
         Err(format!("unknown flag '--{name}' (see --help)"))
     }
@@ -179,9 +193,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         check_name(n)?;
     }
     let get = |pairs: &[(String, String)], name: &str| {
-        pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     };
-    let datadir = get(&flags, "datadir").map(|d| expand(&d)).unwrap_or_else(|| home().join(".ballast-lnd"));
+    let datadir = get(&flags, "datadir")
+        .map(|d| expand(&d))
+        .unwrap_or_else(|| home().join(".ballast-lnd"));
     // The config file sits under the flags: a flag given on the command line wins.
     let config_path = get(&flags, "config").map(|c| expand(&c));
     let mut pairs = match &config_path {
@@ -223,7 +243,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("error") => log::LevelFilter::Error,
         Some("warn") => log::LevelFilter::Warn,
         Some("debug") => log::LevelFilter::Debug,
-        Some(other) => return Err(format!("--log-level must be error, warn, info or debug, not '{other}'")),
+        Some(other) => {
+            return Err(format!(
+                "--log-level must be error, warn, info or debug, not '{other}'"
+            ))
+        }
     };
     let lnd = LndConfig {
         lnddir: get(&pairs, "lnddir").map(|p| expand(&p)),
@@ -361,7 +385,7 @@ mod tests {
         let conf = dir.path().join("ballast-lnd.conf");
         std::fs::write(
             &conf,
-            "# comment\nnetwork=signet\nballast-fee-dry-run=true\nrpcserver=h:1\n",
+            "# comment\nnetwork=signet   # why\nballast-fee-dry-run=true\nrpcserver=h:1\n",
         )
         .unwrap();
         let d = dir.path().to_str().unwrap();
@@ -375,7 +399,14 @@ mod tests {
 
     #[test]
     fn call_takes_json_or_pairs() {
-        let c = parse(&args(&["--rpc-socket=/s", "call", "hodl-list", "state=OPEN", "limit=5"])).unwrap();
+        let c = parse(&args(&[
+            "--rpc-socket=/s",
+            "call",
+            "hodl-list",
+            "state=OPEN",
+            "limit=5",
+        ]))
+        .unwrap();
         assert_eq!(
             c,
             Command::Call {

@@ -23,7 +23,9 @@ pub fn call(socket: &Path, method: &str, params: &Value, timeout: Duration) -> R
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        let n = conn.read(&mut chunk).map_err(|e| format!("reading the answer failed: {e}"))?;
+        let n = conn
+            .read(&mut chunk)
+            .map_err(|e| format!("reading the answer failed: {e}"))?;
         if n == 0 {
             return Err("the sidecar closed the connection without answering".into());
         }

@@ -36,7 +36,10 @@ pub async fn run(state: AppState, lnd: LndNode) {
         let (blocks, forwards) = match (lnd.subscribe_blocks().await, lnd.subscribe_forward_events().await) {
             (Ok(b), Ok(f)) => (b, f),
             (Err(e), _) | (_, Err(e)) => {
-                log::warn!("LND subscriptions failed ({e}); retrying in {}s", backoff.as_secs());
+                log::warn!(
+                    "LND subscriptions failed ({e}); retrying in {}s",
+                    backoff.as_secs()
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
                 continue;

@@ -69,7 +69,12 @@ pub async fn run(state: AppState, lnd: LndNode) {
                 if !open {
                     checked_final.insert(inv.payment_hash);
                 }
-                tokio::spawn(watch(state.clone(), lnd.clone(), inv.payment_hash, watching.clone()));
+                tokio::spawn(watch(
+                    state.clone(),
+                    lnd.clone(),
+                    inv.payment_hash,
+                    watching.clone(),
+                ));
             }
         }
     }
@@ -186,7 +191,9 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
         | (HodlState::Canceled | HodlState::Expired, LndInvoiceState::Canceled) => Ok(true),
         // Settled here but canceled there cannot be mended; say so loudly once.
         (HodlState::Settled, LndInvoiceState::Canceled) => {
-            log::error!("hold invoice {hash}: settled in ballast but LND canceled it; the payment was not received");
+            log::error!(
+                "hold invoice {hash}: settled in ballast but LND canceled it; the payment was not received"
+            );
             Ok(true)
         }
         _ => Ok(false),

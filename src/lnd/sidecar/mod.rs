@@ -38,7 +38,11 @@ pub fn main(argv: &[String]) -> ExitCode {
             println!("ballast-lnd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Call { socket, method, params } => client::main(&socket, &method, &params),
+        Command::Call {
+            socket,
+            method,
+            params,
+        } => client::main(&socket, &method, &params),
         Command::Run(a) => {
             logger::init(a.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -89,7 +93,7 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     let (notifier, mut notifications) = Notifier::new();
     let started = start::start(
         params,
-        Backend::Lnd(lnd.clone()),
+        Backend::Lnd(Box::new(lnd.clone())),
         notifier,
         Some(info.id),
         info.blockheight,

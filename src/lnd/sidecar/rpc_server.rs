@@ -118,7 +118,11 @@ pub async fn answer(state: &AppState, req: Value) -> Value {
         return json!({"jsonrpc": "2.0", "id": id, "result": {"help": list}});
     }
     let Some(m) = api::find(method) else {
-        return error(id, METHOD_NOT_FOUND, format!("unknown method '{method}' (try 'help')"));
+        return error(
+            id,
+            METHOD_NOT_FOUND,
+            format!("unknown method '{method}' (try 'help')"),
+        );
     };
     match api::call(state.clone(), m, params).await {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),

@@ -140,7 +140,7 @@ fn sat(m: Msat) -> String {
     let s = (m.0 / 1000).to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -743,7 +743,7 @@ mod tests {
         let ch = Channel {
             scid: Scid::new(800_000 + n, 1, 0),
             peer: NodeId([2; 33]),
-            peer_connected: n % 2 == 0,
+            peer_connected: n.is_multiple_of(2),
             state: ChannelState::Normal,
             raw_state: "CHANNELD_NORMAL".into(),
             capacity: Msat(cap),

@@ -158,10 +158,37 @@ impl State {
         self.next_add_index += 1;
         inv.payment_addr = random32().to_vec();
         inv.creation_date = 1_700_000_000;
-        inv.payment_request = format!("lnbcrt{}fake{}", inv.value_msat, hex::encode(&inv.r_hash));
+        inv.payment_request = self.bolt11(&inv);
         inv.state = lnrpc::invoice::InvoiceState::Open as i32;
         self.invoices.push(inv.clone());
         inv
+    }
+
+    /// A real BOLT11 string for the invoice (signed with a throwaway key, as callers only
+    /// decode it), so clients can check hash, secret and amount like they would on lnd.
+    fn bolt11(&self, inv: &lnrpc::Invoice) -> String {
+        use ballast::engine::bolt11::{build_unsigned, Description, InvoiceSpec};
+        let arr = |v: &[u8]| <[u8; 32]>::try_from(v).unwrap_or([0; 32]);
+        let spec = InvoiceSpec {
+            network: self.network.clone(),
+            amount: ballast::types::Msat(inv.value_msat as u64),
+            payment_hash: ballast::types::PaymentHash(arr(&inv.r_hash)),
+            payment_secret: arr(&inv.payment_addr),
+            description: if inv.description_hash.len() == 32 {
+                Description::Hash(arr(&inv.description_hash))
+            } else {
+                Description::Text(inv.memo.clone())
+            },
+            created_at: inv.creation_date as u64,
+            expiry_secs: if inv.expiry > 0 { inv.expiry as u64 } else { 86_400 },
+            min_final_cltv: if inv.cltv_expiry > 0 {
+                inv.cltv_expiry as u32
+            } else {
+                80
+            },
+            hints: Vec::new(),
+        };
+        build_unsigned(&spec).unwrap_or_else(|e| format!("unbuildable: {e}"))
     }
 
     /// Drops every subscriber, ending their streams.

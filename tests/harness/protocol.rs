@@ -343,7 +343,7 @@ fn optional_bool(obj: &Map<String, Value>, key: &str, what: &str, problems: &mut
 }
 
 fn is_hex(s: &str) -> bool {
-    s.len() % 2 == 0 && s.bytes().all(|c| c.is_ascii_hexdigit())
+    s.len().is_multiple_of(2) && s.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Validates a `getmanifest` result the way lightningd's plugin loader does

@@ -253,7 +253,9 @@ impl RebalanceService {
     }
 
     /// A fresh preimage for a payment to ourselves, durable and claimed before it is used.
-    pub fn new_self_payment(&self, now: u64) -> Result<PaymentHash, RebalanceError> {
+    /// Its hash is the payment's; the preimage itself goes to nodes that must be told
+    /// about the payment beforehand (`Node::prepare_self_payment`).
+    pub fn new_self_payment(&self, now: u64) -> Result<Preimage, RebalanceError> {
         let mut raw = [0u8; 32];
         getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
         let preimage = Preimage(raw);
@@ -268,7 +270,7 @@ impl RebalanceService {
         self.store.flush()?;
         lock(&self.preimages).insert(hash, preimage);
         self.claims.claim(hash);
-        Ok(hash)
+        Ok(preimage)
     }
 
     /// The preimage that claims one of our own rebalance payments.
@@ -440,7 +442,7 @@ mod tests {
                 svc.recent_cost_ppm(Scid::new(2, 0, 0).unwrap(), 0).unwrap(),
                 Some(1_000)
             );
-            hash = svc.new_self_payment(400).unwrap();
+            hash = svc.new_self_payment(400).unwrap().payment_hash();
             assert!(claims.contains(&hash));
         }
         // After a restart the in-flight self-payment is still claimable.

@@ -99,6 +99,37 @@ pub struct RebalanceService {
     preimages: Mutex<HashMap<PaymentHash, Preimage>>,
     claims: Arc<ClaimSet>,
     seq: AtomicU64,
+    /// What spend and cost questions need of every attempt, in id order: the fee policy
+    /// asks for each channel decision and the attempt loop before every attempt, and
+    /// decoding the stored history each time was most of their cost.
+    ledger: Mutex<Vec<Spend>>,
+}
+
+/// An attempt as the budget and cost figures see it.
+#[derive(Debug, Clone, Copy)]
+struct Spend {
+    id: u64,
+    time: u64,
+    sink: Scid,
+    amount: Msat,
+    fee: Msat,
+    /// Success or pending: its fee counts as spent.
+    spent: bool,
+    success: bool,
+}
+
+impl Spend {
+    fn of(a: &Attempt) -> Spend {
+        Spend {
+            id: a.id,
+            time: a.time,
+            sink: a.sink,
+            amount: a.amount,
+            fee: a.fee,
+            spent: a.outcome == "success" || a.outcome == "pending",
+            success: a.outcome == "success",
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,12 +156,12 @@ impl RebalanceService {
             claims.claim(hash);
             preimages.insert(hash, sp.preimage);
         }
-        let seq = attempts
-            .iter_rev()
-            .next()
-            .transpose()?
-            .map(|(_, a)| a.id + 1)
-            .unwrap_or(0);
+        let mut ledger = Vec::new();
+        for item in attempts.iter() {
+            let (_, a) = item?;
+            ledger.push(Spend::of(&a));
+        }
+        let seq = ledger.last().map_or(0, |s: &Spend| s.id + 1);
         Ok(RebalanceService {
             store,
             plans,
@@ -143,6 +174,7 @@ impl RebalanceService {
             preimages: Mutex::new(preimages),
             claims,
             seq: AtomicU64::new(seq),
+            ledger: Mutex::new(ledger),
         })
     }
 
@@ -320,9 +352,12 @@ impl RebalanceService {
     }
 
     pub fn record_attempt(&self, mut a: Attempt) -> Result<Attempt, RebalanceError> {
+        // Under the ledger's lock, so ids enter it in order.
+        let mut ledger = lock(&self.ledger);
         a.id = self.seq.fetch_add(1, Ordering::Relaxed);
         self.attempts.put(a.id.to_be_bytes(), &a)?;
         self.store.flush()?;
+        ledger.push(Spend::of(&a));
         Ok(a)
     }
 
@@ -348,6 +383,10 @@ impl RebalanceService {
             self.claims.release(&a.payment_hash);
             self.attempts.put(id.to_be_bytes(), &a)?;
             self.store.flush()?;
+            let mut ledger = lock(&self.ledger);
+            if let Ok(i) = ledger.binary_search_by_key(&id, |s| s.id) {
+                ledger[i] = Spend::of(&a);
+            }
         }
         Ok(())
     }
@@ -355,12 +394,11 @@ impl RebalanceService {
     /// Fees of successful (and still pending) attempts since `since`.
     pub fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
         let mut total = 0u64;
-        for item in self.attempts.iter_rev() {
-            let (_, a) = item?;
+        for a in lock(&self.ledger).iter().rev() {
             if a.time < since {
                 break;
             }
-            if a.outcome == "success" || a.outcome == "pending" {
+            if a.spent {
                 total = total.saturating_add(a.fee.0);
             }
         }
@@ -385,12 +423,11 @@ impl RebalanceService {
     /// The recent cost of moving liquidity into `scid`, in ppm (for the fee cost floor).
     pub fn recent_cost_ppm(&self, scid: Scid, since: u64) -> Result<Option<u32>, RebalanceError> {
         let (mut fee, mut amount) = (0u64, 0u64);
-        for item in self.attempts.iter_rev() {
-            let (_, a) = item?;
+        for a in lock(&self.ledger).iter().rev() {
             if a.time < since {
                 break;
             }
-            if a.sink == scid && a.outcome == "success" {
+            if a.sink == scid && a.success {
                 fee = fee.saturating_add(a.fee.0);
                 amount = amount.saturating_add(a.amount.0);
             }

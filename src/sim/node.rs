@@ -267,3 +267,71 @@ impl Node for SimNode<'_> {
         ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::graph::Graph;
+    use crate::engine::route::{find_circular_routes, CircularRequest, RouteParams};
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn self_payments_need_preparing_and_liquidity_and_move_balances() {
+        let mut net = Network::generate(3, 40, 6);
+        let htlcs = HashMap::new();
+        let node = SimNode::new(&mut net, &htlcs, &[], 800_000);
+        let me = node.id();
+        let channels = block_on(node.channels()).unwrap();
+        let graph = Graph::from_edges(&block_on(node.graph()).unwrap()).unwrap();
+        graph.prepare();
+        let beliefs = crate::engine::beliefs::Beliefs::new(3_600);
+        let view = beliefs.view(&graph, 0);
+        let (src, dst) = (&channels[0], &channels[1]);
+        let req = CircularRequest {
+            ours: me,
+            out_scid: src.scid.unwrap(),
+            out_peer: src.peer,
+            in_scid: dst.scid.unwrap(),
+            in_peer: dst.peer,
+            amount: Msat(10_000),
+            in_policy: dst.remote_policy,
+        };
+        let route = find_circular_routes(&graph, &view, &req, &RouteParams::default()).unwrap()[0].clone();
+        let hops = route.to_route_hops();
+        let pre = Preimage([7; 32]);
+        let hash = pre.payment_hash();
+        // Unannounced: the final hop (us) does not know the payment.
+        let PayOutcome::Failed { failing_channel, .. } = block_on(node.pay_route(&hops, hash, 60)).unwrap()
+        else {
+            panic!("paid an unknown hash")
+        };
+        assert_eq!(failing_channel, Some(hops.last().unwrap().scid));
+        block_on(node.prepare_self_payment(pre, route.amount)).unwrap();
+        let out = block_on(node.pay_route(&hops, hash, 60)).unwrap();
+        assert_eq!(out, PayOutcome::Success { preimage: pre });
+        assert_eq!(block_on(node.wait_payment(hash, 1)).unwrap(), out);
+        let after = block_on(node.channels()).unwrap();
+        assert_eq!(after[0].spendable.0, src.spendable.0 - route.hops[0].amount.0);
+        assert_eq!(after[1].spendable.0, dst.spendable.0 + route.amount.0);
+        drop(node);
+        // A disconnected first hop carries nothing, and says where it failed.
+        let ci = net.by_scid[&src.scid.unwrap()];
+        net.channels[ci as usize].down = true;
+        let node = SimNode::new(&mut net, &htlcs, &[], 800_000);
+        let pre = Preimage([8; 32]);
+        block_on(node.prepare_self_payment(pre, route.amount)).unwrap();
+        let PayOutcome::Failed { failing_channel, .. } =
+            block_on(node.pay_route(&hops, pre.payment_hash(), 60)).unwrap()
+        else {
+            panic!("paid over a channel that is down")
+        };
+        assert_eq!(failing_channel, src.scid);
+        assert!(!block_on(node.channels()).unwrap()[0].peer_connected);
+    }
+}

@@ -9,7 +9,7 @@
 //! with `service::execute`, the attempt loop `rebalance-execute` runs, paying through
 //! `SimNode::pay_route`. Node futures are driven by one current-thread tokio runtime.
 
-use super::network::{held_htlc, Network, PathHop, Sent};
+use super::network::{held_htlc, htlc, Network, PathHop, Sent};
 use super::node::SimNode;
 use super::rng::Rng;
 use super::summary::{Conservation, Summary};
@@ -23,7 +23,7 @@ use crate::engine::monitor::{
     Alert, AlertId, ChannelSnapshot, Evaluator, HistoryPoint, MonitorConfig, Transition,
 };
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
-use crate::node::{FeeUpdate, Forward, ForwardStatus, Node, PendingHtlc};
+use crate::node::{FeeUpdate, Forward, ForwardStatus, HtlcDirection, Node, PendingHtlc};
 use crate::service::execute::Executor;
 use crate::service::rebalance::RebalanceService;
 use crate::store::Store;
@@ -42,6 +42,13 @@ const FLOW_WINDOW_SECS: u64 = 86_400;
 const FLOW_BUCKET_SECS: u64 = 3_600;
 const HODL_FINAL_CLTV: u32 = 40;
 const PAY_ATTEMPTS: usize = 5;
+/// A payment takes this many seconds (uniform) from its first HTLC to its settlement; one
+/// still settling at the end of a minute is pending on its channels until the next.
+const SETTLE_SECS: (u64, u64) = (2, 30);
+/// Peer disconnects of our channels: chance per simulated minute (about three a day), and
+/// how long one lasts, minutes (uniform).
+const DISCONNECT_PER_MIN: f64 = 3.0 / 1_440.0;
+const DISCONNECT_MINS: (u64, u64) = (5, 180);
 /// How often every channel is decided, traffic or not (the plugin's fee sweep).
 const FEE_SWEEP_SECS: u64 = 3_600;
 /// The window of rebalance costs the fee policy's cost floor looks at (as the plugin).
@@ -114,6 +121,14 @@ impl Events<'_> {
     }
 }
 
+/// A payment whose HTLCs are still out (offered, not yet settled) at the end of a minute.
+struct Settling {
+    path: Vec<PathHop>,
+    amounts: Vec<u64>,
+    /// (our channel index, htlc id) entries it added to `htlcs`.
+    ours: Vec<(u32, u64)>,
+}
+
 struct Held {
     invoice: usize,
     path: Vec<PathHop>,
@@ -137,6 +152,10 @@ struct Sim<'a> {
     height: u32,
     traffic: Rng,
     hodl_rng: Rng,
+    links: Rng,
+    settling: Vec<Settling>,
+    /// (reconnect time, channel index) of our channels whose peer is away.
+    reconnects: Vec<(u64, u32)>,
     ev: Events<'a>,
     s: Summary,
     trace: Trace,
@@ -193,6 +212,9 @@ pub fn run<'a>(
         // policies on one seed see exactly the same payments.
         traffic: Rng::new(p.seed, 1),
         hodl_rng: Rng::new(p.seed, 2),
+        links: Rng::new(p.seed, 3),
+        settling: Vec::new(),
+        reconnects: Vec::new(),
         ev: Events {
             out: events,
             count: 0,
@@ -234,6 +256,8 @@ pub fn run<'a>(
         if step % BLOCK_STEPS == 0 {
             sim.on_block();
         }
+        sim.links_step();
+        sim.settle_step();
         sim.traffic_step();
         sim.hodl_step();
         sim.fee_step();
@@ -283,6 +307,13 @@ pub fn run<'a>(
         trace: sim.trace,
         events: sim.ev.count,
     })
+}
+
+/// Distinct bytes per simulated HTLC, for their payment hashes.
+fn sim_hash_seed(id: u64) -> [u8; 32] {
+    let mut b = [0x5a; 32];
+    b[..8].copy_from_slice(&id.to_be_bytes());
+    b
 }
 
 impl Sim<'_> {
@@ -336,15 +367,24 @@ impl Sim<'_> {
                 to = self.pick_node();
             }
             let amount = self.traffic.log_range(1_000_000, 500_000_000);
+            // When in the minute it starts and how long it takes: drawn for every payment,
+            // so the stream does not depend on what the engine did.
+            let start = self.traffic.below(STEP_SECS);
+            let takes = self.traffic.range(SETTLE_SECS.0, SETTLE_SECS.1 + 1);
             if to == from {
                 continue;
             }
+            let pending = start + takes >= STEP_SECS;
             self.s.payments += 1;
-            match self.pay(from, to, amount, false) {
+            match self.pay(from, to, amount, pending) {
                 Some((path, amounts)) => {
                     self.s.payments_ok += 1;
                     self.ev.emit(json!({"t": self.now, "type": "payment", "ok": true, "msat": amount, "hops": path.len()}));
-                    self.note_forwards(&path, &amounts);
+                    if pending {
+                        self.hold_pending(path, amounts);
+                    } else {
+                        self.note_forwards(&path, &amounts);
+                    }
                 }
                 None => {
                     self.ev
@@ -352,6 +392,86 @@ impl Sim<'_> {
                 }
             }
         }
+    }
+
+    /// A payment still settling: its HTLCs stay locked on every hop, and those through our
+    /// node show on our channels, until the next minute settles it.
+    fn hold_pending(&mut self, path: Vec<PathHop>, amounts: Vec<u64>) {
+        let mut ours = Vec::new();
+        let expiry = self.height + HODL_FINAL_CLTV * path.len() as u32;
+        for i in 1..path.len() {
+            if self.net.hop_from(path[i]) != self.net.ours {
+                continue;
+            }
+            let id = self.next_htlc;
+            self.next_htlc += 1;
+            let hash = Preimage(sim_hash_seed(id)).payment_hash();
+            let (inc, out) = (path[i - 1].0, path[i].0);
+            self.htlcs.entry(inc).or_default().push(htlc(
+                HtlcDirection::In,
+                id,
+                amounts[i - 1],
+                expiry,
+                hash,
+            ));
+            self.htlcs
+                .entry(out)
+                .or_default()
+                .push(htlc(HtlcDirection::Out, id, amounts[i], expiry, hash));
+            ours.push((inc, id));
+            ours.push((out, id));
+        }
+        self.settling.push(Settling { path, amounts, ours });
+    }
+
+    /// Settles the payments left pending by the previous minute.
+    fn settle_step(&mut self) {
+        for st in std::mem::take(&mut self.settling) {
+            self.net.resolve(&st.path, &st.amounts, true);
+            for (ci, id) in st.ours {
+                if let Some(v) = self.htlcs.get_mut(&ci) {
+                    v.retain(|h| h.id != id);
+                }
+            }
+            self.note_forwards(&st.path, &st.amounts);
+        }
+    }
+
+    /// Peers of our channels going away and coming back (from their own stream).
+    fn links_step(&mut self) {
+        let now = self.now;
+        let mut back = Vec::new();
+        self.reconnects.retain(|&(at, ci)| {
+            let due = at <= now;
+            if due {
+                back.push(ci);
+            }
+            !due
+        });
+        for ci in back {
+            self.net.channels[ci as usize].down = false;
+            let scid = self.net.channels[ci as usize].scid;
+            self.ev
+                .emit(json!({"t": now, "type": "peer", "scid": scid.to_string(), "connected": true}));
+        }
+        if !self.links.chance(DISCONNECT_PER_MIN) {
+            return;
+        }
+        let pick = self
+            .links
+            .below(self.net.adj[self.net.ours as usize].len() as u64) as usize;
+        let mins = self.links.range(DISCONNECT_MINS.0, DISCONNECT_MINS.1 + 1);
+        let ci = self.net.adj[self.net.ours as usize][pick].0;
+        if self.net.channels[ci as usize].down {
+            return;
+        }
+        self.net.channels[ci as usize].down = true;
+        self.reconnects.push((now + mins * 60, ci));
+        self.s.disconnects += 1;
+        let scid = self.net.channels[ci as usize].scid;
+        self.ev.emit(
+            json!({"t": now, "type": "peer", "scid": scid.to_string(), "connected": false, "minutes": mins}),
+        );
     }
 
     fn note_forwards(&mut self, path: &[PathHop], amounts: &[u64]) {

@@ -116,9 +116,32 @@ fn two_policies_see_the_same_traffic() {
     let rb = simulate(&args(5, 24), &b).unwrap().summary;
     assert_eq!(ra.payments, rb.payments);
     assert_eq!(ra.hodl_created, rb.hodl_created);
+    assert_eq!(ra.disconnects, rb.disconnects, "the same peers go away");
     assert_ne!(
         ra.fees_earned_msat, rb.fees_earned_msat,
         "different policies, different earnings"
+    );
+}
+
+#[test]
+fn peers_disconnect_and_the_monitor_sees_it() {
+    let policy = SimPolicy::default_policy();
+    let mut alerted = false;
+    for seed in 1..=3 {
+        let o = simulate(&args(seed, 72), &policy).unwrap();
+        assert!(o.summary.disconnects > 0, "seed {seed}: {:?}", o.summary);
+        alerted |= o
+            .trace
+            .alerts
+            .values()
+            .any(|a| a.kind == ballast::engine::monitor::AlertKind::PeerDisconnected);
+        // Payments still settling at the end hold their HTLCs; msat stay exact anyway.
+        assert_eq!(o.conservation.total_final, o.conservation.total_capacity);
+        assert_eq!(o.conservation.nodes_mismatched, 0);
+    }
+    assert!(
+        alerted,
+        "a long disconnect raises the monitor's peer_disconnected alert"
     );
 }
 

@@ -10,11 +10,10 @@ use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::counters::bump;
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
-use crate::engine::route::{
-    cheapest, fastest, find_circular_routes, find_routes, CircularRequest, Route, RouteParams,
-};
+use crate::engine::route::{cheapest, fastest, find_routes, Route, RouteParams};
 use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
-use crate::service::rebalance::{Attempt, RebalanceError};
+use crate::service::execute::{ExecError, ExecStatus, Executor};
+use crate::service::rebalance::RebalanceError;
 use crate::types::{Msat, NodeId, Scid};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -539,16 +538,8 @@ async fn execute_moves(
     Ok(json!({"execution": exec_id, "moves": results, "fee_msat": spent_total.0}))
 }
 
-fn find(channels: &[Channel], scid: Scid) -> Result<&Channel, RpcError> {
-    channels
-        .iter()
-        .find(|c| c.scid == Some(scid) && c.state == ChannelState::Normal)
-        .ok_or_else(|| RpcError {
-            code: ERR_UNKNOWN_CHANNEL,
-            message: format!("{EXECUTE}: {scid} is not one of our normal channels"),
-        })
-}
-
+/// One move through the shared attempt loop (`service::execute`), reported as
+/// `rebalance-execute` always has.
 #[allow(clippy::too_many_arguments)]
 async fn execute_move(
     s: &AppState,
@@ -561,226 +552,50 @@ async fn execute_move(
     max_ppm: u32,
     budget_left: &mut Msat,
 ) -> Result<Value, RpcError> {
-    let src = find(channels, source)?;
-    let dst = find(channels, sink)?;
-    if src.peer == dst.peer {
-        // Out and back through the same peer moves nothing and burns fees.
+    let settings = &s.rebalance_settings;
+    let exec = Executor {
+        service: &s.rebalance,
+        node: &s.node,
+        planner: &settings.planner,
+        daily_budget: settings.daily_budget,
+        now: &now_unix,
+        me: *me,
+        exec_id,
+        channels,
+    };
+    let r = exec
+        .execute_move(source, sink, amount, max_ppm, budget_left)
+        .await
+        .map_err(|e| match e {
+            ExecError::UnknownChannel(_) => RpcError {
+                code: ERR_UNKNOWN_CHANNEL,
+                message: format!("{EXECUTE}: {e}"),
+            },
+            ExecError::Route(_) => RpcError {
+                code: ERR_PLAN,
+                message: format!("{EXECUTE}: {e}"),
+            },
+            ExecError::Store(e) => store_error(e),
+        })?;
+    for _ in r.recorded.iter().filter(|a| a.outcome == "success") {
+        bump(&s.counters.rebalances);
+    }
+    if r.status == ExecStatus::Refused {
         return Ok(
-            json!({"source": source.to_string(), "sink": sink.to_string(), "moved_msat": 0, "fee_msat": 0,
-            "status": "refused", "reason": "source and sink are channels to the same peer"}),
+            json!({"source": source.to_string(), "sink": sink.to_string(), "moved_msat": 0,
+            "fee_msat": 0, "status": r.status.as_str(), "reason": r.reason}),
         );
     }
-    let settings = &s.rebalance_settings;
-    let min_part = settings.planner.min_amount.0.max(1);
-    let mut remaining = amount.0;
-    let mut part = amount.0;
-    let mut moved = 0u64;
-    let mut fees = 0u64;
-    let mut attempts = 0u32;
-    let mut stop_reason = String::new();
-    let mut in_flight = false;
-    while remaining > 0 && attempts < 16 {
-        part = part.min(remaining);
-        let day_spent = {
-            let svc = s.rebalance.clone();
-            tokio::task::spawn_blocking(move || svc.spent_since(now_unix().saturating_sub(86_400)))
-                .await
-                .map_err(internal)?
-                .map_err(store_error)?
-        };
-        let daily_left = settings.daily_budget.0.saturating_sub(day_spent.0);
-        let cap = (part as u128 * max_ppm as u128 / 1_000_000) as u64;
-        let fee_cap = cap.min(budget_left.0).min(daily_left);
-        if fee_cap == 0 && cap > 0 {
-            stop_reason = if daily_left == 0 {
-                "daily budget (ballast-rebalance-daily-budget) used up".into()
-            } else {
-                "execution budget (max_fee_msat) used up".into()
-            };
-            break;
-        }
-        let req = CircularRequest {
-            ours: *me,
-            out_scid: source,
-            out_peer: src.peer,
-            in_scid: sink,
-            in_peer: dst.peer,
-            amount: Msat(part),
-            in_policy: dst.remote_policy,
-        };
-        let params = RouteParams {
-            k: settings.planner.k.max(1),
-            max_hops: settings.planner.max_hops,
-            max_fee: Some(Msat(fee_cap)),
-            cost: settings.planner.cost.clone(),
-            ..RouteParams::default()
-        };
-        let svc = s.rebalance.clone();
-        let routes = tokio::task::spawn_blocking(move || {
-            svc.with_graph(now_unix(), |g, _, view| {
-                find_circular_routes(g, view, &req, &params)
-            })
-        })
-        .await
-        .map_err(internal)?
-        .unwrap_or(Ok(Vec::new()))
-        .map_err(|e| RpcError {
-            code: ERR_PLAN,
-            message: format!("{EXECUTE}: {e}"),
-        })?;
-        let mut succeeded = false;
-        for route in routes {
-            // The hard stop: this exact fee against what is left, before sending anything.
-            if route.fee.0 > budget_left.0 || route.fee.0 > daily_left || route.fee.0 > fee_cap {
-                continue;
-            }
-            attempts += 1;
-            let outcome = attempt(s, me, exec_id, source, sink, &route).await?;
-            match outcome {
-                AttemptResult::Success => {
-                    budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
-                    fees += route.fee.0;
-                    moved += part;
-                    remaining -= part;
-                    succeeded = true;
-                    break;
-                }
-                AttemptResult::Pending => {
-                    // Its fee stays counted as spent; do not pile more on top of it.
-                    budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
-                    fees += route.fee.0;
-                    stop_reason =
-                        "an attempt is still in flight; its fee counts as spent until it resolves".into();
-                    in_flight = true;
-                    break;
-                }
-                AttemptResult::Failed => {}
-            }
-            if attempts >= 16 {
-                break;
-            }
-        }
-        if in_flight {
-            break;
-        }
-        if !succeeded && remaining > 0 {
-            // Smaller parts find liquidity where the full amount did not.
-            if part / 2 >= min_part {
-                part /= 2;
-            } else {
-                stop_reason = format!("no route within budget for {} msat or less", part);
-                break;
-            }
-        }
-    }
-    if remaining > 0 && stop_reason.is_empty() {
-        stop_reason = "attempt limit reached".into();
-    }
-    let status = if in_flight {
-        "in_flight"
-    } else if moved == amount.0 {
-        "done"
-    } else if moved > 0 {
-        "partial"
-    } else {
-        "failed"
-    };
     Ok(json!({
         "source": source.to_string(),
         "sink": sink.to_string(),
-        "requested_msat": amount.0,
-        "moved_msat": moved,
-        "fee_msat": fees,
-        "attempts": attempts,
-        "status": status,
-        "reason": stop_reason,
+        "requested_msat": r.requested.0,
+        "moved_msat": r.moved.0,
+        "fee_msat": r.fee.0,
+        "attempts": r.attempts,
+        "status": r.status.as_str(),
+        "reason": r.reason,
     }))
-}
-
-enum AttemptResult {
-    Success,
-    Failed,
-    Pending,
-}
-
-async fn attempt(
-    s: &AppState,
-    me: &NodeId,
-    exec_id: &str,
-    source: Scid,
-    sink: Scid,
-    route: &Route,
-) -> Result<AttemptResult, RpcError> {
-    let svc = s.rebalance.clone();
-    let hash = tokio::task::spawn_blocking(move || svc.new_self_payment(now_unix()))
-        .await
-        .map_err(internal)?
-        .map_err(store_error)?;
-    let outcome = s.node.pay_route(&route.to_route_hops(), hash, 60).await;
-    let now = now_unix();
-    let (result, failing, message, failed_at) = match outcome {
-        Ok(PayOutcome::Success { .. }) => (AttemptResult::Success, None, String::new(), None),
-        Ok(PayOutcome::Failed {
-            failing_channel,
-            message,
-            ..
-        }) => {
-            let idx = failing_channel.and_then(|f| route.hops.iter().position(|h| h.scid == f));
-            (AttemptResult::Failed, failing_channel, message, idx)
-        }
-        Err(NodeError::Rejected {
-            code: Some(200),
-            message,
-            ..
-        }) => (AttemptResult::Pending, None, message, None),
-        // lightningd could not say where it failed: nothing to learn about liquidity.
-        Err(e) => (AttemptResult::Failed, None, e.to_string(), None),
-    };
-    let a = Attempt {
-        id: 0,
-        execution: exec_id.to_string(),
-        time: now,
-        source,
-        sink,
-        amount: route.amount,
-        fee: route.fee,
-        route: route.hops.iter().map(|h| h.scid).collect(),
-        payment_hash: hash,
-        outcome: match result {
-            AttemptResult::Success => "success",
-            AttemptResult::Failed => "failed",
-            AttemptResult::Pending => "pending",
-        }
-        .into(),
-        failing_channel: failing,
-        message,
-    };
-    let svc = s.rebalance.clone();
-    let route2 = route.clone();
-    let me = *me;
-    let learn = !matches!(result, AttemptResult::Pending);
-    let final_outcome = !matches!(result, AttemptResult::Pending);
-    tokio::task::spawn_blocking(move || {
-        if learn {
-            // A failure the node could not place (failed_at None on a failure) teaches
-            // nothing about liquidity, so only placed failures and successes are learned.
-            let failed_at = if a.outcome == "success" { None } else { failed_at };
-            if a.outcome == "success" || failed_at.is_some() {
-                svc.learn(&me, &route2, failed_at, now)?;
-            }
-        }
-        if final_outcome {
-            svc.finish_self_payment(&a.payment_hash)?;
-        }
-        svc.record_attempt(a)
-    })
-    .await
-    .map_err(internal)?
-    .map_err(store_error)?;
-    if matches!(result, AttemptResult::Success) {
-        bump(&s.counters.rebalances);
-    }
-    Ok(result)
 }
 
 pub const STATUS: &str = "rebalance-status";

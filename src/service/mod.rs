@@ -2,6 +2,7 @@
 //! in-memory books, waiters for held HTLCs and event fan-out. Methods are synchronous
 //! (some flush the store); async callers run them on blocking threads.
 
+pub mod execute;
 pub mod fees;
 pub mod hodl;
 pub mod income;

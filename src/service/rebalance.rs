@@ -99,6 +99,37 @@ pub struct RebalanceService {
     preimages: Mutex<HashMap<PaymentHash, Preimage>>,
     claims: Arc<ClaimSet>,
     seq: AtomicU64,
+    /// What spend and cost questions need of every attempt, in id order: the fee policy
+    /// asks for each channel decision and the attempt loop before every attempt, and
+    /// decoding the stored history each time was most of their cost.
+    ledger: Mutex<Vec<Spend>>,
+}
+
+/// An attempt as the budget and cost figures see it.
+#[derive(Debug, Clone, Copy)]
+struct Spend {
+    id: u64,
+    time: u64,
+    sink: Scid,
+    amount: Msat,
+    fee: Msat,
+    /// Success or pending: its fee counts as spent.
+    spent: bool,
+    success: bool,
+}
+
+impl Spend {
+    fn of(a: &Attempt) -> Spend {
+        Spend {
+            id: a.id,
+            time: a.time,
+            sink: a.sink,
+            amount: a.amount,
+            fee: a.fee,
+            spent: a.outcome == "success" || a.outcome == "pending",
+            success: a.outcome == "success",
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,12 +156,12 @@ impl RebalanceService {
             claims.claim(hash);
             preimages.insert(hash, sp.preimage);
         }
-        let seq = attempts
-            .iter_rev()
-            .next()
-            .transpose()?
-            .map(|(_, a)| a.id + 1)
-            .unwrap_or(0);
+        let mut ledger = Vec::new();
+        for item in attempts.iter() {
+            let (_, a) = item?;
+            ledger.push(Spend::of(&a));
+        }
+        let seq = ledger.last().map_or(0, |s: &Spend| s.id + 1);
         Ok(RebalanceService {
             store,
             plans,
@@ -143,6 +174,7 @@ impl RebalanceService {
             preimages: Mutex::new(preimages),
             claims,
             seq: AtomicU64::new(seq),
+            ledger: Mutex::new(ledger),
         })
     }
 
@@ -253,7 +285,9 @@ impl RebalanceService {
     }
 
     /// A fresh preimage for a payment to ourselves, durable and claimed before it is used.
-    pub fn new_self_payment(&self, now: u64) -> Result<PaymentHash, RebalanceError> {
+    /// Its hash is the payment's; the preimage itself goes to nodes that must be told
+    /// about the payment beforehand (`Node::prepare_self_payment`).
+    pub fn new_self_payment(&self, now: u64) -> Result<Preimage, RebalanceError> {
         let mut raw = [0u8; 32];
         getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
         let preimage = Preimage(raw);
@@ -268,7 +302,7 @@ impl RebalanceService {
         self.store.flush()?;
         lock(&self.preimages).insert(hash, preimage);
         self.claims.claim(hash);
-        Ok(hash)
+        Ok(preimage)
     }
 
     /// The preimage that claims one of our own rebalance payments.
@@ -318,9 +352,12 @@ impl RebalanceService {
     }
 
     pub fn record_attempt(&self, mut a: Attempt) -> Result<Attempt, RebalanceError> {
+        // Under the ledger's lock, so ids enter it in order.
+        let mut ledger = lock(&self.ledger);
         a.id = self.seq.fetch_add(1, Ordering::Relaxed);
         self.attempts.put(a.id.to_be_bytes(), &a)?;
         self.store.flush()?;
+        ledger.push(Spend::of(&a));
         Ok(a)
     }
 
@@ -346,6 +383,10 @@ impl RebalanceService {
             self.claims.release(&a.payment_hash);
             self.attempts.put(id.to_be_bytes(), &a)?;
             self.store.flush()?;
+            let mut ledger = lock(&self.ledger);
+            if let Ok(i) = ledger.binary_search_by_key(&id, |s| s.id) {
+                ledger[i] = Spend::of(&a);
+            }
         }
         Ok(())
     }
@@ -353,12 +394,11 @@ impl RebalanceService {
     /// Fees of successful (and still pending) attempts since `since`.
     pub fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
         let mut total = 0u64;
-        for item in self.attempts.iter_rev() {
-            let (_, a) = item?;
+        for a in lock(&self.ledger).iter().rev() {
             if a.time < since {
                 break;
             }
-            if a.outcome == "success" || a.outcome == "pending" {
+            if a.spent {
                 total = total.saturating_add(a.fee.0);
             }
         }
@@ -383,12 +423,11 @@ impl RebalanceService {
     /// The recent cost of moving liquidity into `scid`, in ppm (for the fee cost floor).
     pub fn recent_cost_ppm(&self, scid: Scid, since: u64) -> Result<Option<u32>, RebalanceError> {
         let (mut fee, mut amount) = (0u64, 0u64);
-        for item in self.attempts.iter_rev() {
-            let (_, a) = item?;
+        for a in lock(&self.ledger).iter().rev() {
             if a.time < since {
                 break;
             }
-            if a.sink == scid && a.outcome == "success" {
+            if a.sink == scid && a.success {
                 fee = fee.saturating_add(a.fee.0);
                 amount = amount.saturating_add(a.amount.0);
             }
@@ -440,7 +479,7 @@ mod tests {
                 svc.recent_cost_ppm(Scid::new(2, 0, 0).unwrap(), 0).unwrap(),
                 Some(1_000)
             );
-            hash = svc.new_self_payment(400).unwrap();
+            hash = svc.new_self_payment(400).unwrap().payment_hash();
             assert!(claims.contains(&hash));
         }
         // After a restart the in-flight self-payment is still claimable.

@@ -9,6 +9,7 @@
 //! the raw events as JSON lines. Two policies on one seed see the same traffic.
 
 pub mod network;
+pub mod node;
 pub mod output;
 pub mod rng;
 pub mod run;

@@ -29,6 +29,9 @@ pub struct SimChannel {
     /// the direction for that amount or more for a while, as lightningd's and LND's
     /// mission control do (shared by all simulated payers).
     pub failed: [(u64, u64); 2],
+    /// The peers are disconnected: the channel carries nothing and gossip shows it
+    /// disabled until they reconnect.
+    pub down: bool,
 }
 
 /// How long a liquidity failure keeps payers away from a channel direction.
@@ -146,6 +149,7 @@ impl Network {
                 fee: [Self::random_policy(rng), Self::random_policy(rng)],
                 cltv: [40 + rng.below(4) as u32 * 20, 40 + rng.below(4) as u32 * 20],
                 failed: [(0, 0); 2],
+                down: false,
             };
             net.add_channel(c);
             true
@@ -250,6 +254,7 @@ impl Network {
                 fee: [pa, pb],
                 cltv: [ca, cb],
                 failed: [(0, 0); 2],
+                down: false,
             });
         }
         let mut next = net.channels.len();
@@ -271,6 +276,7 @@ impl Network {
                 fee: [Self::random_policy(rng), Self::random_policy(rng)],
                 cltv: [40, 40],
                 failed: [(0, 0); 2],
+                down: false,
             });
             true
         });
@@ -303,7 +309,7 @@ impl Network {
                 Channel {
                     scid: Some(c.scid),
                     peer: self.ids[c.node[o] as usize],
-                    peer_connected: true,
+                    peer_connected: !c.down,
                     state: ChannelState::Normal,
                     raw_state: "CHANNELD_NORMAL".into(),
                     capacity: Msat(c.capacity),
@@ -340,7 +346,7 @@ impl Network {
                     cltv_delta: c.cltv[d],
                     htlc_min: Msat(1),
                     htlc_max: Msat(c.capacity),
-                    active: true,
+                    active: !c.down,
                     last_update: 0,
                 });
             }
@@ -387,7 +393,7 @@ impl Network {
                 let recently_failed = failed_at > 0
                     && now.saturating_sub(failed_at) < FAILURE_MEMORY_SECS
                     && amount >= failed_amount;
-                if c.capacity < amount || recently_failed || exclude.contains(&(ci, du)) {
+                if c.down || c.capacity < amount || recently_failed || exclude.contains(&(ci, du)) {
                     continue;
                 }
                 // The payer pays no fee on its own first hop; everyone else charges theirs.
@@ -446,7 +452,7 @@ impl Network {
     pub fn send(&mut self, path: &[PathHop], amounts: &[u64], hold: bool) -> Sent {
         for (i, &(ci, d)) in path.iter().enumerate() {
             let c = &self.channels[ci as usize];
-            if c.balance[d as usize] < amounts[i] {
+            if c.down || c.balance[d as usize] < amounts[i] {
                 return Sent::Failed { at: i };
             }
             if i > 0 {
@@ -538,8 +544,12 @@ impl Network {
 
 /// A pending HTLC on one of our channels, as `listpeerchannels` would show it.
 pub fn held_htlc(id: u64, amount: u64, expiry: u32, hash: PaymentHash) -> PendingHtlc {
+    htlc(HtlcDirection::In, id, amount, expiry, hash)
+}
+
+pub fn htlc(direction: HtlcDirection, id: u64, amount: u64, expiry: u32, hash: PaymentHash) -> PendingHtlc {
     PendingHtlc {
-        direction: HtlcDirection::In,
+        direction,
         id,
         amount: Msat(amount),
         expiry,

@@ -1,20 +1,21 @@
 //! The simulation loop: simulated minutes, blocks every ten, traffic over the network, and
 //! the real engine deciding on what our node sees.
 //!
-//! The engine is called directly (`engine::fees::{decide, Coalescer}`, `engine::hodl`,
-//! `engine::monitor::Evaluator`, `engine::planner::plan`, `engine::route`) with the same
-//! `node::Channel`, `GraphEdge` and `Forward` values a `Node` implementation returns. The
-//! plugin's own orchestration lives in `cln` and is bound to lightningd's plugin state, so a
-//! `Node` impl for the simulator would not reach more shared code; it would only add an
-//! async runtime and a persistent store (fsync per record) to every simulated event.
+//! Our node is a [`SimNode`]: the engine reads channels, the graph and forwards through the
+//! `Node` trait and applies fees through it. Fee decisions run `engine::fees::decide` with
+//! the inputs the plugin gathers (rebalance cost and peer size from the `RebalanceService`);
+//! the monitor judges snapshots of `node.channels()`; rebalancing keeps its graph, beliefs
+//! and attempt history in a `RebalanceService` (on a temporary store) and executes moves
+//! with `service::execute`, the attempt loop `rebalance-execute` runs, paying through
+//! `SimNode::pay_route`. Node futures are driven by one current-thread tokio runtime.
 
-use super::network::{held_htlc, Network, PathHop, Sent};
+use super::network::{held_htlc, htlc, Network, PathHop, Sent};
+use super::node::SimNode;
 use super::rng::Rng;
 use super::summary::{Conservation, Summary};
 use super::SimPolicy;
-use crate::engine::beliefs::{Beliefs, DirectedChannel};
+use crate::engine::claims::ClaimSet;
 use crate::engine::fees::{decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeConfig, Flow};
-use crate::engine::graph::Graph;
 use crate::engine::hodl::{
     CancelReason, DeadlineAction, HodlInvoice, HodlParams, HodlState, HtlcKey, HtlcVerdict, IncomingHtlc,
 };
@@ -22,12 +23,15 @@ use crate::engine::monitor::{
     Alert, AlertId, ChannelSnapshot, Evaluator, HistoryPoint, MonitorConfig, Transition,
 };
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
-use crate::engine::route::{find_circular_routes, CircularRequest, Route, RouteParams};
-use crate::node::{Forward, ForwardStatus, PendingHtlc};
+use crate::node::{FeeUpdate, Forward, ForwardStatus, HtlcDirection, Node, PendingHtlc};
+use crate::service::execute::Executor;
+use crate::service::rebalance::RebalanceService;
+use crate::store::Store;
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
+use std::sync::Arc;
 
 /// Simulated clock start (2023-11-14 22:13:20 UTC) and chain height.
 pub const T0: u64 = 1_700_000_000;
@@ -38,8 +42,27 @@ const FLOW_WINDOW_SECS: u64 = 86_400;
 const FLOW_BUCKET_SECS: u64 = 3_600;
 const HODL_FINAL_CLTV: u32 = 40;
 const PAY_ATTEMPTS: usize = 5;
+/// A payment takes this many seconds (uniform) from its first HTLC to its settlement; one
+/// still settling at the end of a minute is pending on its channels until the next.
+const SETTLE_SECS: (u64, u64) = (2, 30);
+/// Peer disconnects of our channels: chance per simulated minute (about three a day), and
+/// how long one lasts, minutes (uniform).
+const DISCONNECT_PER_MIN: f64 = 3.0 / 1_440.0;
+const DISCONNECT_MINS: (u64, u64) = (5, 180);
 /// How often every channel is decided, traffic or not (the plugin's fee sweep).
 const FEE_SWEEP_SECS: u64 = 3_600;
+/// The window of rebalance costs the fee policy's cost floor looks at (as the plugin).
+const COST_WINDOW_SECS: u64 = 7 * 86_400;
+/// Half-life of liquidity beliefs.
+const BELIEF_HALFLIFE_SECS: u64 = 6 * 3_600;
+
+/// Our node over the simulated network, borrowing only the fields it needs so the rest of
+/// the simulation stays usable while it lives.
+macro_rules! node {
+    ($s:expr) => {
+        SimNode::new(&mut $s.net, &$s.htlcs, &$s.trace.forwards, $s.height)
+    };
+}
 
 /// Knobs of one run that are not the policy.
 #[derive(Debug, Clone)]
@@ -98,6 +121,14 @@ impl Events<'_> {
     }
 }
 
+/// A payment whose HTLCs are still out (offered, not yet settled) at the end of a minute.
+struct Settling {
+    path: Vec<PathHop>,
+    amounts: Vec<u64>,
+    /// (our channel index, htlc id) entries it added to `htlcs`.
+    ours: Vec<(u32, u64)>,
+}
+
 struct Held {
     invoice: usize,
     path: Vec<PathHop>,
@@ -113,14 +144,6 @@ enum Fate {
     Ignore,
 }
 
-struct Attempt {
-    time: u64,
-    sink: Scid,
-    amount: u64,
-    fee: u64,
-    ok: bool,
-}
-
 struct Sim<'a> {
     net: Network,
     policy: &'a SimPolicy,
@@ -129,6 +152,10 @@ struct Sim<'a> {
     height: u32,
     traffic: Rng,
     hodl_rng: Rng,
+    links: Rng,
+    settling: Vec<Settling>,
+    /// (reconnect time, channel index) of our channels whose peer is away.
+    reconnects: Vec<(u64, u32)>,
     ev: Events<'a>,
     s: Summary,
     trace: Trace,
@@ -151,9 +178,11 @@ struct Sim<'a> {
     monitor_cfg: MonitorConfig,
     buckets: BTreeMap<Scid, HistoryPoint>,
     // rebalance
-    beliefs: Beliefs,
-    attempts: Vec<Attempt>,
+    svc: RebalanceService,
     planner: PlannerConfig,
+    executions: u64,
+    /// Drives the `Node` futures (all of `SimNode`'s are ready at once).
+    rt: tokio::runtime::Runtime,
 }
 
 pub fn run<'a>(
@@ -168,6 +197,10 @@ pub fn run<'a>(
         max_ppm: policy.max_ppm,
         ..PlannerConfig::default()
     };
+    let store = Store::temporary().map_err(std::io::Error::other)?;
+    let svc = RebalanceService::load(store, Arc::new(ClaimSet::new()), BELIEF_HALFLIFE_SECS)
+        .map_err(std::io::Error::other)?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let mut sim = Sim {
         s: Summary::new(policy, p, &net),
         net,
@@ -179,6 +212,9 @@ pub fn run<'a>(
         // policies on one seed see exactly the same payments.
         traffic: Rng::new(p.seed, 1),
         hodl_rng: Rng::new(p.seed, 2),
+        links: Rng::new(p.seed, 3),
+        settling: Vec::new(),
+        reconnects: Vec::new(),
         ev: Events {
             out: events,
             count: 0,
@@ -199,10 +235,12 @@ pub fn run<'a>(
         evaluator: Evaluator::new(),
         monitor_cfg: MonitorConfig::default(),
         buckets: BTreeMap::new(),
-        beliefs: Beliefs::new(6 * 3_600),
-        attempts: Vec::new(),
+        svc,
         planner,
+        executions: 0,
+        rt,
     };
+    sim.refresh_graph();
     let initial = sim.net.wealth();
     let total = sim.net.total_capacity();
     for ch in sim.net.our_channels(&HashMap::new()) {
@@ -218,6 +256,8 @@ pub fn run<'a>(
         if step % BLOCK_STEPS == 0 {
             sim.on_block();
         }
+        sim.links_step();
+        sim.settle_step();
         sim.traffic_step();
         sim.hodl_step();
         sim.fee_step();
@@ -267,6 +307,13 @@ pub fn run<'a>(
         trace: sim.trace,
         events: sim.ev.count,
     })
+}
+
+/// Distinct bytes per simulated HTLC, for their payment hashes.
+fn sim_hash_seed(id: u64) -> [u8; 32] {
+    let mut b = [0x5a; 32];
+    b[..8].copy_from_slice(&id.to_be_bytes());
+    b
 }
 
 impl Sim<'_> {
@@ -320,15 +367,24 @@ impl Sim<'_> {
                 to = self.pick_node();
             }
             let amount = self.traffic.log_range(1_000_000, 500_000_000);
+            // When in the minute it starts and how long it takes: drawn for every payment,
+            // so the stream does not depend on what the engine did.
+            let start = self.traffic.below(STEP_SECS);
+            let takes = self.traffic.range(SETTLE_SECS.0, SETTLE_SECS.1 + 1);
             if to == from {
                 continue;
             }
+            let pending = start + takes >= STEP_SECS;
             self.s.payments += 1;
-            match self.pay(from, to, amount, false) {
+            match self.pay(from, to, amount, pending) {
                 Some((path, amounts)) => {
                     self.s.payments_ok += 1;
                     self.ev.emit(json!({"t": self.now, "type": "payment", "ok": true, "msat": amount, "hops": path.len()}));
-                    self.note_forwards(&path, &amounts);
+                    if pending {
+                        self.hold_pending(path, amounts);
+                    } else {
+                        self.note_forwards(&path, &amounts);
+                    }
                 }
                 None => {
                     self.ev
@@ -336,6 +392,86 @@ impl Sim<'_> {
                 }
             }
         }
+    }
+
+    /// A payment still settling: its HTLCs stay locked on every hop, and those through our
+    /// node show on our channels, until the next minute settles it.
+    fn hold_pending(&mut self, path: Vec<PathHop>, amounts: Vec<u64>) {
+        let mut ours = Vec::new();
+        let expiry = self.height + HODL_FINAL_CLTV * path.len() as u32;
+        for i in 1..path.len() {
+            if self.net.hop_from(path[i]) != self.net.ours {
+                continue;
+            }
+            let id = self.next_htlc;
+            self.next_htlc += 1;
+            let hash = Preimage(sim_hash_seed(id)).payment_hash();
+            let (inc, out) = (path[i - 1].0, path[i].0);
+            self.htlcs.entry(inc).or_default().push(htlc(
+                HtlcDirection::In,
+                id,
+                amounts[i - 1],
+                expiry,
+                hash,
+            ));
+            self.htlcs
+                .entry(out)
+                .or_default()
+                .push(htlc(HtlcDirection::Out, id, amounts[i], expiry, hash));
+            ours.push((inc, id));
+            ours.push((out, id));
+        }
+        self.settling.push(Settling { path, amounts, ours });
+    }
+
+    /// Settles the payments left pending by the previous minute.
+    fn settle_step(&mut self) {
+        for st in std::mem::take(&mut self.settling) {
+            self.net.resolve(&st.path, &st.amounts, true);
+            for (ci, id) in st.ours {
+                if let Some(v) = self.htlcs.get_mut(&ci) {
+                    v.retain(|h| h.id != id);
+                }
+            }
+            self.note_forwards(&st.path, &st.amounts);
+        }
+    }
+
+    /// Peers of our channels going away and coming back (from their own stream).
+    fn links_step(&mut self) {
+        let now = self.now;
+        let mut back = Vec::new();
+        self.reconnects.retain(|&(at, ci)| {
+            let due = at <= now;
+            if due {
+                back.push(ci);
+            }
+            !due
+        });
+        for ci in back {
+            self.net.channels[ci as usize].down = false;
+            let scid = self.net.channels[ci as usize].scid;
+            self.ev
+                .emit(json!({"t": now, "type": "peer", "scid": scid.to_string(), "connected": true}));
+        }
+        if !self.links.chance(DISCONNECT_PER_MIN) {
+            return;
+        }
+        let pick = self
+            .links
+            .below(self.net.adj[self.net.ours as usize].len() as u64) as usize;
+        let mins = self.links.range(DISCONNECT_MINS.0, DISCONNECT_MINS.1 + 1);
+        let ci = self.net.adj[self.net.ours as usize][pick].0;
+        if self.net.channels[ci as usize].down {
+            return;
+        }
+        self.net.channels[ci as usize].down = true;
+        self.reconnects.push((now + mins * 60, ci));
+        self.s.disconnects += 1;
+        let scid = self.net.channels[ci as usize].scid;
+        self.ev.emit(
+            json!({"t": now, "type": "peer", "scid": scid.to_string(), "connected": false, "minutes": mins}),
+        );
     }
 
     fn note_forwards(&mut self, path: &[PathHop], amounts: &[u64]) {
@@ -406,19 +542,6 @@ impl Sim<'_> {
         }
     }
 
-    fn rebalance_cost_ppm(&self, scid: Scid) -> Option<u32> {
-        let since = self.now.saturating_sub(7 * 86_400);
-        let (mut fee, mut amount) = (0u64, 0u64);
-        for a in self.attempts.iter().rev().take_while(|a| a.time >= since) {
-            if a.ok && a.sink == scid {
-                fee += a.fee;
-                amount += a.amount;
-            }
-        }
-        (amount > 0)
-            .then(|| ((fee as u128 * 1_000_000).div_ceil(amount as u128)).min(u32::MAX as u128) as u32)
-    }
-
     /// The plugin's fee loop: due channels (forward-triggered) every tick, and every
     /// channel once per sweep interval.
     fn fee_step(&mut self) {
@@ -432,7 +555,10 @@ impl Sim<'_> {
         if due.is_empty() && !sweep {
             return;
         }
-        let channels = self.net.our_channels(&self.htlcs);
+        let channels = match self.rt.block_on(node!(self).channels()) {
+            Ok(c) => c,
+            Err(_) => return,
+        };
         let mut triggers = vec!["forward"; due.len()];
         if sweep {
             for c in &channels {
@@ -453,18 +579,11 @@ impl Sim<'_> {
                 local: ch.local,
                 pending_htlcs: ch.htlcs.len() as u32,
                 flow: self.flow(scid),
-                rebalance_cost_ppm: self.rebalance_cost_ppm(scid),
-                peer_channels: Some(
-                    self.net.adj[self.net.by_scid.get(&scid).map_or(0, |&ci| {
-                        let c = &self.net.channels[ci as usize];
-                        if c.node[0] == self.net.ours {
-                            c.node[1]
-                        } else {
-                            c.node[0]
-                        }
-                    }) as usize]
-                        .len() as u32,
-                ),
+                rebalance_cost_ppm: self
+                    .svc
+                    .recent_cost_ppm(scid, self.now.saturating_sub(COST_WINDOW_SECS))
+                    .unwrap_or(None),
+                peer_channels: self.svc.node_channels(&ch.peer),
                 current: ChannelFee {
                     base_msat: ch.fee_base,
                     ppm: ch.fee_ppm,
@@ -485,7 +604,13 @@ impl Sim<'_> {
             if !d.status.applies() {
                 continue;
             }
-            self.net.set_our_fee(scid, d.target.base_msat.0, d.target.ppm);
+            let fee = FeeUpdate {
+                base: d.target.base_msat,
+                ppm: d.target.ppm,
+            };
+            if self.rt.block_on(node!(self).set_fee(scid, fee)).is_err() {
+                continue;
+            }
             self.coalescer.record_applied(scid, self.now);
             self.last_update.insert(scid, self.now);
             self.s.fee_changes += 1;
@@ -687,7 +812,7 @@ impl Sim<'_> {
             .emit(json!({"t": self.now, "type": "block", "height": self.height}));
 
         // Monitoring: a snapshot of every channel, judged by the rules in force.
-        let channels = self.net.our_channels(&self.htlcs);
+        let channels = self.rt.block_on(node!(self).channels()).unwrap_or_default();
         let snaps: Vec<ChannelSnapshot> = channels
             .iter()
             .map(|c| ChannelSnapshot::from_channel(c, self.height, self.now))
@@ -752,177 +877,96 @@ impl Sim<'_> {
         self.trace.snapshots = snaps;
     }
 
-    fn spent_since(&self, since: u64) -> u64 {
-        self.attempts
-            .iter()
-            .rev()
-            .take_while(|a| a.time >= since)
-            .filter(|a| a.ok)
-            .map(|a| a.fee)
-            .sum()
+    /// The gossip graph from the node, into the service (the plugin's graph refresher).
+    fn refresh_graph(&mut self) {
+        if let Ok(edges) = self.rt.block_on(node!(self).graph()) {
+            let _ = self.svc.refresh_graph(&edges);
+        }
     }
 
+    /// The plugin's automatic round: a plan from the node's channels and graph, then each
+    /// planned move through `service::execute` with our `SimNode` paying.
     fn rebalance_step(&mut self) {
-        let edges = self.net.graph_edges();
-        let Ok(graph) = Graph::from_edges(&edges) else {
+        self.refresh_graph();
+        let now = self.now;
+        let node = node!(self);
+        let Ok(channels) = self.rt.block_on(node.channels()) else {
             return;
         };
-        graph.prepare();
-        let channels = self.net.our_channels(&self.htlcs);
-        let ours = self.net.ids[self.net.ours as usize];
-        let req = PlanRequest {
-            ours,
-            channels: &channels,
-            graph: &graph,
-            beliefs: &self.beliefs,
-            config: &self.planner,
-            feerate_perkb: None,
-            now: self.now,
-        };
-        let Ok(pl) = plan(&req) else { return };
-        self.s.rebalance_plans += 1;
-        for mv in pl.moves.iter().filter(|m| m.status == MoveStatus::Planned) {
-            self.execute_move(&graph, &channels, mv.source_scid, mv.sink_scid, mv.amount.0);
-        }
-    }
-
-    /// Mirrors `rebalance-execute`: parts, halving on failure, the daily budget and the
-    /// fee cap checked against the exact route fee before anything is sent.
-    fn execute_move(
-        &mut self,
-        graph: &Graph,
-        channels: &[crate::node::Channel],
-        source: Scid,
-        sink: Scid,
-        amount: u64,
-    ) {
-        let (Some(src), Some(dst)) = (
-            channels.iter().find(|c| c.scid == Some(source)),
-            channels.iter().find(|c| c.scid == Some(sink)),
-        ) else {
-            return;
-        };
-        if src.peer == dst.peer {
-            return;
-        }
-        let ours = self.net.ids[self.net.ours as usize];
-        let min_part = self.planner.min_amount.0.max(1);
-        let (mut remaining, mut part, mut tries) = (amount, amount, 0u32);
-        while remaining > 0 && tries < 16 {
-            part = part.min(remaining);
-            let daily_left = self
-                .policy
-                .daily_budget_msat
-                .saturating_sub(self.spent_since(self.now.saturating_sub(86_400)));
-            let cap = (part as u128 * self.policy.max_ppm as u128 / 1_000_000) as u64;
-            let fee_cap = cap.min(daily_left);
-            if fee_cap == 0 {
-                if daily_left == 0 {
-                    self.s.rebalance_budget_stops += 1;
-                }
-                break;
-            }
-            let creq = CircularRequest {
-                ours,
-                out_scid: source,
-                out_peer: src.peer,
-                in_scid: sink,
-                in_peer: dst.peer,
-                amount: Msat(part),
-                in_policy: dst.remote_policy,
-            };
-            let params = RouteParams {
-                k: self.planner.k.max(1),
-                max_hops: self.planner.max_hops,
-                max_fee: Some(Msat(fee_cap)),
-                cost: self.planner.cost.clone(),
-                ..RouteParams::default()
-            };
-            let view = self.beliefs.view(graph, self.now);
-            let routes = find_circular_routes(graph, &view, &creq, &params).unwrap_or_default();
-            let mut ok = false;
-            for route in routes {
-                // The hard stop, as in the plugin: this exact fee against what is left.
-                if route.fee.0 > fee_cap || route.fee.0 > daily_left {
-                    continue;
-                }
-                tries += 1;
-                if self.attempt(graph, &route, source, sink) {
-                    remaining -= part;
-                    ok = true;
-                    break;
-                }
-                if tries >= 16 {
-                    break;
-                }
-            }
-            if !ok && remaining > 0 {
-                if part / 2 >= min_part {
-                    part /= 2;
-                } else {
-                    break;
-                }
-            }
-        }
-    }
-
-    fn attempt(&mut self, graph: &Graph, route: &Route, source: Scid, sink: Scid) -> bool {
-        let ours = self.net.ours;
-        let mut path = Vec::with_capacity(route.hops.len());
-        let mut from = ours;
-        for h in &route.hops {
-            let Some(&ci) = self.net.by_scid.get(&h.scid) else {
-                return false;
-            };
-            let c = &self.net.channels[ci as usize];
-            let d = if c.node[0] == from { 0 } else { 1 };
-            path.push((ci, d as u8));
-            from = c.node[1 - d];
-        }
-        let amounts: Vec<u64> = route.hops.iter().map(|h| h.amount.0).collect();
-        let sent = self.net.send(&path, &amounts, false);
-        let failed_at = match sent {
-            Sent::Done { .. } => None,
-            Sent::Failed { at } => Some(at),
-        };
-        // What the service's `learn` does: hops before the failure had the liquidity.
-        let mut hops = Vec::with_capacity(route.hops.len());
-        let mut from_id = self.net.ids[ours as usize];
-        for h in &route.hops {
-            if let Some(e) = graph
-                .node_index(&from_id)
-                .and_then(|ix| graph.edge_from(h.scid, ix))
-                .and_then(|e| graph.edge(e))
-            {
-                hops.push((DirectedChannel::of(e), e.capacity, h.amount));
-            }
-            from_id = h.node;
-        }
-        self.beliefs.record_attempt(&hops, failed_at, self.now);
-        let ok = failed_at.is_none();
-        self.s.rebalance_attempts += 1;
-        let fee = route.fee.0;
-        if ok {
-            self.s.rebalance_ok += 1;
-            self.s.rebalance_moved_msat += route.amount.0;
-            self.s.rebalance_spend_msat += fee;
-            let ppm = (fee as u128 * 1_000_000 / route.amount.0.max(1) as u128) as u64;
-            self.s.rebalance_max_ppm = self.s.rebalance_max_ppm.max(ppm);
-        }
-        self.attempts.push(Attempt {
-            time: self.now,
-            sink,
-            amount: route.amount.0,
-            fee,
-            ok,
+        let me = node.id();
+        let planned = self.svc.with_graph(now, |graph, beliefs, _| {
+            plan(&PlanRequest {
+                ours: me,
+                channels: &channels,
+                graph,
+                beliefs,
+                config: &self.planner,
+                feerate_perkb: None,
+                now,
+            })
         });
-        if ok {
-            let spent = self.spent_since(self.now.saturating_sub(86_400));
-            self.s.max_24h_spend_msat = self.s.max_24h_spend_msat.max(spent);
+        let Some(Ok(pl)) = planned else { return };
+        self.s.rebalance_plans += 1;
+        self.executions += 1;
+        let exec_id = format!("sim-{}", self.executions);
+        let clock = move || now;
+        let exec = Executor {
+            service: &self.svc,
+            node: &node,
+            planner: &self.planner,
+            daily_budget: Msat(self.policy.daily_budget_msat),
+            now: &clock,
+            me,
+            exec_id: &exec_id,
+            channels: &channels,
+        };
+        let mut reports = Vec::new();
+        let mut budget_left = Msat(u64::MAX);
+        for mv in pl.moves.iter().filter(|m| m.status == MoveStatus::Planned) {
+            let run = exec.execute_move(
+                mv.source_scid,
+                mv.sink_scid,
+                mv.amount,
+                self.policy.max_ppm.min(mv.fee_cap_ppm),
+                &mut budget_left,
+            );
+            match self.rt.block_on(run) {
+                Ok(r) => reports.push(r),
+                Err(e) => {
+                    self.ev
+                        .emit(json!({"t": now, "type": "rebalance_error", "error": e.to_string()}));
+                }
+            }
         }
-        self.ev.emit(json!({"t": self.now, "type": "rebalance", "source": source.to_string(), "sink": sink.to_string(),
-            "msat": route.amount.0, "fee_msat": fee, "hops": route.hops.len(), "ok": ok, "failed_at": failed_at}));
-        ok
+        drop(node);
+        for r in reports {
+            if r.reason.starts_with("daily budget") {
+                self.s.rebalance_budget_stops += 1;
+            }
+            for a in &r.recorded {
+                let ok = a.outcome == "success";
+                self.s.rebalance_attempts += 1;
+                if ok {
+                    self.s.rebalance_ok += 1;
+                    self.s.rebalance_moved_msat += a.amount.0;
+                    self.s.rebalance_spend_msat += a.fee.0;
+                    let ppm = (a.fee.0 as u128 * 1_000_000 / a.amount.0.max(1) as u128) as u64;
+                    self.s.rebalance_max_ppm = self.s.rebalance_max_ppm.max(ppm);
+                }
+                let failed_at = a
+                    .failing_channel
+                    .and_then(|f| a.route.iter().position(|s| *s == f));
+                self.ev.emit(json!({"t": now, "type": "rebalance", "source": a.source.to_string(), "sink": a.sink.to_string(),
+                    "msat": a.amount.0, "fee_msat": a.fee.0, "hops": a.route.len(), "ok": ok, "failed_at": failed_at}));
+            }
+            if r.moved.0 > 0 {
+                let spent = self
+                    .svc
+                    .spent_since(now.saturating_sub(86_400))
+                    .map_or(0, |m| m.0);
+                self.s.max_24h_spend_msat = self.s.max_24h_spend_msat.max(spent);
+            }
+        }
     }
 
     fn finish(&mut self) {

@@ -35,6 +35,7 @@ pub struct Summary {
     pub rebalance_max_ppm: u64,
     pub max_ppm: u32,
     pub rebalance_budget_stops: u64,
+    pub disconnects: u64,
     pub alerts_raised: u64,
     pub alerts_critical: u64,
     pub alerts_active_end: u64,
@@ -111,6 +112,7 @@ impl Summary {
                     group(self.net_msat().unsigned_abs() / 1_000)
                 ),
             ),
+            ("peer disconnects", self.disconnects.to_string()),
             (
                 "alerts raised (critical)",
                 format!("{} ({})", self.alerts_raised, self.alerts_critical),

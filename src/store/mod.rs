@@ -138,6 +138,21 @@ impl Store {
         Ok(store)
     }
 
+    /// A store that lives as long as the value and is never read back (sled's temporary
+    /// mode), for `ballast simulate`: the services run on it as they do on a real one.
+    pub fn temporary() -> StoreResult<Store> {
+        let db = sled::Config::new().temporary(true).open()?;
+        let meta_tree = db.open_tree(META_TREE)?;
+        let store = Store {
+            path: PathBuf::new(),
+            meta: TypedTree::new(META_TREE, meta_tree.clone()),
+            tip: TypedTree::new(META_TREE, meta_tree),
+            db,
+        };
+        store.check_schema(0)?;
+        Ok(store)
+    }
+
     fn check_schema(&self, now_unix: u64) -> StoreResult<()> {
         let meta = self.db.open_tree(META_TREE)?;
         match meta.get(KEY_SCHEMA)? {

@@ -351,3 +351,36 @@ async fn bad_paths_and_an_unreachable_lnd_are_clear_errors() {
     assert_eq!(st.code(), Some(2), "{err}");
     assert!(err.contains("unknown flag"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_executes_with_send_to_route_to_our_own_invoice() {
+    let fake = fake().await;
+    let s = Sidecar::start(&fake, &["--ballast-rebalance-daily-budget=1000000"]);
+    fake.with_state(|st| st.send_script.push_back(lnd_fake::SendScript::Succeed));
+    let r = s.ok(
+        "rebalance-execute",
+        json!({"source": scid(CHAN_A), "sink": scid(CHAN_B), "amount_msat": 100_000_000, "max_ppm": 500}),
+    );
+    let m = &r["moves"][0];
+    assert_eq!(m["status"], "done", "{r:#}");
+    assert_eq!(m["moved_msat"], 100_000_000, "{r:#}");
+    let (routes, invoices) = fake.with_state(|st| (st.sent_routes.clone(), st.invoices.clone()));
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    let route = &routes[0];
+    let chans: Vec<u64> = route.hops.iter().map(|h| h.chan_id).collect();
+    assert_eq!(chans.first(), Some(&CHAN_A));
+    assert_eq!(chans.last(), Some(&CHAN_B));
+    // Paid to an invoice ballast added on our own node, whose payment_addr the last hop carries.
+    let last = route.hops.last().unwrap();
+    let mpp = last.mpp_record.as_ref().expect("mpp record on the last hop");
+    let inv = invoices
+        .iter()
+        .find(|i| i.payment_addr == mpp.payment_addr)
+        .expect("the invoice paid");
+    assert_eq!(inv.value_msat, 100_000_000);
+    assert_eq!(last.amt_to_forward_msat, 100_000_000);
+    assert_eq!(last.pub_key, fake.with_state(|st| st.id.clone()));
+    let st = s.ok("rebalance-status", json!({}));
+    assert_eq!(st["attempts"][0]["outcome"], "success", "{st:#}");
+    assert_eq!(st["attempts"][0]["fee"], m["fee_msat"], "{st:#}");
+}

@@ -69,6 +69,7 @@ fn service_error(e: FeeServiceError) -> RpcError {
 
 /// A settled forward: count its flow and schedule the affected channels. `payment_hash`,
 /// when the node reports it, lets the decision wait until the HTLC has left the balances.
+/// `settled_at` is given for forwards caught up from the node's history.
 pub fn on_settled_forward(
     s: &AppState,
     in_channel: Scid,
@@ -76,15 +77,23 @@ pub fn on_settled_forward(
     in_msat: Msat,
     out_msat: Msat,
     payment_hash: Option<PaymentHash>,
+    settled_at: Option<u64>,
 ) {
+    let now = now_unix();
     if let Some(h) = payment_hash {
         s.awaited.add(in_channel, h);
         if let Some(o) = out_channel {
             s.awaited.add(o, h);
         }
     }
-    s.fees
-        .on_forward(in_channel, out_channel, in_msat, out_msat, now_unix());
+    s.fees.on_forward_at(
+        in_channel,
+        out_channel,
+        in_msat,
+        out_msat,
+        settled_at.unwrap_or(now),
+        now,
+    );
 }
 
 /// Reads our channels, waiting until none of `awaited` is still an HTLC on `scid`.

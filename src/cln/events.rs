@@ -48,6 +48,7 @@ fn on_forward_event(s: &AppState, payload: &Value) {
         msat("in_msat").unwrap_or_default(),
         msat("out_msat").unwrap_or_default(),
         hash,
+        None,
     );
 }
 

@@ -203,8 +203,23 @@ impl FeeService {
         out_msat: Msat,
         now: u64,
     ) {
+        self.on_forward_at(in_channel, out_channel, in_msat, out_msat, now, now)
+    }
+
+    /// A forward that settled at `at`, learned at `now` (a catch-up from the node's
+    /// history): its flow counts where it happened, its decision is scheduled from now.
+    pub fn on_forward_at(
+        &self,
+        in_channel: Scid,
+        out_channel: Option<Scid>,
+        in_msat: Msat,
+        out_msat: Msat,
+        at: u64,
+        now: u64,
+    ) {
         let mut s = self.lock();
-        let bucket = now - now % FLOW_BUCKET_SECS;
+        let at = at.min(now);
+        let bucket = at - at % FLOW_BUCKET_SECS;
         let horizon = now.saturating_sub(self.flow_window_secs);
         let add = |s: &mut State, scid: Scid, inn: u64, out: u64| {
             let series = s.flows.entry(scid).or_default();

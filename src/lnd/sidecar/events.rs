@@ -11,12 +11,13 @@ use std::time::Duration;
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Runs until the process ends.
-pub async fn run(state: AppState, lnd: LndNode) {
+/// Runs until the process ends. `flow_window` is how far back the first catch-up reads,
+/// so the fee policy's flow figures survive a sidecar restart.
+pub async fn run(state: AppState, lnd: LndNode, flow_window: u64) {
     let mut backoff = RETRY_MIN;
     // Forwards settled after this time and not yet seen live are caught up from
-    // ForwardingHistory after a reconnect.
-    let mut seen_until = now_unix();
+    // ForwardingHistory: at start the flow window, after a reconnect the outage.
+    let mut seen_until = now_unix().saturating_sub(flow_window);
     let mut first = true;
     loop {
         let height = match lnd.block_height().await {
@@ -107,6 +108,7 @@ fn on_forward(state: &AppState, ev: &ForwardEvent) {
             ev.in_msat,
             ev.out_msat,
             None,
+            None,
         );
     }
     monitor::poke(state);
@@ -117,6 +119,8 @@ async fn catch_up(state: &AppState, lnd: &LndNode, since: u64) {
     match lnd.forwards(since).await {
         Ok(list) => {
             let mut n = 0;
+            // ForwardingHistory filters on whole seconds: the boundary second may repeat a
+            // forward already counted live, which only nudges a flow figure.
             for f in list.iter().filter(|f| f.status == ForwardStatus::Settled) {
                 fees::on_settled_forward(
                     state,
@@ -125,6 +129,7 @@ async fn catch_up(state: &AppState, lnd: &LndNode, since: u64) {
                     f.in_msat,
                     f.out_msat.unwrap_or_default(),
                     None,
+                    f.resolved_time.or(Some(f.received_time)).map(|t| t as u64),
                 );
                 n += 1;
             }

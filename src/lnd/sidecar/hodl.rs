@@ -13,7 +13,7 @@ use crate::api::{now_unix, AppState};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
 use crate::lnd::node::{InvoiceUpdate, LndInvoiceState, LndNode};
 use crate::node::NodeError;
-use crate::service::hodl::HtlcReply;
+use crate::service::hodl::{HodlEvent, HtlcReply};
 use crate::types::PaymentHash;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -43,38 +43,55 @@ impl Watching {
 /// still disagree on.
 pub async fn run(state: AppState, lnd: LndNode) {
     let watching = Arc::new(Watching::default());
-    // Final invoices are checked once per process; open ones until they are final.
-    let mut checked_final: HashSet<PaymentHash> = HashSet::new();
-    let started = now_unix();
-    let mut tick = tokio::time::interval(SCAN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut events = state.hodl.subscribe();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            // A transition (settle, cancel, deadline) should reach LND now, not at the
-            // next scan.
-            e = events.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
-                    return;
-                }
-            }
-        }
-        let (_, all) = state.hodl.list(None, usize::MAX, 0);
-        for inv in all {
-            let open = matches!(inv.state, HodlState::Open | HodlState::Accepted);
-            let recent_final = !open && inv.updated_at + RECHECK_FINAL_SECS >= started;
-            let wanted = open || (recent_final && !checked_final.contains(&inv.payment_hash));
-            if wanted && watching.start(inv.payment_hash) {
-                if !open {
-                    checked_final.insert(inv.payment_hash);
-                }
+    // Final invoices decided shortly before this start may not have reached LND: each is
+    // checked once. Open and accepted ones are watched until they are final.
+    let since = now_unix().saturating_sub(RECHECK_FINAL_SECS);
+    for st in [HodlState::Settled, HodlState::Canceled, HodlState::Expired] {
+        let (_, list) = state.hodl.list(Some(st), usize::MAX, 0);
+        for inv in list.into_iter().filter(|i| i.updated_at >= since) {
+            if watching.start(inv.payment_hash) {
                 tokio::spawn(watch(
                     state.clone(),
                     lnd.clone(),
                     inv.payment_hash,
                     watching.clone(),
                 ));
+            }
+        }
+    }
+    let mut tick = tokio::time::interval(SCAN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = state.hodl.subscribe();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            e = events.recv() => {
+                match e {
+                    // A transition of an invoice nobody watches (made and decided between
+                    // two scans): LND must hear of it.
+                    Ok(HodlEvent::State { payment_hash, .. }) => {
+                        if watching.start(payment_hash) {
+                            tokio::spawn(watch(state.clone(), lnd.clone(), payment_hash, watching.clone()));
+                        }
+                        continue;
+                    }
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+        for st in [HodlState::Open, HodlState::Accepted] {
+            let (_, list) = state.hodl.list(Some(st), usize::MAX, 0);
+            for inv in list {
+                if watching.start(inv.payment_hash) {
+                    tokio::spawn(watch(
+                        state.clone(),
+                        lnd.clone(),
+                        inv.payment_hash,
+                        watching.clone(),
+                    ));
+                }
             }
         }
     }
@@ -88,8 +105,9 @@ async fn watch(state: AppState, lnd: LndNode, hash: PaymentHash, watching: Arc<W
         let mut rx = match lnd.subscribe_single_invoice(hash).await {
             Ok(rx) => rx,
             Err(NodeError::Rejected { message, .. }) if message.contains("unable to locate invoice") => {
+                // Still marked as watched, so the scan does not retry it every second.
                 log::warn!("hold invoice {hash}: LND does not know it; ballast keeps its own record only");
-                break;
+                return;
             }
             Err(e) => {
                 log::debug!("hold invoice {hash}: subscribe failed ({e}); retrying");

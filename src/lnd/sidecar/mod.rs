@@ -79,6 +79,7 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     let info = lnd.info().await.context("LND getinfo")?;
     let db_path = a.db_path();
     let fee_interval = settings.fee_interval;
+    let flow_window = settings.flow_window;
     let params = start::StartParams {
         settings,
         monitor: monitor_settings.clone(),
@@ -117,7 +118,7 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     for e in started.startup_events {
         hodl_api::publish(&state, e);
     }
-    tokio::spawn(events::run(state.clone(), lnd.clone()));
+    tokio::spawn(events::run(state.clone(), lnd.clone(), flow_window));
     tokio::spawn(hodl::run(state.clone(), lnd.clone()));
     tokio::spawn(rpc_server::serve(state.clone(), listener));
     log::info!(

@@ -237,8 +237,18 @@ fn every_rule_fires_and_clears() {
         assert_eq!(a["count"].as_u64().map(|c| c >= 1), Some(true));
     }
     // Announced: one notification each, with the payload's fields, and a log line whose
-    // level matches the severity.
-    let sent = alert_notifications(&ld);
+    // level matches the severity. Notifications go out through a queue, so the last may
+    // trail the alert that `monitor-alerts` already shows.
+    let sent = ld.wait_until("every alert announced", WAIT, |ld| {
+        let sent = alert_notifications(ld);
+        expect
+            .iter()
+            .all(|(kind, ch, _)| {
+                sent.iter()
+                    .any(|n| n["type"] == *kind && n["channel"] == *ch && n["state"] == "active")
+            })
+            .then_some(sent)
+    });
     for (kind, ch, severity) in &expect {
         let n = sent
             .iter()

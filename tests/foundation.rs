@@ -483,3 +483,34 @@ fn plugin_exits_when_lightningd_goes_away() {
     ld.close_stdin();
     assert_clean_exit(&mut ld, "stdin was closed");
 }
+
+/// The options the sidecar accepts are exactly the ones the plugin registers, with the
+/// same defaults, and every registered method is in the shared method table.
+#[test]
+fn plugin_options_and_methods_match_the_shared_tables() {
+    let ld = Lightningd::start();
+    let m = ld.manifest();
+    let mut registered: Vec<(String, Option<String>)> = m
+        .options
+        .iter()
+        .map(|o| {
+            let d = o.default.as_ref().map(|d| match d {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            (o.name.clone(), d)
+        })
+        .collect();
+    let mut shared: Vec<(String, Option<String>)> = ballast::api::options::all()
+        .into_iter()
+        .map(|(n, d, _)| (n.to_string(), d))
+        .collect();
+    registered.sort();
+    shared.sort();
+    assert_eq!(registered, shared);
+    let mut methods: Vec<&str> = ballast::api::METHODS.iter().map(|m| m.name).collect();
+    let mut listed: Vec<&str> = m.rpcmethods.iter().map(String::as_str).collect();
+    methods.sort();
+    listed.sort();
+    assert_eq!(listed, methods);
+}

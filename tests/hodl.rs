@@ -1434,3 +1434,24 @@ fn unpaid_invoice_expires() {
     assert_ne!(late["result"], "resolve", "{late}");
     assert_eq!(lookup(&ld, hash), expired);
 }
+
+#[test]
+fn a_settled_hash_stays_claimed_until_its_htlcs_have_expired() {
+    let ld = start();
+    let height = ld.node().blockheight();
+    let inv = ld.rpc_ok("hodl-invoice", json!({"amount_msat": 4_000}));
+    let hash = string(&inv, "/payment_hash").to_string();
+    let pending = pay_and_hold(&ld, &inv, &Htlc::paying(&inv, height));
+    ld.rpc_ok("hodl-settle", json!({ "payment_hash": hash }));
+    ld.wait_hook(&pending, WAIT);
+    // A replay of the settled HTLC (lightningd restarting before it recorded our answer)
+    // must still be resolved: the hash stays claimed while the HTLC could exist.
+    add_block(&ld, height + 100);
+    assert_eq!(status(&ld)["claimed_hashes"], 1);
+    let replay = ld.call_hook("htlc_accepted", Htlc::paying(&inv, height).payload());
+    assert_eq!(replay["result"], "resolve", "{replay}");
+    // Past its expiry no replay can come: the claim is dropped, the invoice stays.
+    add_block(&ld, height + 101);
+    assert_eq!(status(&ld)["claimed_hashes"], 0);
+    assert_eq!(lookup(&ld, &hash)["state"], "SETTLED");
+}

@@ -397,6 +397,14 @@ impl HodlService {
                 let Some(inv) = book.invoices.get_mut(&hash) else {
                     continue;
                 };
+                // Once every HTLC of a settled invoice has expired lightningd cannot replay
+                // any of them: the claim (and its memory) can go.
+                if inv.state == HodlState::Settled
+                    && inv.htlcs.iter().all(|h| h.cltv_expiry < height)
+                    && self.claims.contains(&hash)
+                {
+                    self.claims.release(&hash);
+                }
                 match inv.on_block(height, &self.params) {
                     DeadlineAction::None => {}
                     DeadlineAction::Warn { blocks_to_cancel } => events.push(HodlEvent::DeadlineWarning {

@@ -49,14 +49,7 @@ pub async fn run(state: AppState, lnd: LndNode) {
     for st in [HodlState::Settled, HodlState::Canceled, HodlState::Expired] {
         let (_, list) = state.hodl.list(Some(st), usize::MAX, 0);
         for inv in list.into_iter().filter(|i| i.updated_at >= since) {
-            if watching.start(inv.payment_hash) {
-                tokio::spawn(watch(
-                    state.clone(),
-                    lnd.clone(),
-                    inv.payment_hash,
-                    watching.clone(),
-                ));
-            }
+            follow(&state, &lnd, &watching, inv.payment_hash);
         }
     }
     let mut tick = tokio::time::interval(SCAN_EVERY);
@@ -70,9 +63,7 @@ pub async fn run(state: AppState, lnd: LndNode) {
                     // A transition of an invoice nobody watches (made and decided between
                     // two scans): LND must hear of it.
                     Ok(HodlEvent::State { payment_hash, .. }) => {
-                        if watching.start(payment_hash) {
-                            tokio::spawn(watch(state.clone(), lnd.clone(), payment_hash, watching.clone()));
-                        }
+                        follow(&state, &lnd, &watching, payment_hash);
                         continue;
                     }
                     Ok(_) => continue,
@@ -84,16 +75,16 @@ pub async fn run(state: AppState, lnd: LndNode) {
         for st in [HodlState::Open, HodlState::Accepted] {
             let (_, list) = state.hodl.list(Some(st), usize::MAX, 0);
             for inv in list {
-                if watching.start(inv.payment_hash) {
-                    tokio::spawn(watch(
-                        state.clone(),
-                        lnd.clone(),
-                        inv.payment_hash,
-                        watching.clone(),
-                    ));
-                }
+                follow(&state, &lnd, &watching, inv.payment_hash);
             }
         }
+    }
+}
+
+/// Starts a watcher for `hash` unless one is running.
+fn follow(state: &AppState, lnd: &LndNode, watching: &Arc<Watching>, hash: PaymentHash) {
+    if watching.start(hash) {
+        tokio::spawn(watch(state.clone(), lnd.clone(), hash, watching.clone()));
     }
 }
 

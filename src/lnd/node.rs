@@ -366,16 +366,24 @@ impl Node for LndNode {
             .into_iter()
             .map(|f| (f.chan_id, (f.base_fee_msat, f.fee_per_mil)))
             .collect();
+        // One GetChanInfo per channel for the peer's policy, all in flight at once over the
+        // one HTTP/2 connection: a node with a hundred channels should not wait for a
+        // hundred round trips in a row.
+        let mut lookups = tokio::task::JoinSet::new();
+        for (i, c) in open.iter().enumerate().filter(|(_, c)| c.chan_id != 0) {
+            let node = self.clone();
+            let id = c.chan_id;
+            lookups.spawn(async move { (i, node.chan_info(id).await) });
+        }
+        let mut edges: Vec<Option<lnrpc::ChannelEdge>> = vec![None; open.len()];
+        while let Some(done) = lookups.join_next().await {
+            let (i, edge) = done.map_err(|e| malformed("GetChanInfo", format!("lookup task failed: {e}")))?;
+            edges[i] = edge?;
+        }
         let mut out = Vec::with_capacity(open.len());
-        for c in open {
+        for (c, edge) in open.into_iter().zip(edges) {
             let (base, ppm) = fees.get(&c.chan_id).copied().unwrap_or((0, 0));
-            let remote_policy = match c.chan_id {
-                0 => None,
-                id => self
-                    .chan_info(id)
-                    .await?
-                    .and_then(|e| peer_policy(&e, &me, &c.remote_pubkey)),
-            };
+            let remote_policy = edge.and_then(|e| peer_policy(&e, &me, &c.remote_pubkey));
             out.push(open_channel(c, base, ppm, remote_policy)?);
         }
         const P: &str = "PendingChannels";

@@ -16,15 +16,14 @@ use super::summary::{Conservation, Summary};
 use super::SimPolicy;
 use crate::engine::claims::ClaimSet;
 use crate::engine::fees::{decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeConfig, Flow};
-use crate::engine::hodl::{
-    CancelReason, DeadlineAction, HodlInvoice, HodlParams, HodlState, HtlcKey, HtlcVerdict, IncomingHtlc,
-};
+use crate::engine::hodl::{CancelReason, HodlInvoice, HodlParams, HodlState, HtlcKey, IncomingHtlc};
 use crate::engine::monitor::{
     Alert, AlertId, ChannelSnapshot, Evaluator, HistoryPoint, MonitorConfig, Transition,
 };
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
 use crate::node::{FeeUpdate, Forward, ForwardStatus, HtlcDirection, Node, PendingHtlc};
 use crate::service::execute::Executor;
+use crate::service::hodl::{HodlEvent, HodlService, HtlcReply};
 use crate::service::rebalance::RebalanceService;
 use crate::store::Store;
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
@@ -32,6 +31,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
+use tokio::sync::broadcast;
 
 /// Simulated clock start (2023-11-14 22:13:20 UTC) and chain height.
 pub const T0: u64 = 1_700_000_000;
@@ -165,12 +165,17 @@ struct Sim<'a> {
     flows: HashMap<Scid, VecDeque<(u64, u64, u64)>>,
     last_update: HashMap<Scid, u64>,
     // hodl
-    hodl_params: HodlParams,
-    invoices: Vec<HodlInvoice>,
+    /// The plugin's own hold-invoice service (on the temporary store): creation, HTLCs,
+    /// settle and cancel, deadlines on blocks and expiry all go through it.
+    hodl: HodlService,
+    hodl_events: broadcast::Receiver<HodlEvent>,
+    /// Invoice index → payment hash.
+    hashes: Vec<PaymentHash>,
     held: Vec<Held>,
+    /// The held payment of each invoice that has one.
+    held_of: HashMap<PaymentHash, usize>,
     /// (due, seq) → (held index, settle?)
     actions: BTreeMap<(u64, u64), (usize, bool)>,
-    open_invoices: Vec<usize>,
     htlcs: HashMap<u32, Vec<PendingHtlc>>,
     next_htlc: u64,
     // monitor
@@ -198,8 +203,11 @@ pub fn run<'a>(
         ..PlannerConfig::default()
     };
     let store = Store::temporary().map_err(std::io::Error::other)?;
-    let svc = RebalanceService::load(store, Arc::new(ClaimSet::new()), BELIEF_HALFLIFE_SECS)
+    let svc = RebalanceService::load(store.clone(), Arc::new(ClaimSet::new()), BELIEF_HALFLIFE_SECS)
         .map_err(std::io::Error::other)?;
+    let (hodl, _) = HodlService::load(store, Arc::new(ClaimSet::new()), HodlParams::default(), false, T0)
+        .map_err(std::io::Error::other)?;
+    let hodl_events = hodl.subscribe();
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let mut sim = Sim {
         s: Summary::new(policy, p, &net),
@@ -225,11 +233,12 @@ pub fn run<'a>(
         fee_cfg,
         flows: HashMap::new(),
         last_update: HashMap::new(),
-        hodl_params: HodlParams::default(),
-        invoices: Vec::new(),
+        hodl,
+        hodl_events,
+        hashes: Vec::new(),
         held: Vec::new(),
+        held_of: HashMap::new(),
         actions: BTreeMap::new(),
-        open_invoices: Vec::new(),
         htlcs: HashMap::new(),
         next_htlc: 0,
         evaluator: Evaluator::new(),
@@ -634,21 +643,20 @@ impl Sim<'_> {
                 break;
             }
             self.actions.remove(&(due, seq));
-            let inv = self.held[hi].invoice;
-            if self.invoices[inv].state != HodlState::Accepted {
+            let hash = self.hashes[self.held[hi].invoice];
+            if self.hodl.get(&hash).map(|i| i.state) != Some(HodlState::Accepted) {
                 continue;
             }
-            let res = if settle {
-                let pre = self.invoices[inv].preimage.expect("we made the preimage");
-                self.invoices[inv].settle(pre, self.now).map(|(_, t)| t)
+            // As an app would: settle by hash (ballast made the preimage) or cancel. An
+            // illegal transition (a deadline got there first) changes nothing.
+            let _ = if settle {
+                self.hodl.settle(None, Some(hash), self.now).map(|_| ())
             } else {
-                self.invoices[inv]
-                    .cancel(CancelReason::Requested, self.now)
-                    .map(|(_, t)| t)
+                self.hodl
+                    .cancel(hash, CancelReason::Requested, self.now, self.height)
+                    .map(|_| ())
             };
-            if let Ok((from, to)) = res {
-                self.release(hi, settle, from, to, "requested");
-            }
+            self.drain_hodl();
         }
         // New invoices. Their fate is drawn now, from the hodl stream only.
         if !self.hodl_rng.chance(self.p.hodl_per_min) {
@@ -672,8 +680,9 @@ impl Sim<'_> {
             _ => (false, Fate::Ignore),
         };
         let hash: PaymentHash = preimage.payment_hash();
-        let idx = self.invoices.len();
-        self.invoices.push(HodlInvoice {
+        let idx = self.hashes.len();
+        self.hashes.push(hash);
+        let created = self.hodl.create(HodlInvoice {
             payment_hash: hash,
             preimage: Some(preimage),
             payment_secret: secret,
@@ -690,7 +699,10 @@ impl Sim<'_> {
             updated_at: self.now,
             cancel_reason: None,
         });
-        self.open_invoices.push(idx);
+        if created.is_err() {
+            // A store failure on the temporary store: nothing to simulate for this one.
+            return;
+        }
         self.s.hodl_created += 1;
         self.ev.emit(
             json!({"t": self.now, "type": "hodl", "hash": hash.to_hex(), "state": "open", "msat": amount}),
@@ -717,7 +729,7 @@ impl Sim<'_> {
             payment_secret: Some(secret),
             total_msat: None,
         };
-        let out = self.invoices[idx].on_htlc(&htlc, self.now, self.height, &self.hodl_params);
+        let reply = self.hodl.on_htlc(hash, &htlc, self.now, self.height);
         let hi = self.held.len();
         self.held.push(Held {
             invoice: idx,
@@ -726,17 +738,18 @@ impl Sim<'_> {
             chan,
             htlc_id: id,
         });
-        match out.verdict {
-            HtlcVerdict::Hold => {
+        match reply {
+            // The answer arrives through the service's events (settle, cancel, deadline),
+            // as it does for the plugin's waiting hook.
+            Ok(HtlcReply::Wait(_)) => {
                 self.htlcs.entry(chan).or_default().push(held_htlc(
                     id,
                     htlc.amount.0,
                     htlc.cltv_expiry,
                     hash,
                 ));
-                if let Some((from, to)) = out.transition {
-                    self.ev.emit(json!({"t": self.now, "type": "hodl", "hash": hash.to_hex(), "from": from.as_str(), "state": to.as_str()}));
-                }
+                self.held_of.insert(hash, hi);
+                self.drain_hodl();
                 let seq = hi as u64;
                 match fate {
                     Fate::Settle => {
@@ -772,42 +785,70 @@ impl Sim<'_> {
             self.trace.hodl_paid.push((Msat(got), self.now));
             self.note_forwards(&path, &amounts);
         }
-        let hash = self.invoices[inv].payment_hash.to_hex();
+        let hash = self.hashes[inv].to_hex();
         self.ev.emit(json!({"t": self.now, "type": "hodl", "hash": hash, "from": from.as_str(), "state": to.as_str(), "reason": why}));
+    }
+
+    /// Acts on the hold-invoice service's transitions: a final state releases the held
+    /// payment (settled or failed back along its path), every change becomes an event.
+    fn drain_hodl(&mut self) {
+        loop {
+            let e = match self.hodl_events.try_recv() {
+                Ok(e) => e,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    // Cannot happen at this pace (drained after every call); if it did,
+                    // held payments would leak, which the conservation check reports.
+                    self.ev
+                        .emit(json!({"t": self.now, "type": "hodl_events_lost", "count": n}));
+                    continue;
+                }
+                Err(_) => return,
+            };
+            match e {
+                HodlEvent::State {
+                    payment_hash,
+                    from,
+                    to,
+                    reason,
+                } => {
+                    let why = reason.map_or_else(
+                        || "requested".to_string(),
+                        |r| {
+                            serde_json::to_value(r)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        },
+                    );
+                    let held = to
+                        .is_final()
+                        .then(|| self.held_of.remove(&payment_hash))
+                        .flatten();
+                    match held {
+                        Some(hi) => self.release(hi, to == HodlState::Settled, from, to, &why),
+                        None => self.ev.emit(json!({"t": self.now, "type": "hodl", "hash": payment_hash.to_hex(), "from": from.as_str(), "state": to.as_str()})),
+                    }
+                }
+                HodlEvent::DeadlineWarning {
+                    payment_hash,
+                    blocks_to_cancel,
+                } => {
+                    self.ev.emit(json!({"t": self.now, "type": "hodl_warning", "hash": payment_hash.to_hex(), "blocks_to_cancel": blocks_to_cancel}));
+                }
+                HodlEvent::PartsReleased { .. } => {}
+            }
+        }
     }
 
     fn on_block(&mut self) {
         if self.now > T0 {
             self.height += 1;
         }
-        // Hold-invoice deadlines against the new height, and expiry of unpaid invoices.
-        let mut keep = Vec::with_capacity(self.open_invoices.len());
-        let open = std::mem::take(&mut self.open_invoices);
-        for idx in open {
-            let action = self.invoices[idx].on_block(self.height, &self.hodl_params);
-            match action {
-                DeadlineAction::Cancel => {
-                    if let Ok((_, (from, to))) = self.invoices[idx].cancel(CancelReason::Deadline, self.now) {
-                        if let Some(hi) = self.held.iter().rposition(|h| h.invoice == idx) {
-                            self.release(hi, false, from, to, "deadline");
-                        }
-                    }
-                }
-                DeadlineAction::Warn { blocks_to_cancel } => {
-                    let hash = self.invoices[idx].payment_hash.to_hex();
-                    self.ev.emit(json!({"t": self.now, "type": "hodl_warning", "hash": hash, "blocks_to_cancel": blocks_to_cancel}));
-                }
-                DeadlineAction::ReleaseParts | DeadlineAction::None => {}
-            }
-            if let Some((from, to)) = self.invoices[idx].expire(self.now) {
-                let hash = self.invoices[idx].payment_hash.to_hex();
-                self.ev.emit(json!({"t": self.now, "type": "hodl", "hash": hash, "from": from.as_str(), "state": to.as_str()}));
-            }
-            if !self.invoices[idx].state.is_final() {
-                keep.push(idx);
-            }
-        }
-        self.open_invoices = keep;
+        // Hold-invoice deadlines against the new height, and expiry of unpaid invoices,
+        // by the service as the plugin runs them on `block_added` and its timer.
+        let _ = self.hodl.on_block(self.height, self.now);
+        let _ = self.hodl.tick(self.now);
+        self.drain_hodl();
         self.ev
             .emit(json!({"t": self.now, "type": "block", "height": self.height}));
 
@@ -973,7 +1014,7 @@ impl Sim<'_> {
         for (_, b) in std::mem::take(&mut self.buckets) {
             self.trace.history.entry(b.scid).or_default().push(b);
         }
-        for inv in &self.invoices {
+        for inv in self.hodl.list(None, usize::MAX, 0).1 {
             match (inv.state, inv.cancel_reason) {
                 (HodlState::Settled, _) => self.s.hodl_settled += 1,
                 (HodlState::Canceled, Some(CancelReason::Deadline)) => self.s.hodl_canceled_deadline += 1,

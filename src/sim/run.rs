@@ -15,7 +15,7 @@ use super::rng::Rng;
 use super::summary::{Conservation, Summary};
 use super::SimPolicy;
 use crate::engine::claims::ClaimSet;
-use crate::engine::fees::{decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeConfig, Flow};
+use crate::engine::fees::{FeeConfig, Trigger};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlParams, HodlState, HtlcKey, IncomingHtlc};
 use crate::engine::monitor::{
     Alert, AlertId, ChannelSnapshot, Evaluator, HistoryPoint, MonitorConfig, Transition,
@@ -23,12 +23,13 @@ use crate::engine::monitor::{
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
 use crate::node::{FeeUpdate, Forward, ForwardStatus, HtlcDirection, Node, PendingHtlc};
 use crate::service::execute::Executor;
+use crate::service::fees::FeeService;
 use crate::service::hodl::{HodlEvent, HodlService, HtlcReply};
 use crate::service::rebalance::RebalanceService;
 use crate::store::Store;
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -39,7 +40,6 @@ pub const HEIGHT0: u32 = 800_000;
 const STEP_SECS: u64 = 60;
 const BLOCK_STEPS: u64 = 10;
 const FLOW_WINDOW_SECS: u64 = 86_400;
-const FLOW_BUCKET_SECS: u64 = 3_600;
 const HODL_FINAL_CLTV: u32 = 40;
 const PAY_ATTEMPTS: usize = 5;
 /// A payment takes this many seconds (uniform) from its first HTLC to its settlement; one
@@ -160,10 +160,9 @@ struct Sim<'a> {
     s: Summary,
     trace: Trace,
     // fees
-    fee_cfg: FeeConfig,
-    coalescer: Coalescer,
-    flows: HashMap<Scid, VecDeque<(u64, u64, u64)>>,
-    last_update: HashMap<Scid, u64>,
+    /// The plugin's fee service (policy, flow, coalescing, rate limits, history) on the
+    /// temporary store.
+    fees: FeeService,
     // hodl
     /// The plugin's own hold-invoice service (on the temporary store): creation, HTLCs,
     /// settle and cancel, deadlines on blocks and expiry all go through it.
@@ -205,7 +204,17 @@ pub fn run<'a>(
     let store = Store::temporary().map_err(std::io::Error::other)?;
     let svc = RebalanceService::load(store.clone(), Arc::new(ClaimSet::new()), BELIEF_HALFLIFE_SECS)
         .map_err(std::io::Error::other)?;
-    let (hodl, _) = HodlService::load(store, Arc::new(ClaimSet::new()), HodlParams::default(), false, T0)
+    let (hodl, _) = HodlService::load(
+        store.clone(),
+        Arc::new(ClaimSet::new()),
+        HodlParams::default(),
+        false,
+        T0,
+    )
+    .map_err(std::io::Error::other)?;
+    let (fees, _) =
+        FeeService::load(store, fee_cfg, FLOW_WINDOW_SECS, None, T0).map_err(std::io::Error::other)?;
+    fees.set_policy(policy.fees.clone(), "simulate".into(), T0)
         .map_err(std::io::Error::other)?;
     let hodl_events = hodl.subscribe();
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
@@ -229,10 +238,7 @@ pub fn run<'a>(
             error: None,
         },
         trace: Trace::default(),
-        coalescer: Coalescer::new(&fee_cfg, T0),
-        fee_cfg,
-        flows: HashMap::new(),
-        last_update: HashMap::new(),
+        fees,
         hodl,
         hodl_events,
         hashes: Vec::new(),
@@ -510,56 +516,15 @@ impl Sim<'_> {
                 "out": out_scid.to_string(), "in_msat": inn, "out_msat": out, "fee_msat": fee}),
             );
             // What the plugin does on a settled forward_event.
-            self.add_flow(in_scid, inn, 0);
-            self.add_flow(out_scid, 0, out);
-            self.coalescer.on_event(in_scid, self.now);
-            self.coalescer.on_event(out_scid, self.now);
-        }
-    }
-
-    fn add_flow(&mut self, scid: Scid, inn: u64, out: u64) {
-        let bucket = self.now - self.now % FLOW_BUCKET_SECS;
-        let q = self.flows.entry(scid).or_default();
-        match q.back_mut() {
-            Some(b) if b.0 == bucket => {
-                b.1 += inn;
-                b.2 += out;
-            }
-            _ => q.push_back((bucket, inn, out)),
-        }
-        while q
-            .front()
-            .is_some_and(|b| b.0 + FLOW_BUCKET_SECS <= self.now.saturating_sub(FLOW_WINDOW_SECS))
-        {
-            q.pop_front();
-        }
-    }
-
-    fn flow(&self, scid: Scid) -> Flow {
-        let horizon = self.now.saturating_sub(FLOW_WINDOW_SECS);
-        let (mut i, mut o) = (0, 0);
-        for b in self.flows.get(&scid).into_iter().flatten() {
-            if b.0 + FLOW_BUCKET_SECS > horizon {
-                i += b.1;
-                o += b.2;
-            }
-        }
-        Flow {
-            in_msat: Msat(i),
-            out_msat: Msat(o),
-            window_secs: FLOW_WINDOW_SECS,
+            self.fees
+                .on_forward(in_scid, Some(out_scid), Msat(inn), Msat(out), self.now);
         }
     }
 
     /// The plugin's fee loop: due channels (forward-triggered) every tick, and every
     /// channel once per sweep interval.
     fn fee_step(&mut self) {
-        let mut due: Vec<Scid> = self
-            .coalescer
-            .take_due(self.now)
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
+        let mut due: Vec<Scid> = self.fees.take_due(self.now);
         let sweep = (self.now - T0) % FEE_SWEEP_SECS == FEE_SWEEP_SECS - STEP_SECS;
         if due.is_empty() && !sweep {
             return;
@@ -581,35 +546,16 @@ impl Sim<'_> {
             let Some(ch) = channels.iter().find(|c| c.scid == Some(scid)) else {
                 continue;
             };
-            let inputs = ChannelInputs {
-                scid,
-                peer: ch.peer,
-                capacity: ch.capacity,
-                local: ch.local,
-                pending_htlcs: ch.htlcs.len() as u32,
-                flow: self.flow(scid),
-                rebalance_cost_ppm: self
-                    .svc
-                    .recent_cost_ppm(scid, self.now.saturating_sub(COST_WINDOW_SECS))
-                    .unwrap_or(None),
-                peer_channels: self.svc.node_channels(&ch.peer),
-                current: ChannelFee {
-                    base_msat: ch.fee_base,
-                    ppm: ch.fee_ppm,
-                    cltv_delta: None,
-                },
-                last_update: self.last_update.get(&scid).copied(),
+            // As `api::fees` decides: the service's policy, flow and rate limits, with the
+            // rebalance cost floor and the peer's size from the rebalance service.
+            let cost = self
+                .svc
+                .recent_cost_ppm(scid, self.now.saturating_sub(COST_WINDOW_SECS))
+                .unwrap_or(None);
+            let peer_channels = self.svc.node_channels(&ch.peer);
+            let Some(d) = self.fees.decide(ch, cost, peer_channels, self.now, false) else {
+                continue;
             };
-            let d = decide(
-                &self.policy.fees,
-                &self.fee_cfg,
-                &inputs,
-                DecideCtx {
-                    now: self.now,
-                    started_at: T0,
-                    force: false,
-                },
-            );
             if !d.status.applies() {
                 continue;
             }
@@ -620,8 +566,12 @@ impl Sim<'_> {
             if self.rt.block_on(node!(self).set_fee(scid, fee)).is_err() {
                 continue;
             }
-            self.coalescer.record_applied(scid, self.now);
-            self.last_update.insert(scid, self.now);
+            let t = if trigger == "forward" {
+                Trigger::Forward
+            } else {
+                Trigger::Timer
+            };
+            let _ = self.fees.record(&d, t, self.now);
             self.s.fee_changes += 1;
             self.trace
                 .fee_series

@@ -46,8 +46,7 @@ pub fn main(socket: &Path, method: &str, params: &Value) -> ExitCode {
     match call(socket, method, params, Duration::from_secs(25 * 3600)) {
         Ok(resp) => {
             if let Some(r) = resp.get("result") {
-                println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
-                ExitCode::SUCCESS
+                super::print_out(&serde_json::to_string_pretty(r).unwrap_or_default())
             } else {
                 let e = resp.get("error").cloned().unwrap_or(resp);
                 eprintln!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());

@@ -30,14 +30,8 @@ pub fn main(argv: &[String]) -> ExitCode {
         }
     };
     match cmd {
-        Command::Help => {
-            println!("{}", args::USAGE);
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("ballast-lnd {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
+        Command::Help => print_out(args::USAGE),
+        Command::Version => print_out(&format!("ballast-lnd {}", env!("CARGO_PKG_VERSION"))),
         Command::Call {
             socket,
             method,
@@ -66,6 +60,17 @@ pub fn main(argv: &[String]) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Prints to stdout without panicking when the reader has gone (`ballast-lnd --help | head`).
+pub(crate) fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

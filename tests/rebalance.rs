@@ -988,3 +988,53 @@ fn per_channel_overrides_reclassify_a_channel() {
     assert!(array(&cleared, "/overrides").is_empty(), "{cleared:#}");
     assert_ne!(class_of(&ld, CH_A), "source");
 }
+
+#[test]
+fn an_attempt_counts_as_spent_before_its_payment_leaves() {
+    // ballast dies while its payment's HTLC is out (held at our node). After a restart the
+    // attempt must be in the store as pending, its fee counted against the daily budget:
+    // the payment may still complete, and its fee must not escape the budget.
+    let base = tempfile::tempdir().unwrap();
+    let node = network(900_000_000, 100_000_000, 500_000_000, 500_000_000);
+    {
+        let ld = Lightningd::builder()
+            .base_dir(base.path())
+            .node(node.clone())
+            .start();
+        let pid = ld.pid();
+        deliver_htlcs(&ld, || {
+            let plugin = node.htlc_hook().expect("deliver_htlcs sets the hook");
+            node.set_htlc_hook(move |payload| {
+                // SAFETY: kill on the plugin's own pid, which the harness started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                std::thread::sleep(Duration::from_millis(200));
+                plugin(payload)
+            });
+            let r = ld.try_rpc(
+                "rebalance-execute",
+                json!({"source": CH_A, "sink": CH_B, "amount_msat": 20_000_000}),
+            );
+            assert!(
+                r.is_err(),
+                "the plugin was killed mid-payment, yet answered: {r:?}"
+            );
+        });
+    }
+    let ld = Lightningd::builder()
+        .base_dir(base.path())
+        .node(node.clone())
+        .start();
+    let seen = attempts(&ld, None);
+    assert_eq!(
+        seen.len(),
+        1,
+        "the attempt was not recorded before sending: {seen:#?}"
+    );
+    assert_eq!(seen[0]["outcome"], "pending", "{seen:#?}");
+    let fee = uint(&seen[0], "/fee");
+    assert!(fee > 0, "{seen:#?}");
+    assert_eq!(
+        uint(&ld.rpc_ok("rebalance-status", json!({})), "/spent_24h_msat"),
+        fee
+    );
+}

@@ -638,28 +638,32 @@ async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
     let mut still = 0;
     for a in pending {
         let outcome = match s.node.wait_payment(a.payment_hash, 1).await {
-            Ok(PayOutcome::Success { .. }) => Some(("success", String::new())),
-            Ok(PayOutcome::Failed { message, .. }) => Some(("failed", message)),
+            Ok(PayOutcome::Success { .. }) => Some(("success", String::new(), None)),
+            Ok(PayOutcome::Failed {
+                message,
+                failing_channel,
+                ..
+            }) => Some(("failed", message, failing_channel)),
             Err(NodeError::Rejected { code: Some(200), .. }) => None,
             // lightningd no longer knows the payment (e.g. 208): it never completed.
             Err(NodeError::Rejected {
                 code: Some(208),
                 message,
                 ..
-            }) => Some(("failed", message)),
+            }) => Some(("failed", message, None)),
             Err(e) => {
                 log::warn!("cannot check rebalance attempt {}: {e}", a.id);
                 None
             }
         };
         match outcome {
-            Some((o, message)) => {
+            Some((o, message, failing)) => {
                 if o == "success" {
                     bump(&s.counters.rebalances);
                 }
                 let svc = s.rebalance.clone();
                 let id = a.id;
-                tokio::task::spawn_blocking(move || svc.resolve_attempt(id, o, message))
+                tokio::task::spawn_blocking(move || svc.resolve_attempt(id, o, message, failing))
                     .await
                     .map_err(internal)?
                     .map_err(store_error)?;

@@ -575,7 +575,7 @@ impl Node for LndNode {
                     no_inflight_updates: true,
                 })
                 .await
-                .map_err(|s| grpc_error(M, s))?
+                .map_err(|s| unknown_payment(M, s))?
                 .into_inner();
             loop {
                 let Some(p) = stream.message().await.map_err(|s| grpc_error(M, s))? else {
@@ -1185,6 +1185,19 @@ fn malformed(method: &'static str, message: impl Into<String>) -> NodeError {
 }
 
 /// Connection trouble is `Transport`; anything LND itself answered is `Rejected`.
+/// LND does not know the payment (it never left, or its record is gone): reported with
+/// lightningd's code for the same answer (208), so callers settle it as not completed.
+fn unknown_payment(method: &'static str, s: Status) -> NodeError {
+    if s.code() == Code::NotFound || s.message().contains("isn't initiated") {
+        return NodeError::Rejected {
+            method,
+            code: Some(208),
+            message: s.message().to_string(),
+        };
+    }
+    grpc_error(method, s)
+}
+
 pub fn grpc_error(method: &'static str, s: Status) -> NodeError {
     match s.code() {
         Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => NodeError::Transport {

@@ -252,6 +252,10 @@ impl<N: Node> Executor<'_, N> {
     }
 
     /// Sends one payment along `route` and records it; learns from its outcome.
+    ///
+    /// The attempt is recorded as pending (its fee counted as spent) before anything is
+    /// sent: if ballast stops mid-payment, the payment can still complete on the node, and
+    /// `resolve_pending` finds it later instead of its fee escaping the budget.
     async fn attempt(
         &self,
         source: Scid,
@@ -261,64 +265,75 @@ impl<N: Node> Executor<'_, N> {
     ) -> Result<AttemptResult, ExecError> {
         let preimage = blocking(|| self.service.new_self_payment((self.now)()))?;
         let hash = preimage.payment_hash();
-        let sent = match self.node.prepare_self_payment(preimage, route.amount).await {
-            Ok(()) => {
-                self.node
-                    .pay_route(&route.to_route_hops(), hash, ATTEMPT_TIMEOUT_SECS)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let now = (self.now)();
-        let (result, failing, message, failed_at) = match sent {
-            Ok(PayOutcome::Success { .. }) => (AttemptResult::Success, None, String::new(), None),
-            Ok(PayOutcome::Failed {
-                failing_channel,
-                message,
-                ..
-            }) => {
-                let idx = failing_channel.and_then(|f| route.hops.iter().position(|h| h.scid == f));
-                (AttemptResult::Failed, failing_channel, message, idx)
-            }
-            // The node's "still in progress" answer (lightningd's 200 on `waitsendpay`).
-            Err(NodeError::Rejected {
-                code: Some(200),
-                message,
-                ..
-            }) => (AttemptResult::Pending, None, message, None),
-            // The node could not say where it failed: nothing to learn about liquidity.
-            Err(e) => (AttemptResult::Failed, None, e.to_string(), None),
-        };
-        let a = Attempt {
+        let pending = Attempt {
             id: 0,
             execution: self.exec_id.to_string(),
-            time: now,
+            time: (self.now)(),
             source,
             sink,
             amount: route.amount,
             fee: route.fee,
             route: route.hops.iter().map(|h| h.scid).collect(),
             payment_hash: hash,
-            outcome: match result {
-                AttemptResult::Success => "success",
-                AttemptResult::Failed => "failed",
-                AttemptResult::Pending => "pending",
-            }
-            .into(),
-            failing_channel: failing,
-            message,
+            outcome: "pending".into(),
+            failing_channel: None,
+            message: String::new(),
         };
-        let stored = blocking(|| {
-            if result != AttemptResult::Pending {
-                // A failure the node could not place (failed_at None on a failure) teaches
-                // nothing about liquidity, so only placed failures and successes are learned.
-                if result == AttemptResult::Success || failed_at.is_some() {
-                    self.service.learn(&self.me, route, failed_at, now)?;
+        let mut stored = blocking(|| self.service.record_attempt(pending))?;
+        let (result, failing, message, failed_at) =
+            match self.node.prepare_self_payment(preimage, route.amount).await {
+                // Nothing was sent.
+                Err(e) => (AttemptResult::Failed, None, e.to_string(), None),
+                Ok(()) => match self
+                    .node
+                    .pay_route(&route.to_route_hops(), hash, ATTEMPT_TIMEOUT_SECS)
+                    .await
+                {
+                    Ok(PayOutcome::Success { .. }) => (AttemptResult::Success, None, String::new(), None),
+                    Ok(PayOutcome::Failed {
+                        failing_channel,
+                        message,
+                        ..
+                    }) => {
+                        let idx = failing_channel.and_then(|f| route.hops.iter().position(|h| h.scid == f));
+                        (AttemptResult::Failed, failing_channel, message, idx)
+                    }
+                    // The node's "still in progress" answer (lightningd's 200 on `waitsendpay`).
+                    Err(NodeError::Rejected {
+                        code: Some(200),
+                        message,
+                        ..
+                    }) => (AttemptResult::Pending, None, message, None),
+                    // The node refused the payment: nothing left.
+                    Err(e @ NodeError::Rejected { .. }) => (AttemptResult::Failed, None, e.to_string(), None),
+                    // The connection broke or the answer was unreadable: the HTLC may be out and
+                    // may still settle, so it stays pending (fee counted) until resolved.
+                    Err(e) => (AttemptResult::Pending, None, e.to_string(), None),
+                },
+            };
+        if result != AttemptResult::Pending {
+            let now = (self.now)();
+            // A failure the node could not place (failed_at None on a failure) teaches
+            // nothing about liquidity, so only placed failures and successes are learned.
+            // Learning is advice: its failure must not keep the outcome from the record.
+            if result == AttemptResult::Success || failed_at.is_some() {
+                if let Err(e) = blocking(|| self.service.learn(&self.me, route, failed_at, now)) {
+                    log::warn!("rebalance attempt {}: could not learn from it: {e}", stored.id);
                 }
-                self.service.finish_self_payment(&hash)?;
             }
-            self.service.record_attempt(a)
-        })?;
+            let outcome = if result == AttemptResult::Success {
+                "success"
+            } else {
+                "failed"
+            };
+            blocking(|| {
+                self.service
+                    .resolve_attempt(stored.id, outcome, message.clone(), failing)
+            })?;
+            stored.outcome = outcome.into();
+            stored.failing_channel = failing;
+        }
+        stored.message = message;
         recorded.push(stored);
         Ok(result)
     }

@@ -374,10 +374,17 @@ impl RebalanceService {
     }
 
     /// Records the final outcome of a pending attempt and forgets its preimage.
-    pub fn resolve_attempt(&self, id: u64, outcome: &str, message: String) -> Result<(), RebalanceError> {
+    pub fn resolve_attempt(
+        &self,
+        id: u64,
+        outcome: &str,
+        message: String,
+        failing_channel: Option<Scid>,
+    ) -> Result<(), RebalanceError> {
         if let Some(mut a) = self.attempts.get(id.to_be_bytes())? {
             a.outcome = outcome.to_string();
             a.message = message;
+            a.failing_channel = failing_channel.or(a.failing_channel);
             self.secrets.remove(a.payment_hash.0)?;
             lock(&self.preimages).remove(&a.payment_hash);
             self.claims.release(&a.payment_hash);

@@ -14,7 +14,9 @@ mod harness;
 use harness::json::{array, string, uint};
 
 use harness::fake_node::{deliver_htlcs, failcode, Payment, PaymentStatus};
-use harness::{pubkey, Channel, FakeNode, JsonRpcError, Lightningd, Scripted, INVALID_PARAMS};
+use harness::{
+    payloads, payment_hash_of, pubkey, Channel, FakeNode, JsonRpcError, Lightningd, Scripted, INVALID_PARAMS,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1037,4 +1039,26 @@ fn an_attempt_counts_as_spent_before_its_payment_leaves() {
         uint(&ld.rpc_ok("rebalance-status", json!({})), "/spent_24h_msat"),
         fee
     );
+
+    // lightningd replays the HTLC. Every hop saw this hash: the preimage goes only to the
+    // HTLC that ends at us with the whole amount, never to a smaller or passing one.
+    let hash = string(&seen[0], "/payment_hash");
+    let amount = uint(&seen[0], "/amount");
+    let height = ld.node().blockheight();
+    let short = ld.call_hook(
+        "htlc_accepted",
+        payloads::htlc_accepted(hash, amount - 1, height + 20, height),
+    );
+    assert_eq!(short["result"], "fail", "{short}");
+    let passing = ld.call_hook(
+        "htlc_accepted",
+        payloads::htlc_forward(hash, CH_B, CH_C, amount + 1_000, amount),
+    );
+    assert_eq!(passing["result"], "fail", "{passing}");
+    let whole = ld.call_hook(
+        "htlc_accepted",
+        payloads::htlc_accepted(hash, amount, height + 20, height),
+    );
+    assert_eq!(whole["result"], "resolve", "{whole}");
+    assert_eq!(payment_hash_of(string(&whole, "/payment_key")), hash, "{whole}");
 }

@@ -674,9 +674,27 @@ async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
     Ok(still)
 }
 
-/// The hook path for a claimed hash that is one of our own rebalance payments.
-pub fn claim_answer(s: &AppState, hash: &crate::types::PaymentHash) -> Option<Value> {
-    s.rebalance
-        .preimage_for(hash)
-        .map(|p| json!({"result": "resolve", "payment_key": p.to_hex()}))
+/// The hook path for a claimed hash that is one of our own rebalance payments. Every hop
+/// of the circle saw the hash, so the preimage is given out only for the HTLC that ends at
+/// us with the full amount: resolving a smaller one, or one passing through, would hand a
+/// hop the means to claim the whole payment for what it sent us.
+pub fn claim_answer(s: &AppState, hash: &crate::types::PaymentHash, htlc: &Value) -> Option<Value> {
+    let (preimage, expected) = s.rebalance.preimage_for(hash)?;
+    let amount = htlc
+        .pointer("/htlc/amount_msat")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let ends_here = htlc.pointer("/onion/short_channel_id").is_none();
+    if ends_here && amount >= expected.0 {
+        return Some(json!({"result": "resolve", "payment_key": preimage.to_hex()}));
+    }
+    log::warn!(
+        "HTLC for our rebalance payment {hash} refused: {amount} msat{}, expected {expected}",
+        if ends_here { "" } else { ", passing through" }
+    );
+    let failure = crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
+        htlc_msat: Msat(amount),
+        height: s.blockheight(),
+    };
+    Some(json!({"result": "fail", "failure_message": failure.to_hex()}))
 }

@@ -19,7 +19,7 @@ pub async fn htlc_accepted(p: Plugin<AppState>, v: Value) -> Result<Value, anyho
     if let Some(hash) = hash.filter(|h| state.claims.contains(h)) {
         bump(&state.counters.htlcs_claimed);
         // Our own rebalance payments first: they are few, and never hold invoices.
-        if let Some(answer) = rebalance::claim_answer(state, &hash) {
+        if let Some(answer) = rebalance::claim_answer(state, &hash, &v) {
             return Ok(answer);
         }
         if let Some(answer) = hodl_hook::on_claimed_htlc(state, v).await {

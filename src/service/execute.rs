@@ -263,7 +263,7 @@ impl<N: Node> Executor<'_, N> {
         route: &Route,
         recorded: &mut Vec<Attempt>,
     ) -> Result<AttemptResult, ExecError> {
-        let preimage = blocking(|| self.service.new_self_payment((self.now)()))?;
+        let preimage = blocking(|| self.service.new_self_payment((self.now)(), route.amount))?;
         let hash = preimage.payment_hash();
         let pending = Attempt {
             id: 0,

@@ -56,6 +56,10 @@ impl Record for Attempt {
 struct SelfPayment {
     preimage: Preimage,
     created_at: u64,
+    /// What must reach us for the preimage to be given out (records from before this
+    /// field read as 0: any amount, as they were).
+    #[serde(default)]
+    amount: Msat,
 }
 
 impl Record for SelfPayment {
@@ -96,7 +100,8 @@ pub struct RebalanceService {
     overrides: TypedTree<ChannelOverride>,
     graph: RwLock<Option<Graph>>,
     beliefs: Mutex<Beliefs>,
-    preimages: Mutex<HashMap<PaymentHash, Preimage>>,
+    /// Preimage and the amount that must arrive, by hash.
+    preimages: Mutex<HashMap<PaymentHash, (Preimage, Msat)>>,
     claims: Arc<ClaimSet>,
     seq: AtomicU64,
     /// What spend and cost questions need of every attempt, in id order: the fee policy
@@ -154,7 +159,7 @@ impl RebalanceService {
             let (_, sp) = item?;
             let hash = sp.preimage.payment_hash();
             claims.claim(hash);
-            preimages.insert(hash, sp.preimage);
+            preimages.insert(hash, (sp.preimage, sp.amount));
         }
         let mut ledger = Vec::new();
         for item in attempts.iter() {
@@ -287,7 +292,8 @@ impl RebalanceService {
     /// A fresh preimage for a payment to ourselves, durable and claimed before it is used.
     /// Its hash is the payment's; the preimage itself goes to nodes that must be told
     /// about the payment beforehand (`Node::prepare_self_payment`).
-    pub fn new_self_payment(&self, now: u64) -> Result<Preimage, RebalanceError> {
+    /// A new preimage for a circular payment that delivers `amount` back to us.
+    pub fn new_self_payment(&self, now: u64, amount: Msat) -> Result<Preimage, RebalanceError> {
         let mut raw = [0u8; 32];
         getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
         let preimage = Preimage(raw);
@@ -297,16 +303,18 @@ impl RebalanceService {
             &SelfPayment {
                 preimage,
                 created_at: now,
+                amount,
             },
         )?;
         self.store.flush()?;
-        lock(&self.preimages).insert(hash, preimage);
+        lock(&self.preimages).insert(hash, (preimage, amount));
         self.claims.claim(hash);
         Ok(preimage)
     }
 
-    /// The preimage that claims one of our own rebalance payments.
-    pub fn preimage_for(&self, hash: &PaymentHash) -> Option<Preimage> {
+    /// The preimage that claims one of our own rebalance payments, and the amount the
+    /// HTLC must carry for it to be given out.
+    pub fn preimage_for(&self, hash: &PaymentHash) -> Option<(Preimage, Msat)> {
         lock(&self.preimages).get(hash).copied()
     }
 
@@ -486,7 +494,7 @@ mod tests {
                 svc.recent_cost_ppm(Scid::new(2, 0, 0).unwrap(), 0).unwrap(),
                 Some(1_000)
             );
-            hash = svc.new_self_payment(400).unwrap().payment_hash();
+            hash = svc.new_self_payment(400, Msat(5_000)).unwrap().payment_hash();
             assert!(claims.contains(&hash));
         }
         // After a restart the in-flight self-payment is still claimable.
@@ -494,7 +502,8 @@ mod tests {
         let store = Store::open(&path, 0).unwrap();
         let svc = RebalanceService::load(store, claims.clone(), 3600).unwrap();
         assert!(claims.contains(&hash));
-        assert_eq!(svc.preimage_for(&hash).unwrap().payment_hash(), hash);
+        let (pre, amount) = svc.preimage_for(&hash).unwrap();
+        assert_eq!((pre.payment_hash(), amount), (hash, Msat(5_000)));
         svc.finish_self_payment(&hash).unwrap();
         assert!(!claims.contains(&hash) && svc.preimage_for(&hash).is_none());
         assert_eq!(svc.attempts(None, 10).unwrap().len(), 3);

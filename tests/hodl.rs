@@ -1455,3 +1455,32 @@ fn a_settled_hash_stays_claimed_until_its_htlcs_have_expired() {
     assert_eq!(status(&ld)["claimed_hashes"], 0);
     assert_eq!(lookup(&ld, &hash)["state"], "SETTLED");
 }
+
+#[test]
+fn a_crash_then_plugin_start_cancels_what_lightningd_failed_meanwhile() {
+    // ballast dies with an HTLC held; lightningd keeps running, fails that HTLC itself, and
+    // later `plugin start` brings ballast back. Nothing will be replayed, so the invoice
+    // must not stay ACCEPTED: a settle would report money that never arrives.
+    let base = tempfile::tempdir().unwrap();
+    let node = FakeNode::new();
+    let preimage = hash_hex("crash then plugin start");
+    let hash = payment_hash_of(&preimage);
+    {
+        let mut ld = builder().base_dir(base.path()).node(node.clone()).start();
+        let height = ld.node().blockheight();
+        let inv = invoice_for(&ld, &preimage, 12_000, json!({}));
+        let _lost = pay_and_hold(&ld, &inv, &Htlc::paying(&inv, height));
+        ld.kill9();
+    }
+    let ld = builder().base_dir(base.path()).node(node).startup(false).start();
+    let after = lookup(&ld, &hash);
+    assert_eq!(after["state"], "CANCELED", "{after:#}");
+    assert_eq!(after["cancel_reason"], "shutdown", "{after:#}");
+    assert_eq!(after["htlcs"].as_array().map(Vec::len), Some(0), "{after:#}");
+    let e = assert_rpc_error(
+        ld.rpc("hodl-settle", json!({ "preimage": preimage })),
+        ERR_STATE,
+        "settle after the HTLC was lost",
+    );
+    assert!(e.message.contains("CANCELED"), "{e}");
+}

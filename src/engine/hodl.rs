@@ -395,11 +395,17 @@ impl HodlInvoice {
     }
 
     /// After the plugin alone was restarted (lightningd kept running, so nothing will be
-    /// replayed), HTLCs failed at stop are gone: drop them, and an ACCEPTED invoice that
-    /// lost its HTLCs is canceled, since nothing is left to settle.
+    /// replayed), no HTLC of an undecided invoice is held any more: those answered at a
+    /// clean stop were failed, and after a crash lightningd failed the ones it was waiting
+    /// on. Drop them all, and cancel an ACCEPTED invoice, since nothing is left to settle
+    /// (settling it would report money that never arrives).
     pub fn reconcile_after_plugin_restart(&mut self, now: u64) -> Option<(HodlState, HodlState)> {
         let before = self.htlcs.len();
-        self.htlcs.retain(|h| !h.released_at_stop);
+        if matches!(self.state, HodlState::Open | HodlState::Accepted) {
+            self.htlcs.clear();
+        } else {
+            self.htlcs.retain(|h| !h.released_at_stop);
+        }
         if self.htlcs.len() == before {
             return None;
         }

@@ -197,8 +197,11 @@ fn stop_then_lightningd_replay_keeps_holding_but_plugin_only_restart_cancels() {
     let mut replayed = inv.clone();
     let o = replayed.on_htlc(&part(1, 10_000, 10_000), 1_030, 201, &P);
     assert_eq!((o.verdict, o.changed), (HtlcVerdict::Hold, true));
-    assert!(replayed.reconcile_after_plugin_restart(1_031).is_none());
-    assert_eq!(replayed.state, HodlState::Accepted);
+    // A crash instead of a clean stop: nothing was marked, yet lightningd failed the HTLC
+    // it was waiting on; a plugin-only restart must not keep it as held.
+    let t = replayed.reconcile_after_plugin_restart(1_031);
+    assert_eq!(t, Some((HodlState::Accepted, HodlState::Canceled)));
+    assert!(replayed.htlcs.is_empty());
     // Only the plugin restarted: the failed HTLC is gone, so the invoice is canceled.
     let t = inv.reconcile_after_plugin_restart(1_030);
     assert_eq!(t, Some((HodlState::Accepted, HodlState::Canceled)));

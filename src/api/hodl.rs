@@ -184,13 +184,10 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
         )))
         }
     };
+    // Checked before the node is asked for anything (LND creates its invoice at once);
+    // `create` checks again under the book's lock.
     if let Some(l) = &label {
-        if s.hodl
-            .list(None, usize::MAX, 0)
-            .1
-            .iter()
-            .any(|i| i.label.as_deref() == Some(l))
-        {
+        if s.hodl.label_taken(l) {
             return Err(RpcError {
                 code: ERR_DUPLICATE,
                 message: format!("{INVOICE}: label '{l}' is already used"),

@@ -51,14 +51,14 @@ pub async fn on_claimed_htlc(s: &AppState, payload: Value) -> Option<Value> {
     );
     let parsed = incoming(&payload);
     drop(payload);
+    let fail = |height: u32| {
+        Some(answer_json(&Answer::Fail(
+            crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails { htlc_msat: amount, height },
+        )))
+    };
     let Some((hash, htlc)) = parsed else {
         log::warn!("htlc_accepted for a claimed hash with an unreadable payload; failing it back");
-        return Some(answer_json(&Answer::Fail(
-            crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-                htlc_msat: amount,
-                height: s.blockheight(),
-            },
-        )));
+        return fail(s.blockheight());
     };
     let svc = s.hodl.clone();
     let height = s.blockheight();
@@ -68,12 +68,7 @@ pub async fn on_claimed_htlc(s: &AppState, payload: Value) -> Option<Value> {
         Ok(Err(e)) => {
             // The store failed: holding money we cannot record would be worse than failing it.
             log::error!("hold invoice {hash}: cannot record HTLC ({e}); failing it back");
-            return Some(answer_json(&Answer::Fail(
-                crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-                    htlc_msat: amount,
-                    height,
-                },
-            )));
+            return fail(height);
         }
         Err(e) => {
             log::error!("hold invoice {hash}: internal task failed ({e}); letting lightningd decide");
@@ -85,10 +80,9 @@ pub async fn on_claimed_htlc(s: &AppState, payload: Value) -> Option<Value> {
         HtlcReply::Now(a) => Some(answer_json(&a)),
         HtlcReply::Wait(rx) => match rx.await {
             Ok(a) => Some(answer_json(&a)),
-            // The waiter was replaced by a replay of the same HTLC; this request is stale.
-            Err(_) => Some(
-                json!({"result": "fail", "failure_message": crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails { htlc_msat: Msat(0), height: s.blockheight() }.to_hex()}),
-            ),
+            // The waiter was replaced by a replay of the same HTLC (this request is stale),
+            // or the service gave up on it after a store failure.
+            Err(_) => fail(s.blockheight()),
         },
     }
 }

@@ -217,6 +217,13 @@ impl HodlService {
         (total, all.into_iter().skip(offset).take(limit).cloned().collect())
     }
 
+    pub fn label_taken(&self, label: &str) -> bool {
+        self.lock()
+            .invoices
+            .values()
+            .any(|i| i.label.as_deref() == Some(label))
+    }
+
     pub fn counts(&self) -> HashMap<HodlState, usize> {
         let mut m = HashMap::new();
         for i in self.lock().invoices.values() {

@@ -68,6 +68,7 @@ fn channel(chan_id: u64, peer: u8, local_sat: i64, remote_sat: i64) -> FakeChann
             fee_rate_milli_msat: 100,
             ..Default::default()
         }),
+        no_edge: false,
     }
 }
 
@@ -581,4 +582,32 @@ async fn an_unreachable_lnd_is_a_clear_error() {
     let err = connect_err(&cfg).await;
     assert!(err.starts_with(&format!("cannot reach LND at {addr}: ")), "{err}");
     assert!(!err.contains('\n'), "{err}");
+}
+
+#[tokio::test]
+async fn a_channel_lnd_has_no_graph_edge_for_is_listed_without_a_peer_policy() {
+    // A fresh (or zero-conf, or alias-scid) channel: GetChanInfo says "edge not found" with
+    // code Unknown. That must not fail the whole channel list.
+    let fake = started("regtest").await;
+    fake.with_state(|s| {
+        s.channels.push(channel(CHAN_A, 1, 600_000, 400_000));
+        let mut fresh = channel(CHAN_B, 2, 100_000, 0);
+        fresh.no_edge = true;
+        s.channels.push(fresh);
+    });
+    let node = connect(&fake).await;
+    let chans = node
+        .channels()
+        .await
+        .expect("one edge-less channel must not fail the list");
+    let a = chans
+        .iter()
+        .find(|c| c.scid == Some(Scid::from_u64(CHAN_A)))
+        .unwrap();
+    let b = chans
+        .iter()
+        .find(|c| c.scid == Some(Scid::from_u64(CHAN_B)))
+        .unwrap();
+    assert!(a.remote_policy.is_some());
+    assert_eq!(b.remote_policy, None);
 }

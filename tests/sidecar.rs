@@ -137,7 +137,7 @@ async fn hold_invoice_is_settled_on_lnd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_invoice_is_canceled_before_the_htlc_deadline() {
     let fake = fake().await;
-    let s = Sidecar::start(&fake, &["--ballast-hodl-cancel-blocks=10"]);
+    let s = Sidecar::start(&fake, &["--ballast-hodl-cancel-blocks=14"]);
     let inv = s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 40}));
     let hash = hash_of(&inv);
     // An explicit cancel reaches LND too.
@@ -149,15 +149,16 @@ async fn hold_invoice_is_canceled_before_the_htlc_deadline() {
 
     fake.accept_htlc(hash, 10_000, 800_000 + 40);
     s.wait_until("ACCEPTED", |s| (hodl_state(s, hash) == "ACCEPTED").then_some(()));
-    // 29 blocks later the HTLC is 11 blocks from expiry: still held.
-    fake.mine(29);
-    s.wait_until("height 800029", |s| {
-        (s.ok("ballast-status", json!({}))["blockheight"] == 800_029).then_some(())
+    // 25 blocks later the HTLC is 15 blocks from expiry: still held.
+    fake.mine(25);
+    s.wait_until("height 800025", |s| {
+        (s.ok("ballast-status", json!({}))["blockheight"] == 800_025).then_some(())
     });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(hodl_state(&s, hash), "ACCEPTED");
     assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Accepted);
-    // One more and it is within 10 blocks: ballast cancels, on LND as well.
+    // One more and it is within 14 blocks: ballast cancels, on LND as well (before LND's
+    // own guard at 12 would fail the HTLC under a caller about to settle).
     fake.mine(1);
     s.wait_until("LND canceled", |_| {
         (lnd_state(&fake, hash) == lnrpc::invoice::InvoiceState::Canceled).then_some(())
@@ -346,6 +347,16 @@ async fn bad_paths_and_an_unreachable_lnd_are_clear_errors() {
     assert!(err.contains("cannot reach LND"), "{err}");
     assert!(err.contains(&port.to_string()), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+
+    // ballast must cancel before LND's own hold-invoice guard (12 blocks) does.
+    let mut args = base.clone();
+    args.push("--ballast-hodl-cancel-blocks=10".into());
+    let (st, err) = run_to_exit(&args);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ballast-hodl-cancel-blocks (10) must be at least 14"),
+        "{err}"
+    );
 
     let (st, err) = run_to_exit(&["--no-such-flag=1".into()]);
     assert_eq!(st.code(), Some(2), "{err}");

@@ -53,7 +53,10 @@ pub async fn on_claimed_htlc(s: &AppState, payload: Value) -> Option<Value> {
     drop(payload);
     let fail = |height: u32| {
         Some(answer_json(&Answer::Fail(
-            crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails { htlc_msat: amount, height },
+            crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
+                htlc_msat: amount,
+                height,
+            },
         )))
     };
     let Some((hash, htlc)) = parsed else {

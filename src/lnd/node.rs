@@ -67,6 +67,8 @@ pub struct InvoiceHtlc {
     pub htlc_index: u64,
     pub amount: Msat,
     pub expiry_height: u32,
+    /// Height and time at which LND accepted it (which may be long before ballast sees it).
+    pub accept_height: u32,
     pub accept_time: u64,
     /// ACCEPTED, SETTLED or CANCELED.
     pub state: String,
@@ -325,7 +327,16 @@ impl LndNode {
             .await
         {
             Ok(e) => Ok(Some(e.into_inner())),
-            Err(s) if s.code() == Code::NotFound || s.message().contains("unable to find") => Ok(None),
+            // LND answers an unknown edge with code Unknown and its graph store's text
+            // ("edge not found"; a zombie edge for a closed one): not an error here.
+            Err(s)
+                if s.code() == Code::NotFound
+                    || ["unable to find", "edge not found", "zombie"]
+                        .iter()
+                        .any(|t| s.message().contains(t)) =>
+            {
+                Ok(None)
+            }
             Err(s) => Err(grpc_error("GetChanInfo", s)),
         }
     }
@@ -757,6 +768,7 @@ fn invoice_update(i: &lnrpc::Invoice) -> InvoiceUpdate {
                 htlc_index: h.htlc_index,
                 amount: Msat(h.amt_msat),
                 expiry_height: u32::try_from(h.expiry_height).unwrap_or(0),
+                accept_height: u32::try_from(h.accept_height).unwrap_or(0),
                 accept_time: u64::try_from(h.accept_time).unwrap_or(0),
                 state: h.state().as_str_name().to_string(),
             })

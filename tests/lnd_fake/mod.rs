@@ -76,6 +76,8 @@ pub struct FakeChannel {
     pub fee_ppm: i64,
     pub time_lock_delta: u32,
     pub peer_policy: Option<lnrpc::RoutingPolicy>,
+    /// Not in LND's graph (yet): GetChanInfo answers as lnd does, "edge not found".
+    pub no_edge: bool,
 }
 
 /// What the next SendToRouteV2 does.
@@ -522,7 +524,7 @@ impl Lightning for Service {
     async fn get_chan_info(&self, r: Request<lnrpc::ChanInfoRequest>) -> Answer<lnrpc::ChannelEdge> {
         let s = self.state("GetChanInfo");
         let id = r.into_inner().chan_id;
-        if let Some(c) = s.channels.iter().find(|c| c.channel.chan_id == id) {
+        if let Some(c) = s.channels.iter().find(|c| c.channel.chan_id == id && !c.no_edge) {
             return Ok(Response::new(edge_of(&s.id, c)));
         }
         match s.edges.iter().find(|e| e.channel_id == id) {

@@ -71,6 +71,7 @@ fn our_channel(chan: u64, peer: u8, local_sat: i64) -> FakeChannel {
         fee_ppm: 250,
         time_lock_delta: 80,
         peer_policy: Some(policy(1_000, 10)),
+        no_edge: false,
     }
 }
 

@@ -115,21 +115,26 @@ async fn watch(state: AppState, lnd: LndNode, hash: PaymentHash, watching: Arc<W
                         backoff = RETRY_MIN;
                         last = Some(u);
                     }
+                    // LND ends the stream when the invoice is final, or went away: a
+                    // resubscription tells which, and backs off if it keeps happening.
                     Some(Err(e)) => {
                         log::debug!("hold invoice {hash}: stream from LND broke ({e}); resubscribing");
                         tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
                         continue 'session;
                     }
                     None => {
                         tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
                         continue 'session;
                     }
                 },
-                // Our side moved: act on the last state LND reported.
-                e = events.recv() => {
-                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
-                        break 'session;
-                    }
+                // Our side moved: act on the last state LND reported. Other invoices'
+                // events are not ours to act on.
+                e = events.recv() => match e {
+                    Ok(e) if event_hash(&e) != hash => continue,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break 'session,
                 }
             }
             let Some(u) = &last else { continue };
@@ -146,6 +151,14 @@ async fn watch(state: AppState, lnd: LndNode, hash: PaymentHash, watching: Arc<W
         }
     }
     watching.stop(&hash);
+}
+
+fn event_hash(e: &HodlEvent) -> PaymentHash {
+    match e {
+        HodlEvent::State { payment_hash, .. }
+        | HodlEvent::DeadlineWarning { payment_hash, .. }
+        | HodlEvent::PartsReleased { payment_hash, .. } => *payment_hash,
+    }
 }
 
 /// Brings the two sides together once. `Ok(true)` when both are final.
@@ -198,6 +211,13 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
         }
         (HodlState::Settled, LndInvoiceState::Settled)
         | (HodlState::Canceled | HodlState::Expired, LndInvoiceState::Canceled) => Ok(true),
+        // Given up here, yet LND took the money (settled outside ballast): nothing to undo.
+        (HodlState::Canceled | HodlState::Expired, LndInvoiceState::Settled) => {
+            log::error!(
+                "hold invoice {hash}: canceled in ballast but LND settled it (settled outside ballast?)"
+            );
+            Ok(true)
+        }
         // Settled here but canceled there cannot be mended; say so loudly once.
         (HodlState::Settled, LndInvoiceState::Canceled) => {
             log::error!(
@@ -213,21 +233,36 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
 /// paid (amount, expiry, CLTV) exactly as it does for Core Lightning's HTLCs.
 async fn accept(state: &AppState, inv: &HodlInvoice, u: &InvoiceUpdate) -> Result<(), String> {
     let height = state.blockheight();
-    let htlcs: Vec<IncomingHtlc> = u
+    // Judged as of when LND accepted each HTLC, not when ballast got to see it (it may have
+    // been down): a payment that was in time stays in time.
+    let htlcs: Vec<(IncomingHtlc, u64, u32)> = u
         .htlcs
         .iter()
         .filter(|h| h.state == "ACCEPTED")
-        .map(|h| IncomingHtlc {
-            key: HtlcKey {
-                scid: h.scid,
-                id: h.htlc_index,
-            },
-            amount: h.amount,
-            cltv_expiry: h.expiry_height,
-            cltv_expiry_relative: h.expiry_height.saturating_sub(height),
-            // LND checked the payment secret before accepting.
-            payment_secret: Some(inv.payment_secret),
-            total_msat: Some(u.amount_paid.max(inv.amount)),
+        .map(|h| {
+            let at = if h.accept_time > 0 {
+                h.accept_time
+            } else {
+                now_unix()
+            };
+            let at_height = if h.accept_height > 0 {
+                h.accept_height
+            } else {
+                height
+            };
+            let htlc = IncomingHtlc {
+                key: HtlcKey {
+                    scid: h.scid,
+                    id: h.htlc_index,
+                },
+                amount: h.amount,
+                cltv_expiry: h.expiry_height,
+                cltv_expiry_relative: h.expiry_height.saturating_sub(at_height),
+                // LND checked the payment secret before accepting.
+                payment_secret: Some(inv.payment_secret),
+                total_msat: Some(u.amount_paid.max(inv.amount)),
+            };
+            (htlc, at, at_height)
         })
         .collect();
     let svc = state.hodl.clone();
@@ -235,7 +270,7 @@ async fn accept(state: &AppState, inv: &HodlInvoice, u: &InvoiceUpdate) -> Resul
     let replies = tokio::task::spawn_blocking(move || {
         htlcs
             .iter()
-            .map(|h| svc.on_htlc(hash, h, now_unix(), height))
+            .map(|(h, at, at_height)| svc.on_htlc(hash, h, *at, *at_height))
             .collect::<Result<Vec<_>, _>>()
     })
     .await

@@ -9,6 +9,7 @@ mod logger;
 pub mod rpc_server;
 
 use crate::api::monitor::MonitorSettings;
+use crate::api::options;
 use crate::api::settings::Settings;
 use crate::api::{hodl as hodl_api, start, Backend, Notifier};
 use crate::counters::Counters;
@@ -74,10 +75,42 @@ pub(crate) fn print_out(text: &str) -> ExitCode {
     }
 }
 
+/// LND cancels an accepted hold invoice itself once its earliest HTLC is this many blocks
+/// from expiry (lnd's hold-invoice guard, `DefaultIncomingBroadcastDelta + 2`).
+const LND_HOLD_GUARD_BLOCKS: u32 = 12;
+
+/// ballast must cancel before LND does: otherwise LND fails the HTLCs first, and a
+/// `hodl-settle` in between would be recorded for money that never arrives. The default
+/// moves above LND's guard; a value set at or below it is refused.
+fn lnd_hold_deadline(settings: &mut Settings, set_by_user: bool) -> anyhow::Result<()> {
+    let min = LND_HOLD_GUARD_BLOCKS + 2;
+    let blocks = settings.hodl.cancel_blocks;
+    if blocks < min {
+        if set_by_user {
+            anyhow::bail!(
+                "ballast-hodl-cancel-blocks ({blocks}) must be at least {min} with LND, which cancels accepted hold invoices {LND_HOLD_GUARD_BLOCKS} blocks before expiry"
+            );
+        }
+        settings.hodl.cancel_blocks = min;
+    }
+    let cltv = settings.hodl_defaults.cltv;
+    if cltv < settings.hodl.cancel_blocks + 6 {
+        anyhow::bail!(
+            "ballast-hodl-cltv ({cltv}) must exceed ballast-hodl-cancel-blocks ({}) by at least 6",
+            settings.hodl.cancel_blocks
+        );
+    }
+    Ok(())
+}
+
 /// Runs the sidecar until SIGINT or SIGTERM.
 pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     let opts = SidecarOptions(&a.options);
-    let settings = Settings::read(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut settings = Settings::read(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    lnd_hold_deadline(
+        &mut settings,
+        a.options.contains_key(options::HODL_CANCEL_BLOCKS.name),
+    )?;
     let monitor_settings = MonitorSettings::read(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let resolved = a.lnd.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
     let lnd = LndNode::connect(&resolved).await?;

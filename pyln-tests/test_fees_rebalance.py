@@ -16,7 +16,10 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 4000, full_ppm = 10
 """
 
 
-def test_forwards_move_the_fee_of_the_drained_channel(node_factory, plugin_path, pyln, directory):
+def test_forwards_move_the_fee_of_the_drained_channel(node_factory, plugin_path, pyln, directory, monkeypatch):
+    # Developer mode lets ballast-fee-min-interval go below CLN's 300 s gossip floor, so
+    # the start-up hold ends within the test instead of after an hour.
+    monkeypatch.setenv("BALLAST_DEVELOPER", "1")
     policy = directory + "/policy.toml"
     with open(policy, "w") as f:
         f.write(POLICY)
@@ -27,8 +30,7 @@ def test_forwards_move_the_fee_of_the_drained_channel(node_factory, plugin_path,
             {
                 "plugin": plugin_path,
                 "ballast-fee-policy-file": policy,
-                # Short intervals so the test does not wait an hour for the start-up hold.
-                "ballast-fee-min-interval": 300,
+                "ballast-fee-min-interval": 5,
                 "ballast-fee-coalesce": 1,
             },
             {},
@@ -36,15 +38,21 @@ def test_forwards_move_the_fee_of_the_drained_channel(node_factory, plugin_path,
         wait_for_announce=True,
     )
     scid23 = l2.get_channel_scid(l3)
+    start_ppm = next(
+        c["fee_proportional_millionths"] for c in l2.rpc.listpeerchannels()["channels"]
+        if c.get("short_channel_id") == scid23
+    )
+    time.sleep(6)  # past the 5 s start-up hold
     for _ in range(3):
         inv = l3.rpc.invoice(200_000_000, "f{}".format(time.time()), "fwd")
         l1.rpc.pay(inv["bolt11"])
 
-    # The start-up hold keeps automatic changes back; force applies the policy now.
-    out = l2.rpc.call("fee-apply", {"scid": scid23, "force": True})
-    ch = out["channels"][0]
-    assert ch["applied"] is True, ch
-    new_ppm = ch["target"]["ppm"]
+    # No fee-apply: the forward events alone must move the drained channel's fee.
+    pyln.wait_for(lambda: l2.rpc.call("fee-history", {"scid": scid23})["changes"])
+    change = l2.rpc.call("fee-history", {"scid": scid23})["changes"][0]
+    assert change["trigger"] == "forward", change
+    new_ppm = change["new"]["ppm"]
+    assert new_ppm != start_ppm, change
     pyln.wait_for(
         lambda: any(
             c["short_channel_id"] == scid23 and c["fee_proportional_millionths"] == new_ppm
@@ -66,20 +74,35 @@ def test_forwards_move_the_fee_of_the_drained_channel(node_factory, plugin_path,
 
 def test_plan_and_execute_on_a_ring(node_factory, plugin_path, pyln, bitcoind):
     # l1 -> l2 -> l3 -> l4 -> l1: a ring through which l1 can move liquidity to itself.
-    opts = [{"plugin": plugin_path, "ballast-rebalance-daily-budget": 100_000_000}, {}, {}, {}]
+    # l1 charges 1000 ppm, so a move may pay up to 500 ppm (fee share 0.5): CLN's default
+    # 10 ppm would cap every move below the ring's 1 sat + 10 ppm per hop. The graph is
+    # refreshed every 10 s, as ballast loads it at start, before these channels exist.
+    opts = [
+        {
+            "plugin": plugin_path,
+            "ballast-rebalance-daily-budget": 100_000_000,
+            "ballast-graph-refresh": 10,
+            "fee-per-satoshi": 1000,
+        },
+        {},
+        {},
+        {},
+    ]
     l1, l2, l3, l4 = node_factory.line_graph(4, opts=opts, wait_for_announce=True)
     node_factory.join_nodes([l4, l1], wait_for_announce=True)
-    # Push l1's ring channel to l4 out of balance by paying through it.
     pyln.wait_for(lambda: len(l1.rpc.listchannels()["channels"]) >= 8)
+    # line_graph funds each channel from one side: l1's channel to l2 is all ours, the one
+    # from l4 all theirs. ballast must see the whole ring before it can plan.
+    pyln.wait_for(
+        lambda: ((l1.rpc.call("rebalance-status").get("graph") or {}).get("channels") or 0) >= 4,
+        timeout=60,
+    )
     before = {c["short_channel_id"]: c["to_us_msat"] for c in l1.rpc.listpeerchannels()["channels"]}
 
     plan = l1.rpc.call("rebalance-plan", {})
     assert "plan_id" in plan
     planned = [m for m in plan["moves"] if m["status"] == "planned"]
-    if not planned:
-        # line_graph funds channels from one side only: l1's channels are all-local or
-        # all-remote, so at least one move must be planned.
-        raise AssertionError("no move planned: {}".format(plan))
+    assert planned, "no move planned: {}".format(plan)
     res = l1.rpc.call("rebalance-execute", {"plan_id": plan["plan_id"]})
     moved = sum(m["moved_msat"] for m in res["moves"])
     assert moved > 0, res

@@ -112,13 +112,20 @@ def test_restart_while_held_then_settle(node_factory, plugin_path, pyln):
 
 def test_bad_params_are_rejected(node_factory, plugin_path, pyln):
     l1 = node_factory.get_node(options={"plugin": plugin_path})
+    # One real invoice, so the hash-taking methods fail on the parameter under test, not
+    # on an unknown hash.
+    inv = l1.rpc.call("hodl-invoice", {"amount_msat": 1000})
+    phash = inv["payment_hash"]
     for method, params in [
         ("hodl-invoice", {"amount_msat": "abc"}),
         ("hodl-invoice", {"amount_msat": 0}),
         ("hodl-settle", {"preimage": "zz"}),
-        ("hodl-cancel", {"payment_hash": "00" * 32}),
-        ("hodl-lookup", {"payment_hash": "00" * 32, "wait_for_state": "NOPE"}),
+        ("hodl-cancel", {"payment_hash": phash[:-2]}),
+        ("hodl-lookup", {"payment_hash": phash, "wait_for_state": "NOPE"}),
+        ("hodl-lookup", {"payment_hash": phash, "timeout": -1}),
     ]:
-        with pytest.raises(pyln.RpcError):
+        with pytest.raises(pyln.RpcError) as e:
             l1.rpc.call(method, params)
-    assert l1.rpc.call("hodl-list")["total"] == 0
+        assert e.value.error["code"] == -32602, (method, params, e.value.error)
+    assert l1.rpc.call("hodl-list")["total"] == 1
+    assert l1.rpc.call("hodl-lookup", {"payment_hash": phash})["state"] == "OPEN"

@@ -28,7 +28,7 @@ def test_drained_channel_raises_low_local_then_clears(node_factory, plugin_path,
     pyln.wait_for(lambda: len(active_alerts(l1, "low_local", scid)) == 1, timeout=60)
     alert = active_alerts(l1, "low_local", scid)[0]
     assert alert["severity"] == "warning"
-    l1.daemon.wait_for_log("ballast.*low_local|ballast.*{}".format(scid))
+    l1.daemon.wait_for_log(r"low_local raised on {}".format(scid))
 
     # A payment back clears it.
     back = l1.rpc.invoice(int(cap * 0.5), "back", "back")

@@ -655,18 +655,15 @@ fn webhook_failures_are_retried_a_bounded_number_of_times_and_block_nothing() {
     // While the webhook thread backs off, the engine keeps judging and methods answer.
     edit(&node, &scid(1), |c| c.to_us_msat = HALF);
     forward_event(&ld, &scid(1), &scid(2));
-    let t = Instant::now();
     wait_cleared(&ld, "low_local", &scid(1), &|ld| {
         forward_event(ld, &scid(1), &scid(2))
     });
+    // The clear came while the webhook was still retrying: delivery does not hold rounds up.
+    let s = ld.rpc_ok("monitor-stats", json!({}));
     assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "a round was held up: {:?}",
-        t.elapsed()
+        s["webhook"]["failed"].as_u64() < Some(3),
+        "every delivery had already given up before the round cleared the alert: {s:#}"
     );
-    let t = Instant::now();
-    ld.rpc_ok("monitor-status", json!({}));
-    assert!(t.elapsed() < Duration::from_secs(2));
     // Three alerts (two raised, one cleared), 4 attempts each, then done.
     ld.wait_until("all given up", Duration::from_secs(60), |ld| {
         let s = ld.rpc_ok("monitor-stats", json!({}));

@@ -1062,3 +1062,38 @@ fn an_attempt_counts_as_spent_before_its_payment_leaves() {
     assert_eq!(whole["result"], "resolve", "{whole}");
     assert_eq!(payment_hash_of(string(&whole, "/payment_key")), hash, "{whole}");
 }
+
+#[test]
+fn a_plan_runs_once_and_manual_moves_stay_within_the_options() {
+    let node = network(900_000_000, 100_000_000, 500_000_000, 500_000_000);
+    let ld = start(&node);
+    let plan = ld.rpc_ok("rebalance-plan", json!({"max_moves": 1}));
+    let id = string(&plan, "/plan_id").to_string();
+    let first = execute(&ld, json!({ "plan_id": id }));
+    assert!(uint(&array(&first, "/moves")[0], "/moved_msat") > 0, "{first:#}");
+    // Its amounts were computed from balances that have since moved: no second run.
+    let paid = node.payments().len();
+    let again = ld.rpc("rebalance-execute", json!({ "plan_id": id })).unwrap_err();
+    assert_eq!(again.code, 2008, "{again:?}");
+    assert!(again.message.contains("runs once"), "{again:?}");
+    assert_eq!(node.payments().len(), paid, "a second run sent payments");
+    // A manual move cannot go past ballast-rebalance-max-ppm or -max-amount.
+    let opts = ld.init_options();
+    let max_ppm = opts["ballast-rebalance-max-ppm"].as_u64().unwrap();
+    let max_amount = opts["ballast-rebalance-max-amount"].as_u64().unwrap();
+    let over_ppm = ld
+        .rpc(
+            "rebalance-execute",
+            json!({"source": CH_A, "sink": CH_B, "amount_msat": 1_000_000, "max_ppm": max_ppm + 1}),
+        )
+        .unwrap_err();
+    assert_eq!(over_ppm.code, INVALID_PARAMS, "{over_ppm:?}");
+    let over_amount = ld
+        .rpc(
+            "rebalance-execute",
+            json!({"source": CH_A, "sink": CH_B, "amount_msat": max_amount + 1}),
+        )
+        .unwrap_err();
+    assert_eq!(over_amount.code, INVALID_PARAMS, "{over_amount:?}");
+    assert_eq!(node.payments().len(), paid, "a refused move sent payments");
+}

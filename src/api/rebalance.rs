@@ -114,7 +114,7 @@ async fn auto_round(s: &AppState) -> Result<Value, RpcError> {
     if moves.is_empty() {
         return Ok(json!({"plan_id": plan_id, "moves": 0}));
     }
-    execute_moves(s, &plan_id, &moves, None).await
+    execute_moves(s, &plan_id, true, &moves, None).await
 }
 
 fn ours(s: &AppState) -> Result<NodeId, RpcError> {
@@ -429,7 +429,7 @@ pub async fn execute(p: AppState, params: Value) -> Result<Value, RpcError> {
                 let stored = stored.ok_or_else(|| RpcError {
                     code: ERR_PLAN,
                     message: format!(
-                        "{EXECUTE}: no plan '{id}' (plans expire after an hour; make a new one)"
+                        "{EXECUTE}: no plan '{id}' (a plan runs once and expires after an hour; make a new one)"
                     ),
                 })?;
                 let moves: Vec<_> = stored
@@ -454,9 +454,16 @@ pub async fn execute(p: AppState, params: Value) -> Result<Value, RpcError> {
                         "{EXECUTE}: source and sink are the same channel"
                     )));
                 }
-                if amt == 0 {
+                if amt == 0 || amt > cfg.max_amount.0 {
                     return Err(RpcError::invalid(format!(
-                        "{EXECUTE}: 'amount_msat' must be greater than 0"
+                        "{EXECUTE}: 'amount_msat' must be 1..{} (ballast-rebalance-max-amount)",
+                        cfg.max_amount.0
+                    )));
+                }
+                if let Some(p) = max_ppm.filter(|p| *p > cfg.max_ppm) {
+                    return Err(RpcError::invalid(format!(
+                        "{EXECUTE}: 'max_ppm' {p} is above ballast-rebalance-max-ppm ({}); raise the option to allow it",
+                        cfg.max_ppm
                     )));
                 }
                 let mut raw = [0u8; 8];
@@ -472,7 +479,7 @@ pub async fn execute(p: AppState, params: Value) -> Result<Value, RpcError> {
                 )))
             }
         };
-        execute_moves(&s, &exec_id, &moves, max_fee).await
+        execute_moves(&s, &exec_id, plan_id.is_some(), &moves, max_fee).await
     })
 }
 
@@ -482,6 +489,7 @@ pub async fn execute(p: AppState, params: Value) -> Result<Value, RpcError> {
 async fn execute_moves(
     s: &AppState,
     exec_id: &str,
+    from_plan: bool,
     moves: &[(Scid, Scid, Msat, u32)],
     max_fee: Option<Msat>,
 ) -> Result<Value, RpcError> {
@@ -505,6 +513,22 @@ async fn execute_moves(
     }
     let me = ours(s)?;
     ensure_graph(s).await?;
+    if from_plan {
+        let svc = s.rebalance.clone();
+        let id = exec_id.to_string();
+        let taken = tokio::task::spawn_blocking(move || svc.consume_plan(&id))
+            .await
+            .map_err(internal)?
+            .map_err(store_error)?;
+        if !taken {
+            return Err(RpcError {
+                code: ERR_PLAN,
+                message: format!(
+                    "{EXECUTE}: plan '{exec_id}' was already executed (a plan runs once; make a new one)"
+                ),
+            });
+        }
+    }
     let channels = s
         .node
         .channels()

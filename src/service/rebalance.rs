@@ -289,10 +289,20 @@ impl RebalanceService {
         Ok(self.plans.get(id.as_bytes())?.filter(|p| p.expires_at > now))
     }
 
-    /// A fresh preimage for a payment to ourselves, durable and claimed before it is used.
-    /// Its hash is the payment's; the preimage itself goes to nodes that must be told
-    /// about the payment beforehand (`Node::prepare_self_payment`).
-    /// A new preimage for a circular payment that delivers `amount` back to us.
+    /// Takes a plan for execution: a plan runs once, as its amounts were computed from the
+    /// balances of its time. `false` when it is gone (already executed, or expired).
+    pub fn consume_plan(&self, id: &str) -> Result<bool, RebalanceError> {
+        let taken = self.plans.get(id.as_bytes())?.is_some();
+        if taken {
+            self.plans.remove(id.as_bytes())?;
+            self.store.flush()?;
+        }
+        Ok(taken)
+    }
+
+    /// A fresh preimage for a circular payment that delivers `amount` back to us, durable
+    /// and claimed before it is used. Its hash is the payment's; the preimage itself goes to
+    /// nodes that must be told about the payment beforehand (`Node::prepare_self_payment`).
     pub fn new_self_payment(&self, now: u64, amount: Msat) -> Result<Preimage, RebalanceError> {
         let mut raw = [0u8; 32];
         getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;

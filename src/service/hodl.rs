@@ -343,6 +343,10 @@ impl HodlService {
                 .filter(|i| i.state == HodlState::Open)
                 .map(|i| i.payment_hash)
                 .collect();
+            // In hash order, not the map's: the same book gives the same events in the
+            // same order (the simulator's runs are compared line by line).
+            let mut hashes = hashes;
+            hashes.sort_unstable();
             for hash in hashes {
                 let Some(inv) = book.invoices.get_mut(&hash) else {
                     continue;
@@ -399,7 +403,8 @@ impl HodlService {
         let mut answers = Vec::new();
         {
             let mut book = self.lock();
-            let hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
+            let mut hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
+            hashes.sort_unstable();
             for hash in hashes {
                 let Some(inv) = book.invoices.get_mut(&hash) else {
                     continue;
@@ -457,7 +462,8 @@ impl HodlService {
         let mut answers = Vec::new();
         {
             let mut book = self.lock();
-            let hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
+            let mut hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
+            hashes.sort_unstable();
             for hash in hashes {
                 let Some(inv) = book.invoices.get_mut(&hash) else {
                     continue;

@@ -12,6 +12,9 @@ use std::collections::{BinaryHeap, HashMap};
 /// Longest route a simulated payer tries.
 const MAX_HOPS: usize = 20;
 
+/// 21 million bitcoin, in msat: no real channel or fee can exceed it.
+const MAX_MSAT: u64 = 21_000_000 * 100_000_000 * 1_000;
+
 #[derive(Debug, Clone)]
 pub struct SimChannel {
     pub scid: Scid,
@@ -229,12 +232,22 @@ impl Network {
         }
         let mut net = Network::empty(ids, 0);
         let mut pairs = std::collections::HashSet::new();
+        let mut total_capacity = 0u64;
         for (scid, dirs) in by_scid {
             let first = dirs[0];
             let (a, b) = (index[&first.source], index[&first.destination]);
-            if a == b || first.capacity.0 == 0 {
+            // No channel holds more than all bitcoin, nor charges more: such entries in a
+            // graph file are damage, and would overflow the network's msat totals.
+            // The whole network holds no more than that either, so its totals fit a u64.
+            let absurd = |m: u64| m > MAX_MSAT;
+            if a == b
+                || first.capacity.0 == 0
+                || absurd(total_capacity.saturating_add(first.capacity.0))
+                || dirs.iter().any(|e| absurd(e.fee_base.0))
+            {
                 continue;
             }
+            total_capacity += first.capacity.0;
             pairs.insert((a.min(b), a.max(b)));
             let policy = |from: u32| {
                 dirs.iter()
@@ -440,7 +453,7 @@ impl Network {
             if i > 0 {
                 let (ci, d) = path[i];
                 let (b, p) = self.channels[ci as usize].fee[d as usize];
-                carry += fee_for(Msat(b), p, Msat(carry)).map_or(0, |m| m.0);
+                carry = carry.saturating_add(fee_for(Msat(b), p, Msat(carry)).map_or(0, |m| m.0));
             }
         }
         amounts
@@ -589,5 +602,45 @@ mod tests {
             let expect = l.received as i128 - l.sent as i128 - l.fees_paid as i128 + l.fees_earned as i128;
             assert_eq!(delta, expect, "node {n}");
         }
+    }
+
+    #[test]
+    fn absurd_amounts_in_a_graph_file_are_left_out_not_overflowed() {
+        let node = |b: u8| {
+            let key = bitcoin::secp256k1::SecretKey::from_slice(&[b; 32]).unwrap();
+            NodeId(
+                bitcoin::secp256k1::PublicKey::from_secret_key(&bitcoin::secp256k1::Secp256k1::new(), &key)
+                    .serialize(),
+            )
+        };
+        let edge = |block: u32, a: u8, b: u8, capacity: u64, fee_base: u64| GraphEdge {
+            scid: Scid::new(block, 0, 0).unwrap(),
+            source: node(a),
+            destination: node(b),
+            capacity: Msat(capacity),
+            fee_base: Msat(fee_base),
+            fee_ppm: 10,
+            cltv_delta: 40,
+            htlc_min: Msat(1),
+            htlc_max: Msat(capacity),
+            active: true,
+            last_update: 0,
+        };
+        let edges = vec![
+            edge(1, 1, 2, 1 << 63, 1_000),
+            edge(2, 2, 3, 1 << 63, 1_000),
+            edge(3, 1, 3, 5_000_000_000, u64::MAX),
+            edge(4, 1, 3, 5_000_000_000, 1_000),
+            edge(5, 2, 3, 5_000_000_000, 1_000),
+        ];
+        let net = Network::from_edges(1, &edges, 2).unwrap();
+        // Only the two sane channels of the file (plus ours) remain; totals are exact.
+        let theirs = net
+            .channels
+            .iter()
+            .filter(|c| c.node[0] != 0 && c.node[1] != 0)
+            .count();
+        assert_eq!(theirs, 2);
+        assert_eq!(net.wealth().iter().sum::<u64>(), net.total_capacity());
     }
 }

@@ -747,7 +747,7 @@ impl Sim<'_> {
                 Ok(e) => e,
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
                     // Cannot happen at this pace (drained after every call); if it did,
-                    // held payments would leak, which the conservation check reports.
+                    // held payments would stay locked, and the event says so.
                     self.ev
                         .emit(json!({"t": self.now, "type": "hodl_events_lost", "count": n}));
                     continue;

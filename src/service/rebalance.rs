@@ -265,11 +265,15 @@ impl RebalanceService {
         let mut raw = [0u8; 8];
         getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
         let id = hex::encode(raw);
-        // Expired plans are dropped as new ones come, so the tree stays small.
-        for item in self.plans.iter() {
-            let (key, p) = item?;
-            if p.expires_at <= now {
-                self.plans.remove(key)?;
+        // Expired plans are dropped as new ones come, so the tree stays small. Plans are
+        // disposable: one this version cannot read (an older layout) goes too, instead of
+        // blocking every new plan.
+        let keys: Vec<Vec<u8>> = self.plans.keys().collect::<Result<_, _>>()?;
+        for key in keys {
+            match self.plans.get(&key) {
+                Ok(Some(p)) if p.expires_at > now => {}
+                Ok(None) => {}
+                _ => self.plans.discard(&key)?,
             }
         }
         self.plans.put(

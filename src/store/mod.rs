@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// The layout of the whole store this build writes. Bump it and add a step in
 /// `migrate.rs` whenever a tree or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META_TREE: &str = "meta";
 const KEY_SCHEMA: &[u8] = b"schema_version";
@@ -358,6 +358,22 @@ mod tests {
             Err(other) => panic!("expected NewerSchema, got {other}"),
             Ok(_) => panic!("opened a store from the future"),
         }
+    }
+
+    #[test]
+    fn a_schema_1_store_is_migrated_and_keeps_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ballast");
+        {
+            let s = Store::open(&path, 1).unwrap();
+            s.set_tip(123).unwrap();
+            let meta = s.db.open_tree(META_TREE).unwrap();
+            meta.insert(KEY_SCHEMA, &1u32.to_be_bytes()).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(&path, 2).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.tip().unwrap(), Some(123));
     }
 
     #[test]

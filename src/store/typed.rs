@@ -73,22 +73,54 @@ impl<T: Record> TypedTree<T> {
 
     /// Atomically replaces the record at `key` with `f(current)`. `f` may run more than once
     /// when another writer races it, so it must be a pure function of its input. A current
-    /// value that does not decode is handed to `f` as `None`.
+    /// value that does not decode (damaged, or written by a newer ballast) is left as it is
+    /// and reported: it is never overwritten unseen.
     pub fn update(&self, key: impl AsRef<[u8]>, f: impl Fn(Option<T>) -> T) -> StoreResult<()> {
         let key = key.as_ref();
-        self.tree.fetch_and_update(key, |old| {
-            let current = old.and_then(|raw| self.decode(key, raw).ok());
-            Some(Self::encode(&f(current)))
+        let mut unreadable = None;
+        self.tree.fetch_and_update(key, |old| match old {
+            None => Some(Self::encode(&f(None))),
+            Some(raw) => match self.decode(key, raw) {
+                Ok(current) => {
+                    unreadable = None;
+                    Some(Self::encode(&f(Some(current))))
+                }
+                Err(e) => {
+                    unreadable = Some(e);
+                    Some(raw.to_vec())
+                }
+            },
         })?;
+        match unreadable {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the record at `key`, returning it. One that does not decode is kept, and
+    /// the error says why: a caller cannot remove what it was unable to look at.
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> StoreResult<Option<T>> {
+        let key = key.as_ref();
+        match self.tree.get(key)? {
+            None => Ok(None),
+            Some(raw) => {
+                let value = self.decode(key, &raw)?;
+                self.tree.remove(key)?;
+                Ok(Some(value))
+            }
+        }
+    }
+
+    /// Removes the record at `key` whatever it holds, for records that are disposable
+    /// (expired plans) and may have been written by another version.
+    pub fn discard(&self, key: impl AsRef<[u8]>) -> StoreResult<()> {
+        self.tree.remove(key.as_ref())?;
         Ok(())
     }
 
-    pub fn remove(&self, key: impl AsRef<[u8]>) -> StoreResult<Option<T>> {
-        let key = key.as_ref();
-        match self.tree.remove(key)? {
-            Some(raw) => self.decode(key, &raw).map(Some),
-            None => Ok(None),
-        }
+    /// Keys of every record, readable or not.
+    pub fn keys(&self) -> impl Iterator<Item = StoreResult<Vec<u8>>> + '_ {
+        self.tree.iter().keys().map(|k| Ok(k?.to_vec()))
     }
 
     /// Every record in key order. A record that cannot be decoded is returned as an error
@@ -198,5 +230,44 @@ mod tests {
         assert!(matches!(t.get("bad"), Err(StoreError::Corrupt { .. })));
         assert_eq!(t.iter().filter(|r| r.is_err()).count(), 1);
         assert_eq!(t.len(), 3);
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V3 {
+        amount_msat: u64,
+    }
+
+    impl Record for V3 {
+        const VERSION: u8 = 3;
+    }
+
+    #[test]
+    fn a_record_this_version_cannot_read_is_never_overwritten_or_removed_unseen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), 1).unwrap();
+        // Written by a newer ballast.
+        let newer: TypedTree<V3> = store.tree("things").unwrap();
+        newer.put("k", &V3 { amount_msat: 7 }).unwrap();
+        let t: TypedTree<V2> = store.tree("things").unwrap();
+        let r = t.update("k", |_| V2 {
+            amount_msat: 1,
+            note: "clobber".into(),
+        });
+        assert!(matches!(r, Err(StoreError::Corrupt { .. })), "{r:?}");
+        assert!(t.remove("k").is_err());
+        assert_eq!(newer.get("k").unwrap(), Some(V3 { amount_msat: 7 }));
+        // What is disposable can still be dropped on purpose.
+        t.discard("k").unwrap();
+        assert_eq!(newer.get("k").unwrap(), None);
+        // And an absent record is created as before.
+        t.update("n", |cur| {
+            assert!(cur.is_none());
+            V2 {
+                amount_msat: 2,
+                note: String::new(),
+            }
+        })
+        .unwrap();
+        assert_eq!(t.get("n").unwrap().unwrap().amount_msat, 2);
     }
 }

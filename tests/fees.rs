@@ -867,6 +867,34 @@ fn dry_run_records_history_but_calls_no_setchannel() {
 }
 
 #[test]
+fn dry_run_decisions_are_rate_limited_like_applied_ones() {
+    // Dry run is where operators start: its history must not grow by one entry per forward.
+    let node = node_with(&[(A, 250_000_000), (B, 500_000_000)]);
+    let ld = builder(&node)
+        .option("ballast-fee-dry-run", true)
+        .option("ballast-fee-min-interval", 8)
+        .option("ballast-fee-coalesce", 1)
+        .start();
+    set_toml(&ld, &follow_only(A));
+    // Past the start-up hold, one dry-run change...
+    std::thread::sleep(Duration::from_millis(8_500));
+    burst(&ld, B, A, 1, "first");
+    ld.wait_until("the first dry-run change", WAIT, |ld| {
+        (history(ld, json!({})).len() == 1).then_some(())
+    });
+    // ...then forwards within the min-interval would not have applied again, so they are
+    // not recorded again either.
+    burst(&ld, B, A, 20, "more");
+    wait_forward_events(&ld, 21);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let h = history(&ld, json!({}));
+    assert_eq!(h.len(), 1, "{h:#?}");
+    assert_eq!(h[0]["dry_run"], true);
+    assert_eq!(preview(&ld, A)["status"]["kind"], "rate_limited");
+    assert!(ld.node().calls_to("setchannel").is_empty());
+}
+
+#[test]
 fn history_explains_each_change() {
     let base = tempfile::tempdir().unwrap();
     let node = node_with(&[(A, 250_000_000), (B, 500_000_000)]);

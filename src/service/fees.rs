@@ -328,10 +328,13 @@ impl FeeService {
         if !change.dry_run {
             self.last_tree
                 .put(d.scid.as_u64().to_be_bytes(), &LastUpdate { at: now })?;
-            let mut s = self.lock();
-            s.coalescer.record_applied(d.scid, now);
-            s.last_update.insert(d.scid, now);
         }
+        // A dry-run change is rate-limited as if it had been applied (in memory only, as
+        // nothing reached the node): the history shows what live mode would do, one entry
+        // per min-interval, instead of one per forward.
+        let mut s = self.lock();
+        s.coalescer.record_applied(d.scid, now);
+        s.last_update.insert(d.scid, now);
         self.store.flush()?;
         Ok(Some(change))
     }

@@ -1097,3 +1097,29 @@ fn a_plan_runs_once_and_manual_moves_stay_within_the_options() {
     assert_eq!(over_amount.code, INVALID_PARAMS, "{over_amount:?}");
     assert_eq!(node.payments().len(), paid, "a refused move sent payments");
 }
+
+#[test]
+fn a_later_move_failing_does_not_hide_what_earlier_moves_paid() {
+    // Two moves planned; the second move's sink starts closing before the execution.
+    let node = network(900_000_000, 100_000_000, 100_000_000, 900_000_000);
+    let ld = start(&node);
+    let plan = ld.rpc_ok("rebalance-plan", json!({}));
+    let moves = planned(&plan);
+    assert_eq!(moves.len(), 2, "{plan:#}");
+    let second_sink = string(moves[1], "/sink_scid").to_string();
+    node.with(|s| {
+        for c in s.channels.iter_mut() {
+            if c.short_channel_id.as_deref() == Some(second_sink.as_str()) {
+                c.state = "CHANNELD_SHUTTING_DOWN".into();
+            }
+        }
+    });
+    let r = execute(&ld, json!({"plan_id": string(&plan, "/plan_id")}));
+    let done = array(&r, "/moves");
+    assert_eq!(done.len(), 2, "{r:#}");
+    assert!(uint(&done[0], "/moved_msat") > 0, "{r:#}");
+    assert_eq!(done[1]["status"], "error", "{r:#}");
+    assert!(string(&done[1], "/reason").contains(&second_sink), "{r:#}");
+    // What was paid is in the answer, as the node saw it.
+    assert_eq!(uint(&r, "/fee_msat"), paid_fees(&node), "{r:#}");
+}

@@ -538,7 +538,7 @@ async fn execute_moves(
     let mut results = Vec::new();
     let mut spent_total = Msat(0);
     for &(source, sink, amount, ppm) in moves {
-        let r = execute_move(
+        let r = match execute_move(
             s,
             &me,
             exec_id,
@@ -549,7 +549,26 @@ async fn execute_moves(
             ppm,
             &mut budget_left,
         )
-        .await?;
+        .await
+        {
+            Ok(r) => r,
+            // Before anything was paid an error is the answer; after, it must not hide what
+            // earlier moves spent: it becomes this move's entry and the execution stops.
+            Err(e) if results.is_empty() => return Err(e),
+            Err(e) => {
+                results.push(json!({
+                    "source": source.to_string(),
+                    "sink": sink.to_string(),
+                    "requested_msat": amount.0,
+                    "moved_msat": 0,
+                    "fee_msat": 0,
+                    "attempts": 0,
+                    "status": "error",
+                    "reason": e.message,
+                }));
+                break;
+            }
+        };
         spent_total = Msat(spent_total.0.saturating_add(r["fee_msat"].as_u64().unwrap_or(0)));
         let in_flight = r["status"] == "in_flight";
         results.push(r);

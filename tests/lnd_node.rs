@@ -611,3 +611,23 @@ async fn a_channel_lnd_has_no_graph_edge_for_is_listed_without_a_peer_policy() {
     assert!(a.remote_policy.is_some());
     assert_eq!(b.remote_policy, None);
 }
+
+#[tokio::test]
+async fn has_invoice_tells_known_from_unknown_hashes() {
+    let fake = started("regtest").await;
+    let node = connect(&fake).await;
+    let known = PaymentHash([0x11; 32]);
+    node.add_hold_invoice(&HoldInvoiceRequest {
+        payment_hash: known,
+        amount: Msat(1_000),
+        memo: None,
+        description_hash: None,
+        expiry_secs: 3_600,
+        cltv_expiry: 80,
+        private: false,
+    })
+    .await
+    .unwrap();
+    assert!(node.has_invoice(known).await.unwrap());
+    assert!(!node.has_invoice(PaymentHash([0x22; 32])).await.unwrap());
+}

@@ -242,6 +242,25 @@ impl LndNode {
         Ok(())
     }
 
+    /// Whether LND has an invoice for `hash`. Asked before subscribing: LND answers a
+    /// subscription to an unknown hash by waiting for it to appear, forever.
+    pub async fn has_invoice(&self, hash: PaymentHash) -> NodeResult<bool> {
+        match self
+            .lightning
+            .clone()
+            .lookup_invoice(lnrpc::PaymentHash {
+                r_hash: hash.0.to_vec(),
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == Code::NotFound || s.message().contains("unable to locate invoice") => {
+                Ok(false)
+            }
+            Err(s) => Err(grpc_error("LookupInvoice", s)),
+        }
+    }
+
     /// Updates of one invoice, starting with its current state. The channel carries an
     /// `Err` and closes when the stream breaks or ends.
     pub async fn subscribe_single_invoice(

@@ -12,7 +12,6 @@
 use crate::api::{now_unix, AppState};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
 use crate::lnd::node::{InvoiceUpdate, LndInvoiceState, LndNode};
-use crate::node::NodeError;
 use crate::service::hodl::{HodlEvent, HtlcReply};
 use crate::types::PaymentHash;
 use std::collections::HashSet;
@@ -93,13 +92,22 @@ async fn watch(state: AppState, lnd: LndNode, hash: PaymentHash, watching: Arc<W
     let mut backoff = RETRY_MIN;
     let mut events = state.hodl.subscribe();
     'session: loop {
-        let mut rx = match lnd.subscribe_single_invoice(hash).await {
-            Ok(rx) => rx,
-            Err(NodeError::Rejected { message, .. }) if message.contains("unable to locate invoice") => {
+        match lnd.has_invoice(hash).await {
+            Ok(true) => {}
+            Ok(false) => {
                 // Still marked as watched, so the scan does not retry it every second.
-                log::warn!("hold invoice {hash}: LND does not know it; ballast keeps its own record only");
+                log::warn!("hold invoice {hash}: LND does not know it (garbage-collected?); ballast keeps its own record only");
                 return;
             }
+            Err(e) => {
+                log::debug!("hold invoice {hash}: lookup failed ({e}); retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                continue;
+            }
+        }
+        let mut rx = match lnd.subscribe_single_invoice(hash).await {
+            Ok(rx) => rx,
             Err(e) => {
                 log::debug!("hold invoice {hash}: subscribe failed ({e}); retrying");
                 tokio::time::sleep(backoff).await;

@@ -631,3 +631,24 @@ async fn has_invoice_tells_known_from_unknown_hashes() {
     assert!(node.has_invoice(known).await.unwrap());
     assert!(!node.has_invoice(PaymentHash([0x22; 32])).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_certificate_lnd_replaced_while_running_is_picked_up_on_reconnect() {
+    let fake = started("regtest").await;
+    let port = fake.addr().unwrap().port();
+    let node = connect(&fake).await;
+    node.info().await.unwrap();
+    fake.stop().await;
+    fake.rotate_cert();
+    fake.start(Some(port)).await;
+    // The same node handle reconnects, pinned to the new tls.cert on disk.
+    let mut last = None;
+    for _ in 0..50 {
+        match node.info().await {
+            Ok(_) => return,
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never reconnected after the certificate changed: {last:?}");
+}

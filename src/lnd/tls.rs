@@ -119,47 +119,66 @@ impl ServerCertVerifier for PinnedVerifier {
 }
 
 /// Opens TLS connections to LND (ALPN h2) for tonic's `connect_with_connector`.
+///
+/// The certificate file is read again for every connection: LND replaces its certificate
+/// when it expires (or with `tlsautorefresh`), and a sidecar that kept the old one could
+/// never reconnect. Connections are made at start and on reconnects only.
 #[derive(Clone)]
 pub struct PinnedConnector {
-    tls: TlsConnector,
-    verifier: Arc<PinnedVerifier>,
+    certpath: std::path::PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The verifier of the latest connection attempt, for [`Self::saw_mismatch`].
+    verifier: Arc<std::sync::Mutex<Arc<PinnedVerifier>>>,
     addr: String,
     server_name: ServerName<'static>,
 }
 
 impl PinnedConnector {
     pub fn new(r: &Resolved) -> Result<Self, String> {
-        let pinned = load_certs(&r.tlscertpath)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(PinnedVerifier::new(pinned, provider.clone()));
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("cannot set up TLS: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // Read now too, so a missing or unreadable file is a start-up error.
+        let verifier = Arc::new(PinnedVerifier::new(load_certs(&r.tlscertpath)?, provider.clone()));
         let server_name = ServerName::try_from(r.host.clone())
             .unwrap_or_else(|_| ServerName::try_from("localhost").expect("valid name"));
         Ok(PinnedConnector {
-            tls: TlsConnector::from(Arc::new(config)),
-            verifier,
+            certpath: r.tlscertpath.clone(),
+            provider,
+            verifier: Arc::new(std::sync::Mutex::new(verifier)),
             addr: r.rpcserver.clone(),
             server_name,
         })
     }
 
+    /// A TLS connector pinned to the certificate file as it is now.
+    fn tls(&self) -> std::io::Result<TlsConnector> {
+        let pinned = load_certs(&self.certpath).map_err(std::io::Error::other)?;
+        let verifier = Arc::new(PinnedVerifier::new(pinned, self.provider.clone()));
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| std::io::Error::other(format!("cannot set up TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        *self.verifier.lock().unwrap_or_else(|p| p.into_inner()) = verifier;
+        Ok(TlsConnector::from(Arc::new(config)))
+    }
+
     /// Whether a server presented a certificate other than the pinned ones.
     pub fn saw_mismatch(&self) -> bool {
-        self.verifier.saw_mismatch()
+        self.verifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .saw_mismatch()
     }
 
     /// TCP connect and TLS handshake, within [`CONNECT_TIMEOUT`].
     pub async fn connect(&self) -> std::io::Result<TokioIo<TlsStream<TcpStream>>> {
         let attempt = async {
+            let tls = self.tls()?;
             let tcp = TcpStream::connect(&self.addr).await?;
             tcp.set_nodelay(true)?;
-            self.tls.connect(self.server_name.clone(), tcp).await
+            tls.connect(self.server_name.clone(), tcp).await
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(tls)) => Ok(TokioIo::new(tls)),

@@ -53,6 +53,21 @@ pub fn make_cert() -> TestCert {
     }
 }
 
+fn server_tls(cert: &TestCert) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der.clone().into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into()),
+        )
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    tls
+}
+
 pub fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
@@ -213,7 +228,7 @@ pub struct FakeLnd {
     pub dir: tempfile::TempDir,
     pub network: String,
     state: Arc<Mutex<State>>,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Mutex<Arc<rustls::ServerConfig>>,
     macaroon_hex: String,
     running: Mutex<Option<Running>>,
 }
@@ -228,25 +243,22 @@ impl FakeLnd {
         std::fs::create_dir_all(&macdir).unwrap();
         let macaroon = random32();
         std::fs::write(macdir.join("admin.macaroon"), macaroon).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der.clone().into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into()),
-            )
-            .unwrap();
-        tls.alpn_protocols = vec![b"h2".to_vec()];
         FakeLnd {
             dir,
             network: network.into(),
             state: Arc::new(Mutex::new(State::new(network))),
-            tls: Arc::new(tls),
+            tls: Mutex::new(Arc::new(server_tls(&cert))),
             macaroon_hex: hex::encode(macaroon),
             running: Mutex::new(None),
         }
+    }
+
+    /// A new certificate, as lnd makes when its own expires: written to `tls.cert` and
+    /// served from the next `start`.
+    pub fn rotate_cert(&self) {
+        let cert = make_cert();
+        std::fs::write(self.dir.path().join("tls.cert"), &cert.pem).unwrap();
+        *self.tls.lock().unwrap() = Arc::new(server_tls(&cert));
     }
 
     pub fn lnddir(&self) -> PathBuf {
@@ -278,7 +290,7 @@ impl FakeLnd {
         assert!(self.addr().is_none(), "fake LND already running");
         let listener = TcpListener::bind(("127.0.0.1", port.unwrap_or(0))).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.lock().unwrap().clone());
         let (conn_tx, conn_rx) = mpsc::channel(16);
         let accept = tokio::spawn(async move {
             loop {

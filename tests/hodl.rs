@@ -1057,6 +1057,7 @@ fn bad_params_are_refused_and_change_nothing() {
                 json!({"amount_msat": 1000, "cltv": 4_294_967_296u64}),
                 json!({"amount_msat": 1000, "cltv": -40}),
                 json!({"amount_msat": 1000, "description_hash": "xyz"}),
+                json!({"amount_msat": 1000, "description": "d", "description_hash": "00".repeat(32)}),
                 json!({"amount_msat": 1000, "label": 7}),
                 json!({"amount_msat": 1000, "exposeprivatechannels": "maybe"}),
                 json!({"amount_msat": 1000, "exposeprivatechannels": ["nope"]}),

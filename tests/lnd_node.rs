@@ -460,6 +460,11 @@ async fn forward_events_and_blocks_arrive() {
         (Scid::from_u64(CHAN_A), Scid::from_u64(CHAN_B))
     );
     assert_eq!((e.in_htlc_id, e.out_htlc_id, e.settled), (i1, o1, true));
+    // The amounts come from the FORWARD event that offered the HTLC.
+    assert_eq!(
+        (e.in_msat, e.out_msat),
+        (Msat(lnd_fake::FORWARD_IN_MSAT), Msat(lnd_fake::FORWARD_OUT_MSAT))
+    );
     let e = recv(&mut fw).await.unwrap();
     assert_eq!((e.in_channel, e.settled), (Scid::from_u64(CHAN_B), false));
     fake.mine(2);

@@ -976,6 +976,11 @@ fn per_channel_overrides_reclassify_a_channel() {
             "{bad}"
         );
     }
+    // Not one of our channels: refused, nothing stored.
+    let e = ld
+        .rpc("rebalance-set", json!({"scid": "999x9x9", "high": 0.7}))
+        .expect_err("a channel we do not have");
+    assert_eq!(e.code, 2006, "{e:?}");
     let now = ld.rpc_ok("rebalance-set", json!({}));
     assert_eq!(now["overrides"], set["overrides"]);
 

@@ -201,6 +201,19 @@ async fn fee_policy_reacts_to_forwards() {
     assert_eq!(entry["trigger"], "forward", "{h:#}");
     let st = s.ok("ballast-status", json!({}));
     assert_eq!(st["counters"]["forward_events"], 1, "{st:#}");
+    // The forward's amounts (from LND's FORWARD event) count as flow.
+    let p = s.ok("fee-preview", json!({"scid": scid(CHAN_B)}));
+    assert_eq!(
+        p["channels"][0]["inputs"]["flow_out_msat"],
+        lnd_fake::FORWARD_OUT_MSAT,
+        "{p:#}"
+    );
+    let p = s.ok("fee-preview", json!({"scid": scid(CHAN_A)}));
+    assert_eq!(
+        p["channels"][0]["inputs"]["flow_in_msat"],
+        lnd_fake::FORWARD_IN_MSAT,
+        "{p:#}"
+    );
 }
 
 /// The txid of a channel point as LND's `funding_txid_bytes` (reversed) or string.

@@ -149,6 +149,13 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
         )));
     }
     let description_hash: Option<PaymentHash> = p.parsed("description_hash", "64 hex characters")?;
+    if description.is_some() && description_hash.is_some() {
+        // The invoice carries one or the other; storing a text it does not carry would
+        // show callers a description the payer never saw.
+        return Err(RpcError::invalid(format!(
+            "{INVOICE}: give 'description' or 'description_hash', not both"
+        )));
+    }
     let label = p.str("label")?.map(str::to_string);
     let hints_wanted = match p.raw("exposeprivatechannels") {
         None | Some(Value::Null) => HintChoice::None,

@@ -342,6 +342,19 @@ pub async fn set(p: AppState, params: Value) -> Result<Value, RpcError> {
             let change = if reset {
                 Some(None)
             } else if low.is_some() || high.is_some() || target.is_some() {
+                // A target for a channel we do not have would change nothing but the store.
+                // (Resetting one stays possible, to clean up after a close.)
+                let channels = s
+                    .node
+                    .channels()
+                    .await
+                    .map_err(|e| node_error("listpeerchannels", e))?;
+                if !channels.iter().any(|c| c.scid == Some(scid)) {
+                    return Err(RpcError {
+                        code: ERR_UNKNOWN_CHANNEL,
+                        message: format!("{SET}: {scid} is not one of our channels"),
+                    });
+                }
                 let base = &s.rebalance_settings.planner;
                 let mut o = s
                     .rebalance

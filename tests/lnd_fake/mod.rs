@@ -68,6 +68,10 @@ fn server_tls(cert: &TestCert) -> rustls::ServerConfig {
     tls
 }
 
+/// Amounts of the forwards `push_forward` reports.
+pub const FORWARD_IN_MSAT: u64 = 1_001_000;
+pub const FORWARD_OUT_MSAT: u64 = 1_000_000;
+
 pub fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
@@ -387,6 +391,26 @@ impl FakeLnd {
         self.with_state(|s| {
             let id = s.next_htlc_id;
             s.next_htlc_id += 1;
+            // As lnd: the FORWARD event with the amounts first, then its outcome.
+            let offered = HtlcEvent {
+                incoming_channel_id: in_chan,
+                outgoing_channel_id: out_chan,
+                incoming_htlc_id: id,
+                outgoing_htlc_id: id + 1000,
+                timestamp_ns: 1_700_000_000_000_000_000,
+                event_type: routerrpc::htlc_event::EventType::Forward as i32,
+                event: Some(routerrpc::htlc_event::Event::ForwardEvent(
+                    routerrpc::ForwardEvent {
+                        info: Some(routerrpc::HtlcInfo {
+                            incoming_timelock: 800_100,
+                            outgoing_timelock: 800_060,
+                            incoming_amt_msat: FORWARD_IN_MSAT,
+                            outgoing_amt_msat: FORWARD_OUT_MSAT,
+                        }),
+                    },
+                )),
+            };
+            s.htlc_subs.retain(|t| t.try_send(Ok(offered.clone())).is_ok());
             let event = HtlcEvent {
                 incoming_channel_id: in_chan,
                 outgoing_channel_id: out_chan,

@@ -34,6 +34,9 @@ pub async fn run(state: AppState, lnd: LndNode, flow_window: u64) {
         }
         first = false;
         on_block(&state, height).await;
+        // Forwards settled from here on arrive live; history is read only up to here, so
+        // none is counted twice.
+        let subscribed_at = now_unix();
         let (blocks, forwards) = match (lnd.subscribe_blocks().await, lnd.subscribe_forward_events().await) {
             (Ok(b), Ok(f)) => (b, f),
             (Err(e), _) | (_, Err(e)) => {
@@ -46,7 +49,7 @@ pub async fn run(state: AppState, lnd: LndNode, flow_window: u64) {
                 continue;
             }
         };
-        catch_up(&state, &lnd, seen_until).await;
+        catch_up(&state, &lnd, seen_until, subscribed_at).await;
         backoff = RETRY_MIN;
         let reason = follow(&state, blocks, forwards).await;
         seen_until = now_unix();
@@ -115,13 +118,20 @@ fn on_forward(state: &AppState, ev: &ForwardEvent) {
 }
 
 /// Feeds the fee policy the forwards settled since `since` (while the streams were down).
-async fn catch_up(state: &AppState, lnd: &LndNode, since: u64) {
+async fn catch_up(state: &AppState, lnd: &LndNode, since: u64, until: u64) {
     match lnd.forwards(since).await {
         Ok(list) => {
             let mut n = 0;
-            // ForwardingHistory filters on whole seconds: the boundary second may repeat a
-            // forward already counted live, which only nudges a flow figure.
-            for f in list.iter().filter(|f| f.status == ForwardStatus::Settled) {
+            // ForwardingHistory filters on whole seconds: the boundary second at `since`
+            // may repeat a forward counted live before an outage, which only nudges a flow
+            // figure.
+            let before_live =
+                |f: &&crate::node::Forward| (f.resolved_time.unwrap_or(f.received_time) as u64) < until;
+            for f in list
+                .iter()
+                .filter(|f| f.status == ForwardStatus::Settled)
+                .filter(before_live)
+            {
                 fees::on_settled_forward(
                     state,
                     f.in_channel,

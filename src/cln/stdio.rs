@@ -112,6 +112,10 @@ pub struct FastPath {
     pub counters: Arc<Counters>,
 }
 
+/// The frame read in one pass: the id kept raw (it is echoed back), and of the params only
+/// `htlc.payment_hash`; everything else, the onion above all, is skipped without being
+/// kept. A frame of another shape (e.g. positional params) fails here and goes on to
+/// cln-plugin untouched.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -119,13 +123,13 @@ struct Envelope<'a> {
     #[serde(borrow)]
     method: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    params: Option<&'a RawValue>,
+    params: Option<ParamsPeek<'a>>,
 }
 
 #[derive(Deserialize)]
-struct HtlcAcceptedPeek<'a> {
+struct ParamsPeek<'a> {
     #[serde(borrow)]
-    htlc: HtlcPeek<'a>,
+    htlc: Option<HtlcPeek<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -144,7 +148,7 @@ impl FastPath {
         let Ok(env) = serde_json::from_slice::<Envelope>(frame) else {
             return false;
         };
-        let (Some(id), Some(method), Some(params)) = (env.id, env.method, env.params) else {
+        let (Some(id), Some(method)) = (env.id, env.method) else {
             return false;
         };
         match &*method {
@@ -152,10 +156,10 @@ impl FastPath {
                 bump(&self.counters.htlc_accepted);
                 // Anything we cannot read goes to the full handler, which logs it; only a
                 // well-formed, unclaimed hash is answered here.
-                let Ok(peek) = serde_json::from_str::<HtlcAcceptedPeek>(params.get()) else {
+                let Some(htlc) = env.params.and_then(|p| p.htlc) else {
                     return false;
                 };
-                let Ok(hash) = decode_hex_array::<32>("payment_hash", &peek.htlc.payment_hash) else {
+                let Ok(hash) = decode_hex_array::<32>("payment_hash", &htlc.payment_hash) else {
                     return false;
                 };
                 if self.claims.contains(&PaymentHash(hash)) {

@@ -743,6 +743,12 @@ fn status_history_stats_and_export_round_trip() {
         import_history(&std::fs::read_to_string(&json_path).unwrap(), ExportFormat::Json).unwrap();
     assert_eq!(from_csv, from_json);
     assert_eq!(r["records"].as_u64(), Some(from_csv.len() as u64));
+    // A relative path is taken from lightningd's network directory, whatever ballast's
+    // working directory is.
+    let rel = ld.rpc_ok("monitor-export", json!({"path": "relative-history.json"}));
+    let expected = ld.lightning_dir().join("relative-history.json");
+    assert!(expected.is_file(), "{rel:#}");
+    assert_eq!(rel["path"], expected.to_str().unwrap(), "{rel:#}");
     // Both tiers of both channels; the 5-minute points are what monitor-history showed.
     let fine: Vec<_> = from_csv
         .iter()

@@ -11,7 +11,6 @@ use crate::service::fees::{read_policy_file, FeeServiceError};
 use crate::types::{Msat, PaymentHash, Scid};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -385,7 +384,7 @@ pub async fn policy(p: AppState, params: Value) -> Result<Value, RpcError> {
             ))
         } else if let Some(path) = prm.str("file")? {
             Some((
-                read_policy_file(Path::new(path)).map_err(service_error)?,
+                read_policy_file(&s.base_dir.join(path)).map_err(service_error)?,
                 format!("file {path}"),
             ))
         } else {

@@ -611,16 +611,11 @@ pub async fn history(p: AppState, params: Value) -> Result<Value, RpcError> {
 
 /// Resolves a user-given path like lightningd would read it: relative to the plugin's
 /// working directory, which lightningd sets to `<lightning-dir>/<network>`.
-fn absolute(path: &str) -> Result<PathBuf, RpcError> {
+fn absolute(s: &AppState, path: &str) -> Result<PathBuf, RpcError> {
     if path.is_empty() {
         return Err(RpcError::invalid("path must not be empty"));
     }
-    let p = Path::new(path);
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    let cwd = std::env::current_dir().map_err(internal)?;
-    Ok(cwd.join(p))
+    Ok(s.base_dir.join(path))
 }
 
 fn file_error(path: &Path, e: std::io::Error) -> RpcError {
@@ -693,7 +688,7 @@ pub async fn export(p: AppState, params: Value) -> Result<Value, RpcError> {
             &["path", "format", "data", "scid", "overwrite"],
             1,
         )?;
-        let path = absolute(prm.required(prm.str("path")?, "path")?)?;
+        let path = absolute(&s, prm.required(prm.str("path")?, "path")?)?;
         let format: ExportFormat = prm.parsed("format", "json or csv")?.unwrap_or_default();
         let history = match prm.str("data")? {
             None | Some("history") => true,
@@ -889,7 +884,7 @@ pub const REPORT: &str = "monitor-report";
 pub async fn report(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(REPORT, &params, &["path", "days", "overwrite"], 1)?;
-        let path = absolute(prm.required(prm.str("path")?, "path")?)?;
+        let path = absolute(&s, prm.required(prm.str("path")?, "path")?)?;
         let days = prm.u64("days")?.unwrap_or(7);
         if !(1..=180).contains(&days) {
             return Err(RpcError::invalid(format!(

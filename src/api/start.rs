@@ -155,6 +155,7 @@ pub async fn start(
         rebalance_settings: s.rebalance.clone(),
         rebalance_lock: tokio::sync::Mutex::new(()),
         network: p.network.clone(),
+        base_dir: p.base_dir.clone(),
         node_id,
         started: std::time::Instant::now(),
         hodl_defaults: HodlDefaults {

@@ -37,6 +37,9 @@ pub struct Shared {
     /// Forwards a pending fee decision waits to see settled in `listpeerchannels`.
     pub awaited: super::fees::AwaitedForwards,
     pub network: String,
+    /// Relative paths in method parameters are taken from here: lightningd's network
+    /// directory for the plugin, `<datadir>/<network>` for the sidecar.
+    pub base_dir: std::path::PathBuf,
     pub node_id: Option<NodeId>,
     pub started: Instant,
     /// Defaults for new hold invoices, from options.

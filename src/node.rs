@@ -45,6 +45,16 @@ pub struct PendingHtlc {
     pub payment_hash: PaymentHash,
 }
 
+/// An incoming HTLC the node holds undecided right now: added, and not being failed or
+/// fulfilled. A channel known by several names (its short channel id and its local alias)
+/// is listed once under each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HeldIncoming {
+    pub channel: Scid,
+    pub id: u64,
+    pub payment_hash: PaymentHash,
+}
+
 /// One of our own channels, with its balances as the node sees them now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channel {
@@ -207,6 +217,17 @@ pub trait Node: Send + Sync {
     /// The node's on-chain feerate for opening transactions, sat per 1000 vbytes, if it
     /// has an estimate (swap recommendations price the on-chain leg with it).
     fn feerate_perkb(&self) -> impl Future<Output = NodeResult<Option<u64>>> + Send;
+    /// The incoming HTLCs the node holds undecided, for reconciling hold invoices whose
+    /// HTLCs ballast holds through the node's hook (Core Lightning). `None` where the node
+    /// holds hold-invoice HTLCs itself (LND) and this question does not apply.
+    fn held_incoming(&self) -> impl Future<Output = NodeResult<Option<Vec<HeldIncoming>>>> + Send {
+        async { Ok(None) }
+    }
+    /// The node's own `cltv-delta`, where it has one that bounds when a fulfilled HTLC
+    /// must be acknowledged (Core Lightning's fulfilment deadline); `None` elsewhere.
+    fn cltv_delta(&self) -> impl Future<Output = NodeResult<Option<u32>>> + Send {
+        async { Ok(None) }
+    }
     /// Makes our own node ready to be paid `amount` by a circular payment whose preimage
     /// is `preimage`, before `pay_route` sends it. Core Lightning needs nothing here
     /// (ballast claims such HTLCs itself in `htlc_accepted`); LND needs an invoice.

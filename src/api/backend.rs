@@ -5,7 +5,7 @@ use crate::cln::ClnNode;
 use crate::engine::bolt11::{self, Description, InvoiceSpec};
 use crate::lnd::node::{HoldInvoiceRequest, LndNode};
 use crate::node::{
-    Channel, FeeUpdate, Forward, GraphEdge, Invoice, Node, NodeInfo, NodeResult, PayOutcome, RouteHop,
+    Channel, FeeUpdate, Forward, GraphEdge, HeldIncoming, Invoice, Node, NodeInfo, NodeResult, PayOutcome, RouteHop,
 };
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
 
@@ -134,5 +134,11 @@ impl Node for Backend {
     }
     async fn prepare_self_payment(&self, preimage: Preimage, amount: Msat) -> NodeResult<()> {
         each!(self, n => n.prepare_self_payment(preimage, amount).await)
+    }
+    async fn held_incoming(&self) -> NodeResult<Option<Vec<HeldIncoming>>> {
+        each!(self, n => n.held_incoming().await)
+    }
+    async fn cltv_delta(&self) -> NodeResult<Option<u32>> {
+        each!(self, n => n.cltv_delta().await)
     }
 }

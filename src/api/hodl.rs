@@ -7,7 +7,7 @@ use super::params::{Params, RpcError};
 use super::state::AppState;
 use super::Backend;
 use crate::engine::bolt11::{Description, HintHop, InvoiceSpec};
-use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState};
+use crate::engine::hodl::{CancelReason, HodlError, HodlInvoice, HodlState, HtlcKey};
 use crate::node::{ChannelState, Node};
 use crate::service::hodl::{HodlEvent, ServiceError};
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
@@ -20,12 +20,19 @@ const ERR_STATE: i64 = 2002;
 const ERR_DUPLICATE: i64 = 2003;
 const ERR_WAIT_TIMEOUT: i64 = 2004;
 const ERR_NODE: i64 = 2005;
+/// `hodl-settle`: lightningd does not hold every part for ballast right now (not yet
+/// replayed after a restart, or lost: then the invoice is canceled, `htlcs_lost`).
+const ERR_NOT_HELD: i64 = 2010;
+/// `hodl-settle`: too close to the HTLCs' expiry to settle safely; the invoice is canceled.
+const ERR_TOO_LATE: i64 = 2011;
 const ERR_INTERNAL: i64 = -1;
 
 fn service_error(e: ServiceError) -> RpcError {
     let code = match &e {
         ServiceError::Unknown(_) => ERR_UNKNOWN,
         ServiceError::Duplicate(_) | ServiceError::DuplicateLabel(_) => ERR_DUPLICATE,
+        ServiceError::NotHeld { .. } | ServiceError::HtlcsLost(_) => ERR_NOT_HELD,
+        ServiceError::Hodl(HodlError::TooLate { .. }) => ERR_TOO_LATE,
         ServiceError::Hodl(_) => ERR_STATE,
         // The caller must pass the preimage: a parameter problem, not a state one.
         ServiceError::NoPreimage(_) => super::params::INVALID_PARAMS,
@@ -141,11 +148,11 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
     let cltv = p.u32("cltv")?.unwrap_or(s.hodl_defaults.cltv);
     // Below ballast's own cancel window an accepted HTLC would be canceled on arrival;
     // above 2016 blocks senders refuse the route.
-    let min_cltv = s.hodl.params().cancel_blocks + 6;
+    let window = s.hodl.params().cancel_blocks;
+    let min_cltv = window + super::settings::MIN_SETTLE_WINDOW;
     if !(min_cltv..=2016).contains(&cltv) {
         return Err(RpcError::invalid(format!(
-            "{INVOICE}: 'cltv' must be {min_cltv}..2016 (ballast cancels {} blocks before expiry)",
-            s.hodl.params().cancel_blocks
+            "{INVOICE}: 'cltv' must be {min_cltv}..2016: ballast stops settling {window} blocks before an HTLC expires, and a smaller cltv leaves no time to settle"
         )));
     }
     let description_hash: Option<PaymentHash> = p.parsed("description_hash", "64 hex characters")?;
@@ -359,9 +366,18 @@ pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
                 )));
             }
         }
+        // lightningd, not ballast's memory, says what is still held; and the height that
+        // matters is lightningd's, which may be a block ahead of the last block_added.
+        let height = current_height(&s).await;
+        reconcile(&s, height).await;
         let svc = s.hodl.clone();
-        let inv = blocking(move || svc.settle(preimage, hash, now_unix())).await?;
-        Ok(invoice_json(&inv, s.blockheight()))
+        let inv = blocking(move || svc.settle(preimage, hash, now_unix(), height))
+            .await
+            .map_err(|e| RpcError {
+                message: format!("{SETTLE}: {}", e.message),
+                ..e
+            })?;
+        Ok(invoice_json(&inv, height))
     }
     .await
 }
@@ -471,6 +487,52 @@ pub async fn list(p: AppState, params: Value) -> Result<Value, RpcError> {
     })()
 }
 
+/// The chain height: lightningd's own if it answers, never below the last one seen.
+async fn current_height(s: &AppState) -> u32 {
+    let known = s.blockheight();
+    match s.node.block_height().await {
+        Ok(h) => h.max(known),
+        Err(e) => {
+            log::debug!("block height from the node: {e}; using {known}");
+            known
+        }
+    }
+}
+
+/// Reconciles OPEN and ACCEPTED hold invoices with the HTLCs the node holds now, and
+/// returns what changed (already announced to subscribers). A node that cannot be asked
+/// leaves everything as it was: the settle-time check of live hook calls still guards the
+/// money.
+pub async fn reconcile(s: &AppState, height: u32) -> Vec<HodlEvent> {
+    let held = match s.node.held_incoming().await {
+        Ok(Some(list)) => list,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            log::warn!("cannot list the node's HTLCs to reconcile hold invoices: {e}");
+            return Vec::new();
+        }
+    };
+    let keys: std::collections::HashSet<HtlcKey> = held
+        .iter()
+        .map(|h| HtlcKey {
+            scid: h.channel,
+            id: h.id,
+        })
+        .collect();
+    let svc = s.hodl.clone();
+    match tokio::task::spawn_blocking(move || svc.reconcile(&keys, now_unix(), height)).await {
+        Ok(Ok(events)) => events,
+        Ok(Err(e)) => {
+            log::warn!("hold invoices reconciled, but the store could not record it: {e}");
+            Vec::new()
+        }
+        Err(e) => {
+            log::error!("hold invoice reconcile task failed: {e}");
+            Vec::new()
+        }
+    }
+}
+
 /// Runs the once-a-second work (MPP timeouts, expiry) until the plugin ends.
 pub async fn run_ticker(s: AppState) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -510,7 +572,14 @@ pub fn publish(s: &AppState, e: HodlEvent) {
             to,
             reason,
         } => {
-            log::info!("hold invoice {payment_hash}: {from} -> {to}");
+            match reason {
+                // The payer's money went back without anyone deciding so: worth a warning.
+                Some(r @ (CancelReason::HtlcsLost | CancelReason::Deadline)) => {
+                    log::warn!("hold invoice {payment_hash}: {from} -> {to} ({})", json!(r))
+                }
+                Some(r) => log::info!("hold invoice {payment_hash}: {from} -> {to} ({})", json!(r)),
+                None => log::info!("hold invoice {payment_hash}: {from} -> {to}"),
+            }
             (
                 "ballast_hodl_state",
                 json!({

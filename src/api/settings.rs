@@ -6,11 +6,15 @@ use super::options::OptionSource;
 use super::rebalance::RebalanceSettings;
 use super::state::HodlDefaults;
 use crate::engine::fees::FeeConfig;
-use crate::engine::hodl::HodlParams;
+use crate::engine::hodl::{effective_cancel_blocks, HodlParams};
 use crate::engine::planner::PlannerConfig;
 use crate::types::Msat;
 use cln_plugin::options::{DefaultIntegerConfigOption, DefaultStringConfigOption};
 use std::time::Duration;
+
+/// The fewest blocks a hold invoice's CLTV must leave between an HTLC's arrival and the
+/// cancel window, so that the app has time to settle.
+pub const MIN_SETTLE_WINDOW: u32 = 6;
 
 pub struct Settings {
     pub hodl: HodlParams,
@@ -24,6 +28,34 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Raises the hold-invoice cancel window to the node's fulfilment deadline (see
+    /// [`effective_cancel_blocks`]) and the default invoice CLTV with it, so that a default
+    /// invoice still leaves a settle window. Returns a line to log for each change.
+    pub fn fit_to_node_deadline(&mut self, cltv_delta: Option<u32>) -> Vec<String> {
+        let mut said = Vec::new();
+        let configured = self.hodl.cancel_blocks;
+        let (window, raised) = effective_cancel_blocks(configured, cltv_delta);
+        if raised {
+            said.push(format!(
+                "ballast-hodl-cancel-blocks raised from {configured} to {window}: with cltv-delta {} \
+                 lightningd force-closes a channel whose fulfilled HTLC is unacknowledged {} blocks \
+                 before expiry, so ballast stops settling 2 blocks before that",
+                cltv_delta.unwrap_or_default(),
+                window - 2
+            ));
+        }
+        self.hodl.cancel_blocks = window;
+        let min_cltv = window + MIN_SETTLE_WINDOW;
+        if self.hodl_defaults.cltv < min_cltv {
+            said.push(format!(
+                "ballast-hodl-cltv raised from {} to {min_cltv}, to leave {MIN_SETTLE_WINDOW} blocks to settle in",
+                self.hodl_defaults.cltv
+            ));
+            self.hodl_defaults.cltv = min_cltv;
+        }
+        said
+    }
+
     pub fn read(c: &dyn OptionSource) -> Result<Settings, String> {
         let int = |o: &DefaultIntegerConfigOption, min, max| -> Result<i64, String> {
             let v = c.int(o)?;
@@ -42,9 +74,9 @@ impl Settings {
             expiry_secs: int(&options::HODL_EXPIRY, 1, 31_536_000)? as u64,
             cltv: int(&options::HODL_CLTV, 9, 2016)? as u32,
         };
-        if hodl_defaults.cltv < hodl.cancel_blocks + 6 {
+        if hodl_defaults.cltv < hodl.cancel_blocks + MIN_SETTLE_WINDOW {
             return Err(format!(
-                "ballast-hodl-cltv ({}) must exceed ballast-hodl-cancel-blocks ({}) by at least 6",
+                "ballast-hodl-cltv ({}) must exceed ballast-hodl-cancel-blocks ({}) by at least {MIN_SETTLE_WINDOW}",
                 hodl_defaults.cltv, hodl.cancel_blocks
             ));
         }

@@ -172,10 +172,19 @@ pub async fn start(
     })
 }
 
-/// Starts the timers and loops every adapter runs: hold-invoice ticker and notifications,
-/// fee policy, balance monitor, metrics endpoint, rebalance auto mode. Then applies HTLC
-/// deadlines for blocks that passed while ballast was down.
+/// Reconciles hold invoices with the HTLCs the node holds, then starts the timers and loops
+/// every adapter runs: hold-invoice ticker and notifications, fee policy, balance monitor,
+/// metrics endpoint, rebalance auto mode. Then applies HTLC deadlines for blocks that passed
+/// while ballast was down.
 pub async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorSettings) {
+    // lightningd, not the store, says which held HTLCs survived while ballast was down.
+    // Subscribed before the notifier exists, so each change is published here, once.
+    let mut changes = state.hodl.subscribe();
+    hodl::reconcile(state, state.blockheight()).await;
+    while let Ok(e) = changes.try_recv() {
+        hodl::publish(state, e);
+    }
+    drop(changes);
     tokio::spawn(hodl::run_notifier(state.clone()));
     tokio::spawn(hodl::run_ticker(state.clone()));
     tokio::spawn(fees::run_loop(state.clone(), Duration::from_secs(fee_interval)));

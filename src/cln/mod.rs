@@ -53,6 +53,35 @@ pub fn launched_by_lightningd() -> bool {
         && unsafe { libc::isatty(0) } == 0
 }
 
+/// lightningd's default `cltv-delta` on mainnet (lightningd/options.c).
+const DEFAULT_CLTV_DELTA: u32 = 34;
+
+/// The longest path a unix socket address can carry (`sun_path` is 108 bytes, with its NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// How to reach lightningd's RPC socket. lightningd starts plugins in its network
+/// directory, so the relative `rpc-file` name works wherever the absolute path would be too
+/// long for a socket address; the absolute path is used when it fits, and when the working
+/// directory is somewhere else.
+fn rpc_socket_path(lightning_dir: &str, rpc_file: &str) -> std::path::PathBuf {
+    let absolute = Path::new(lightning_dir).join(rpc_file);
+    if absolute.as_os_str().len() <= SUN_PATH_MAX {
+        return absolute;
+    }
+    let here = std::env::current_dir().and_then(|d| d.canonicalize());
+    let dir = Path::new(lightning_dir).canonicalize();
+    match (here, dir) {
+        (Ok(h), Ok(d)) if h == d && Path::new(rpc_file).is_relative() => rpc_file.into(),
+        _ => {
+            log::warn!(
+                "lightningd's RPC socket path is {} bytes, longer than a socket address allows, and the working directory is not {lightning_dir}: RPC calls will fail",
+                absolute.as_os_str().len()
+            );
+            absolute
+        }
+    }
+}
+
 type Configured = cln_plugin::ConfiguredPlugin<AppState, stdio::ForwardedInput, stdio::StdoutSink>;
 
 /// Option values as lightningd passed them in `init`.
@@ -152,7 +181,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         return Ok(());
     };
     let conf = configured.configuration();
-    let settings = match settings::Settings::read(&InitOptions(&configured)) {
+    let mut settings = match settings::Settings::read(&InitOptions(&configured)) {
         Ok(v) => v,
         Err(reason) => {
             let reason = format!("ballast disabled: {reason}");
@@ -173,7 +202,19 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     let db_option = configured.option(&options::DB_PATH)?;
     let db_path = options::resolve_db_path(&conf.lightning_dir, &db_option);
 
-    let node = ClnNode::new(Path::new(&conf.lightning_dir).join(&conf.rpc_file));
+    let node = ClnNode::new(rpc_socket_path(&conf.lightning_dir, &conf.rpc_file));
+    // lightningd's fulfilment deadline follows its cltv-delta: the hold-invoice cancel
+    // window must not be smaller. Unknown, assume the mainnet default (34).
+    let cltv_delta = match tokio::time::timeout(Duration::from_secs(10), node.cltv_delta()).await {
+        Ok(Ok(Some(d))) => d,
+        other => {
+            log::warn!("cannot read lightningd's cltv-delta ({other:?}); assuming {DEFAULT_CLTV_DELTA}");
+            DEFAULT_CLTV_DELTA
+        }
+    };
+    for line in settings.fit_to_node_deadline(Some(cltv_delta)) {
+        log::info!("{line}");
+    }
     // Learn the chain tip now so deadlines are right before the first block_added.
     let (node_id, height) = match tokio::time::timeout(Duration::from_secs(10), node.info()).await {
         Ok(Ok(info)) => (Some(info.id), info.blockheight),

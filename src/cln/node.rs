@@ -7,12 +7,13 @@
 //! carry amounts (see `SendpayParams`).
 
 use crate::node::{
-    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HtlcDirection, Invoice, Node,
+    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HeldIncoming, HtlcDirection, Invoice,
+    Node,
     NodeError, NodeInfo, NodeResult, PayOutcome, PeerPolicy, PendingHtlc, RouteHop,
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use cln_rpc::model::requests::{
-    FeeratesRequest, FeeratesStyle, GetinfoRequest, ListchannelsRequest, ListforwardsIndex,
+    FeeratesRequest, FeeratesStyle, GetinfoRequest, ListchannelsRequest, ListconfigsRequest, ListforwardsIndex,
     ListforwardsRequest, ListinvoicesIndex, ListinvoicesRequest, ListpeerchannelsRequest, SigninvoiceRequest,
     WaitsendpayRequest,
 };
@@ -22,7 +23,7 @@ use cln_rpc::model::responses::{
     ListpeerchannelsChannelsHtlcsDirection, SendpayResponse, SendpayStatus, SetchannelResponse,
 };
 use cln_rpc::primitives::{
-    Amount, ChannelState as ClnState, PublicKey, RpcError, Secret, Sha256, ShortChannelId,
+    Amount, ChannelState as ClnState, HtlcState, PublicKey, RpcError, Secret, Sha256, ShortChannelId,
 };
 use cln_rpc::{ClnRpc, TypedRequest};
 use serde::de::DeserializeOwned;
@@ -145,6 +146,46 @@ impl Node for ClnNode {
             .into_iter()
             .map(channel)
             .collect()
+    }
+
+    async fn held_incoming(&self) -> NodeResult<Option<Vec<HeldIncoming>>> {
+        let request = ListpeerchannelsRequest {
+            id: None,
+            short_channel_id: None,
+            channel_id: None,
+        };
+        let mut held = Vec::new();
+        for c in self.call(&request).await?.channels {
+            // The hook names a channel by its short channel id, or by our local alias
+            // before it has one: list the HTLC under both.
+            let names: Vec<Scid> = c
+                .short_channel_id
+                .into_iter()
+                .chain(c.alias.as_ref().and_then(|a| a.local))
+                .map(scid)
+                .collect();
+            for h in c.htlcs.iter().flatten() {
+                if h.direction != ListpeerchannelsChannelsHtlcsDirection::IN || !incoming_undecided(h.state) {
+                    continue;
+                }
+                for &channel in &names {
+                    held.push(HeldIncoming {
+                        channel,
+                        id: h.id,
+                        payment_hash: payment_hash(&h.payment_hash),
+                    });
+                }
+            }
+        }
+        Ok(Some(held))
+    }
+
+    async fn cltv_delta(&self) -> NodeResult<Option<u32>> {
+        let request = ListconfigsRequest {
+            config: Some("cltv-delta".into()),
+        };
+        let configs = self.call(&request).await?.configs;
+        Ok(configs.and_then(|c| c.cltv_delta).map(|d| d.value_int))
     }
 
     async fn graph(&self) -> NodeResult<Vec<GraphEdge>> {
@@ -331,6 +372,7 @@ macro_rules! rpc_methods {
 rpc_methods! {
     GetinfoRequest => "getinfo",
     ListpeerchannelsRequest => "listpeerchannels",
+    ListconfigsRequest => "listconfigs",
     ListchannelsRequest => "listchannels",
     ListforwardsRequest => "listforwards",
     ListinvoicesRequest => "listinvoices",
@@ -669,6 +711,19 @@ fn pending_htlc(h: &ListpeerchannelsChannelsHtlcs) -> PendingHtlc {
         expiry: h.expiry,
         payment_hash: payment_hash(&h.payment_hash),
     }
+}
+
+/// An incoming HTLC in one of these states has been added and not yet answered: no fail or
+/// fulfil has started (`SENT_REMOVE_*` and later mean lightningd is removing it).
+fn incoming_undecided(state: HtlcState) -> bool {
+    matches!(
+        state,
+        HtlcState::RCVD_ADD_HTLC
+            | HtlcState::RCVD_ADD_COMMIT
+            | HtlcState::SENT_ADD_REVOCATION
+            | HtlcState::SENT_ADD_ACK_COMMIT
+            | HtlcState::RCVD_ADD_ACK_REVOCATION
+    )
 }
 
 fn graph_edge(c: ListchannelsChannels) -> GraphEdge {

@@ -86,6 +86,10 @@ pub enum CancelReason {
     Deadline,
     /// The plugin was stopped while HTLCs were held.
     Shutdown,
+    /// The node no longer holds the invoice's HTLCs for ballast (ballast died while
+    /// holding them and the node failed them, or the peer's channel went on chain):
+    /// nothing is left to settle.
+    HtlcsLost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,7 +169,9 @@ pub struct IncomingHtlc {
 /// Knobs that come from options, passed in so the engine reads no globals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HodlParams {
-    /// Cancel an ACCEPTED invoice when its earliest HTLC is this close to expiry.
+    /// Cancel an ACCEPTED invoice when its earliest HTLC is this close to expiry, and refuse
+    /// to settle it from here on. The effective value, never below
+    /// [`fulfil_deadline_floor`] of the node's `cltv-delta` (see [`effective_cancel_blocks`]).
     pub cancel_blocks: u32,
     /// Warn this many blocks before the auto-cancel.
     pub warn_blocks: u32,
@@ -180,6 +186,27 @@ impl Default for HodlParams {
             warn_blocks: 6,
             mpp_timeout_secs: 60,
         }
+    }
+}
+
+/// The fewest blocks before an HTLC's expiry at which a settle is still safe on Core
+/// Lightning, for a node whose `cltv-delta` is `cltv_delta`.
+///
+/// lightningd fails the channel when an HTLC it has fulfilled is still in a commitment
+/// transaction at `cltv_expiry - (cltv_delta + 1) / 2` (`htlc_in_deadline` in
+/// lightningd/peer_htlcs.c). A settle needs the peer to acknowledge the fulfil before that
+/// height, so ballast stops settling two blocks earlier still: at `(cltv_delta + 1) / 2 + 2`
+/// blocks left it cancels instead.
+pub fn fulfil_deadline_floor(cltv_delta: u32) -> u32 {
+    cltv_delta.saturating_add(1) / 2 + 2
+}
+
+/// The cancel window ballast applies: the configured one, raised to the node's fulfilment
+/// deadline floor when that is larger. Returns the window and whether it was raised.
+pub fn effective_cancel_blocks(configured: u32, cltv_delta: Option<u32>) -> (u32, bool) {
+    match cltv_delta.map(fulfil_deadline_floor) {
+        Some(floor) if floor > configured => (floor, true),
+        _ => (configured, false),
     }
 }
 
@@ -202,6 +229,12 @@ pub enum HodlError {
     },
     #[error("preimage does not hash to this invoice's payment_hash")]
     WrongPreimage,
+    /// Settling now could get the channel force-closed: the earliest held HTLC expires in
+    /// `blocks_left` blocks, inside the `window` in which ballast only cancels.
+    #[error(
+        "too late to settle: the earliest HTLC expires in {blocks_left} block(s), inside the {window}-block window in which a fulfilled HTLC could force-close the channel"
+    )]
+    TooLate { blocks_left: i64, window: u32 },
 }
 
 impl HodlInvoice {
@@ -305,11 +338,15 @@ impl HodlInvoice {
         }
     }
 
-    /// Settles with `preimage`; returns the HTLCs to resolve.
+    /// Settles with `preimage` at `height`; returns the HTLCs to resolve. Refused (and
+    /// nothing changes) when the earliest HTLC is inside the cancel window: the caller
+    /// should cancel instead.
     pub fn settle(
         &mut self,
         preimage: Preimage,
         now: u64,
+        height: u32,
+        p: &HodlParams,
     ) -> Result<(Vec<HtlcKey>, (HodlState, HodlState)), HodlError> {
         if preimage.payment_hash() != self.payment_hash {
             return Err(HodlError::WrongPreimage);
@@ -319,6 +356,14 @@ impl HodlInvoice {
                 current: self.state,
                 action: "settle (only an ACCEPTED invoice can be settled)",
             });
+        }
+        if let Some(left) = self.blocks_left(height) {
+            if left <= p.cancel_blocks as i64 {
+                return Err(HodlError::TooLate {
+                    blocks_left: left,
+                    window: p.cancel_blocks,
+                });
+            }
         }
         self.preimage = Some(preimage);
         let t = self.set_state(HodlState::Settled, now);
@@ -398,26 +443,60 @@ impl HodlInvoice {
     /// replayed), no HTLC of an undecided invoice is held any more: those answered at a
     /// clean stop were failed, and after a crash lightningd failed the ones it was waiting
     /// on. Drop them all, and cancel an ACCEPTED invoice, since nothing is left to settle
-    /// (settling it would report money that never arrives).
+    /// (settling it would report money that never arrives). The reason says which:
+    /// `shutdown` when ballast failed them itself at a clean stop, `htlcs_lost` otherwise.
     pub fn reconcile_after_plugin_restart(&mut self, now: u64) -> Option<(HodlState, HodlState)> {
-        let before = self.htlcs.len();
-        if matches!(self.state, HodlState::Open | HodlState::Accepted) {
-            self.htlcs.clear();
-        } else {
+        if !matches!(self.state, HodlState::Open | HodlState::Accepted) {
+            let before = self.htlcs.len();
             self.htlcs.retain(|h| !h.released_at_stop);
+            if self.htlcs.len() != before {
+                self.updated_at = now;
+            }
+            return None;
         }
+        let all_released = self.htlcs.iter().all(|h| h.released_at_stop);
+        let reason = if all_released {
+            CancelReason::Shutdown
+        } else {
+            CancelReason::HtlcsLost
+        };
+        self.drop_parts(|_| false, reason, now)
+    }
+
+    /// Keeps only the parts of an OPEN or ACCEPTED invoice for which `still_held` is true
+    /// (the node still holds them for ballast). An ACCEPTED invoice that lost any part is
+    /// canceled with `htlcs_lost`: its set is no longer whole and the payer has seen a
+    /// failure. An OPEN one keeps whatever is left and takes new parts as before.
+    pub fn reconcile_held(
+        &mut self,
+        still_held: impl Fn(&HtlcKey) -> bool,
+        now: u64,
+    ) -> Option<(HodlState, HodlState)> {
+        if !matches!(self.state, HodlState::Open | HodlState::Accepted) {
+            return None;
+        }
+        self.drop_parts(still_held, CancelReason::HtlcsLost, now)
+    }
+
+    /// Drops the parts `keep` rejects; they count for nothing any more. An ACCEPTED
+    /// invoice that lost any is canceled with `reason`.
+    fn drop_parts(
+        &mut self,
+        keep: impl Fn(&HtlcKey) -> bool,
+        reason: CancelReason,
+        now: u64,
+    ) -> Option<(HodlState, HodlState)> {
+        let before = self.htlcs.len();
+        self.htlcs.retain(|h| keep(&h.key));
         if self.htlcs.len() == before {
             return None;
         }
         self.updated_at = now;
+        if self.htlcs.is_empty() {
+            self.mpp_total = None;
+        }
         match self.state {
-            HodlState::Accepted => self.cancel(CancelReason::Shutdown, now).ok().map(|(_, t)| t),
-            HodlState::Open => {
-                if self.htlcs.is_empty() {
-                    self.mpp_total = None;
-                }
-                None
-            }
+            HodlState::Accepted => self.cancel(reason, now).ok().map(|(_, t)| t),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@ use crate::engine::hodl::{
 };
 use crate::store::{Record, Store, StoreError, TypedTree};
 use crate::types::{PaymentHash, Preimage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot};
 
@@ -66,6 +66,19 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("no preimage known for {0}: pass the preimage")]
     NoPreimage(PaymentHash),
+    /// Not every part of the invoice is held by a hook call that is waiting in this process
+    /// right now, so a settle could not reach the money. Nothing was changed.
+    #[error(
+        "{payment_hash}: only {live} of {parts} HTLC(s) are held by ballast right now; not settling (after a node restart lightningd replays held HTLCs within seconds: retry)"
+    )]
+    NotHeld {
+        payment_hash: PaymentHash,
+        live: usize,
+        parts: usize,
+    },
+    /// The node no longer holds the invoice's HTLCs: it was canceled (`htlcs_lost`).
+    #[error("{0}: lightningd no longer holds this invoice's HTLCs; it was canceled (htlcs_lost) and cannot be settled")]
+    HtlcsLost(PaymentHash),
 }
 
 #[derive(Default)]
@@ -253,10 +266,29 @@ impl HodlService {
         // state change or an answer is not, so those are made durable first.
         let must_flush =
             outcome.transition.is_some() || (outcome.changed && outcome.verdict != HtlcVerdict::Hold);
-        if must_flush {
-            self.persist(&prev, &next)?;
+        let written = if must_flush {
+            self.persist(&prev, &next)
         } else if outcome.changed {
-            self.tree.put(hash.0, &next)?;
+            self.tree.put(hash.0, &next).map_err(ServiceError::from)
+        } else {
+            Ok(())
+        };
+        let replay = prev.htlcs.iter().any(|h| h.key == htlc.key);
+        if let Err(e) = written {
+            // A replayed part only had its stop mark cleared: losing that write costs
+            // nothing, and failing the part would cost the payment.
+            if !(replay && outcome.transition.is_none()) {
+                // The caller fails this part. The set it was to join cannot complete now, so
+                // the parts already taken are failed too rather than left to the MPP timeout.
+                let amounts: HashMap<HtlcKey, crate::types::Msat> =
+                    inv.htlcs.iter().map(|h| (h.key, h.amount)).collect();
+                let keys = inv.release_parts(now);
+                let snapshot = inv.clone();
+                let answers = fail_waiters_of(&mut book, &snapshot, &keys, height, &amounts);
+                drop(book);
+                deliver(answers);
+                return Err(e);
+            }
         }
         *inv = next.clone();
         if let Some(t) = outcome.transition {
@@ -278,27 +310,53 @@ impl HodlService {
         }
     }
 
-    /// Settles with `preimage`, or with the stored preimage when only `hash` is given.
+    /// Settles with `preimage`, or with the stored preimage when only `hash` is given, at
+    /// chain height `height`.
+    ///
+    /// SETTLED is recorded only when every part is held by a hook call waiting in this
+    /// process, so the preimage reaches lightningd for each of them; otherwise nothing
+    /// changes and [`ServiceError::NotHeld`] says so. Inside the cancel window the settle is
+    /// refused and the invoice canceled instead, as the deadline would have done.
     pub fn settle(
         &self,
         preimage: Option<Preimage>,
         hash: Option<PaymentHash>,
         now: u64,
+        height: u32,
     ) -> Result<HodlInvoice, ServiceError> {
+        let hash = match (preimage, hash) {
+            (Some(p), _) => p.payment_hash(),
+            (None, Some(h)) => h,
+            (None, None) => return Err(ServiceError::NoPreimage(PaymentHash([0; 32]))),
+        };
         let (inv, answers) = {
             let mut book = self.lock();
-            let hash = match (preimage, hash) {
-                (Some(p), _) => p.payment_hash(),
-                (None, Some(h)) => h,
-                (None, None) => return Err(ServiceError::NoPreimage(PaymentHash([0; 32]))),
-            };
-            let inv = book.invoices.get_mut(&hash).ok_or(ServiceError::Unknown(hash))?;
+            let inv = book.invoices.get(&hash).ok_or(ServiceError::Unknown(hash))?;
+            if inv.state == HodlState::Canceled && inv.cancel_reason == Some(CancelReason::HtlcsLost) {
+                return Err(ServiceError::HtlcsLost(hash));
+            }
             let pre = preimage.or(inv.preimage).ok_or(ServiceError::NoPreimage(hash))?;
             let mut next = inv.clone();
-            let (keys, t) = next.settle(pre, now)?;
+            let (keys, t) = match next.settle(pre, now, height, &self.params) {
+                Ok(v) => v,
+                Err(e @ HodlError::TooLate { .. }) => {
+                    drop(book);
+                    self.cancel(hash, CancelReason::Deadline, now, height)?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let live = keys.iter().filter(|k| is_live(&book, hash, k)).count();
+            if live < keys.len() {
+                return Err(ServiceError::NotHeld {
+                    payment_hash: hash,
+                    live,
+                    parts: keys.len(),
+                });
+            }
             // Durable before any HTLC is claimed: after a crash the replay must find SETTLED.
             self.persist(inv, &next)?;
-            *inv = next.clone();
+            book.invoices.insert(hash, next.clone());
             self.emit_transition(&next, t);
             let answers = take_waiters(&mut book, hash, &keys, Answer::Resolve(pre));
             (next, answers)
@@ -307,6 +365,75 @@ impl HodlService {
         Ok(inv)
     }
 
+    /// Compares the OPEN and ACCEPTED invoices with the incoming HTLCs the node holds
+    /// undecided right now (`node_holds`). A part neither waiting on a hook call here nor
+    /// held by the node is gone: it no longer counts, and an ACCEPTED invoice that lost one
+    /// is canceled (`htlcs_lost`) and its remaining parts failed back. Returns the
+    /// transitions, already announced.
+    pub fn reconcile(
+        &self,
+        node_holds: &HashSet<HtlcKey>,
+        now: u64,
+        height: u32,
+    ) -> Result<Vec<HodlEvent>, ServiceError> {
+        let mut events = Vec::new();
+        let mut answers = Vec::new();
+        let mut released = Vec::new();
+        let mut write_error = None;
+        {
+            let mut book = self.lock();
+            let mut hashes: Vec<PaymentHash> = book
+                .invoices
+                .values()
+                .filter(|i| matches!(i.state, HodlState::Open | HodlState::Accepted))
+                .map(|i| i.payment_hash)
+                .collect();
+            hashes.sort_unstable();
+            for hash in hashes {
+                let Some(inv) = book.invoices.get(&hash) else {
+                    continue;
+                };
+                let held = |k: &HtlcKey| is_live(&book, hash, k) || node_holds.contains(k);
+                let mut next = inv.clone();
+                let t = next.reconcile_held(held, now);
+                if next == *inv {
+                    continue;
+                }
+                // Lost parts are gone whether or not this is recorded; a record that still
+                // lists them is reconciled again at the next start.
+                if let Err(e) = self.persist(inv, &next) {
+                    write_error.get_or_insert(e);
+                }
+                let remaining: Vec<HtlcKey> = next.htlcs.iter().map(|h| h.key).collect();
+                book.invoices.insert(hash, next.clone());
+                if let Some(t) = t {
+                    events.push(HodlEvent::State {
+                        payment_hash: hash,
+                        from: t.0,
+                        to: t.1,
+                        reason: next.cancel_reason,
+                    });
+                    released.push(hash);
+                    answers.extend(fail_waiters(&mut book, &next, &remaining, height));
+                }
+            }
+            for e in &events {
+                self.emit(e.clone());
+            }
+        }
+        for h in &released {
+            self.claims.release(h);
+        }
+        deliver(answers);
+        match write_error {
+            Some(e) => Err(e),
+            None => Ok(events),
+        }
+    }
+
+    /// Cancels and fails every held part back. Failing is the safe direction, so the parts
+    /// are answered even when the store cannot record the cancel: the error is returned
+    /// after they were, and the next start reconciles the stale record with lightningd.
     pub fn cancel(
         &self,
         hash: PaymentHash,
@@ -314,27 +441,29 @@ impl HodlService {
         now: u64,
         height: u32,
     ) -> Result<HodlInvoice, ServiceError> {
-        let (inv, answers) = {
+        let (inv, answers, written) = {
             let mut book = self.lock();
-            let inv = book.invoices.get_mut(&hash).ok_or(ServiceError::Unknown(hash))?;
+            let inv = book.invoices.get(&hash).ok_or(ServiceError::Unknown(hash))?;
             let mut next = inv.clone();
             let (keys, t) = next.cancel(reason, now)?;
-            self.persist(inv, &next)?;
-            *inv = next.clone();
+            let written = self.persist(inv, &next);
+            book.invoices.insert(hash, next.clone());
             self.emit_transition(&next, t);
             let answers = fail_waiters(&mut book, &next, &keys, height);
-            (next, answers)
+            (next, answers, written)
         };
         self.claims.release(&hash);
         deliver(answers);
-        Ok(inv)
+        written.map(|()| inv)
     }
 
-    /// Periodic work: MPP timeouts and expiry. Returns how many invoices changed.
+    /// Periodic work: MPP timeouts and expiry. Returns how many invoices changed. Parts
+    /// are failed back even if the store cannot record it (the error is returned after).
     pub fn tick(&self, now: u64) -> Result<usize, ServiceError> {
         let mut answers = Vec::new();
         let mut events = Vec::new();
         let mut released_claims = Vec::new();
+        let mut write_error: Option<ServiceError> = None;
         {
             let mut book = self.lock();
             let hashes: Vec<PaymentHash> = book
@@ -356,7 +485,9 @@ impl HodlService {
                 if keys.is_empty() && expired.is_none() {
                     continue;
                 }
-                self.tree.put(hash.0, inv)?;
+                if let Err(e) = self.tree.put(hash.0, inv) {
+                    write_error.get_or_insert(e.into());
+                }
                 let snapshot = inv.clone();
                 if !keys.is_empty() {
                     events.push(HodlEvent::PartsReleased {
@@ -384,7 +515,9 @@ impl HodlService {
                 return Ok(0);
             }
             // Durable and announced under the lock, in order with every other transition.
-            self.store.flush()?;
+            if let Err(e) = self.store.flush() {
+                write_error.get_or_insert(e.into());
+            }
             for e in &events {
                 self.emit(e.clone());
             }
@@ -393,14 +526,19 @@ impl HodlService {
             self.claims.release(h);
         }
         deliver(answers);
-        Ok(events.len())
+        match write_error {
+            Some(e) => Err(e),
+            None => Ok(events.len()),
+        }
     }
 
-    /// A new block: warn about and enforce HTLC deadlines.
+    /// A new block: warn about and enforce HTLC deadlines. Parts are failed back even if
+    /// the store cannot record it (the error is returned after).
     pub fn on_block(&self, height: u32, now: u64) -> Result<Vec<HodlEvent>, ServiceError> {
         let mut to_cancel = Vec::new();
         let mut events = Vec::new();
         let mut answers = Vec::new();
+        let mut write_error: Option<ServiceError> = None;
         {
             let mut book = self.lock();
             let mut hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
@@ -429,7 +567,9 @@ impl HodlService {
                         let amounts: HashMap<HtlcKey, crate::types::Msat> =
                             inv.htlcs.iter().map(|h| (h.key, h.amount)).collect();
                         let keys = inv.release_parts(now);
-                        self.tree.put(hash.0, inv)?;
+                        if let Err(e) = self.tree.put(hash.0, inv) {
+                            write_error.get_or_insert(e.into());
+                        }
                         events.push(HodlEvent::PartsReleased {
                             payment_hash: hash,
                             count: keys.len(),
@@ -440,7 +580,9 @@ impl HodlService {
                 }
             }
             if !answers.is_empty() {
-                self.store.flush()?;
+                if let Err(e) = self.store.flush() {
+                    write_error.get_or_insert(e.into());
+                }
             }
             for e in &events {
                 self.emit(e.clone());
@@ -448,18 +590,25 @@ impl HodlService {
         }
         deliver(answers);
         for hash in to_cancel {
-            // Another caller may have settled or canceled it since: that is fine.
+            // Another caller may have settled or canceled it since: that is fine. Every
+            // deadline is acted on, whatever an earlier one's store write did.
             match self.cancel(hash, CancelReason::Deadline, now, height) {
                 Ok(_) | Err(ServiceError::Hodl(HodlError::IllegalTransition { .. })) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    write_error.get_or_insert(e);
+                }
             }
         }
-        Ok(events)
+        match write_error {
+            Some(e) => Err(e),
+            None => Ok(events),
+        }
     }
 
     /// The plugin is stopping: answer every held HTLC rather than abandon it.
     pub fn stop(&self, now: u64, height: u32) -> Result<usize, ServiceError> {
         let mut answers = Vec::new();
+        let mut write_error: Option<ServiceError> = None;
         {
             let mut book = self.lock();
             let mut hashes: Vec<PaymentHash> = book.invoices.keys().copied().collect();
@@ -478,23 +627,36 @@ impl HodlService {
                         if keys.is_empty() {
                             continue;
                         }
-                        self.tree.put(hash.0, inv)?;
+                        if let Err(e) = self.tree.put(hash.0, inv) {
+                            write_error.get_or_insert(e.into());
+                        }
                         let snapshot = inv.clone();
                         answers.extend(fail_waiters(&mut book, &snapshot, &keys, height));
                     }
                 }
             }
         }
-        self.store.flush()?;
+        if let Err(e) = self.store.flush() {
+            write_error.get_or_insert(e.into());
+        }
         let n = answers.len();
         deliver(answers);
-        Ok(n)
+        match write_error {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     /// How many HTLCs are waiting for an answer right now.
     pub fn held_count(&self) -> usize {
         self.lock().waiters.len()
     }
+}
+
+/// True when a hook call for this part is waiting in this process: lightningd holds the
+/// HTLC for ballast and will act on the answer.
+fn is_live(book: &Book, hash: PaymentHash, key: &HtlcKey) -> bool {
+    book.waiters.get(&(hash, *key)).is_some_and(|tx| !tx.is_closed())
 }
 
 fn wants_claim(s: HodlState) -> bool {

@@ -135,6 +135,9 @@ struct Held {
     amounts: Vec<u64>,
     chan: u32,
     htlc_id: u64,
+    /// The service's answer channel, kept open as lightningd keeps the hook call waiting:
+    /// a settle needs every part held by a live hook call.
+    _hook: Option<tokio::sync::oneshot::Receiver<crate::service::hodl::Answer>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -600,7 +603,7 @@ impl Sim<'_> {
             // As an app would: settle by hash (ballast made the preimage) or cancel. An
             // illegal transition (a deadline got there first) changes nothing.
             let _ = if settle {
-                self.hodl.settle(None, Some(hash), self.now).map(|_| ())
+                self.hodl.settle(None, Some(hash), self.now, self.height).map(|_| ())
             } else {
                 self.hodl
                     .cancel(hash, CancelReason::Requested, self.now, self.height)
@@ -679,7 +682,14 @@ impl Sim<'_> {
             payment_secret: Some(secret),
             total_msat: None,
         };
-        let reply = self.hodl.on_htlc(hash, &htlc, self.now, self.height);
+        let mut reply = self.hodl.on_htlc(hash, &htlc, self.now, self.height);
+        let hook = match &mut reply {
+            Ok(HtlcReply::Wait(rx)) => {
+                let (_, closed) = tokio::sync::oneshot::channel();
+                Some(std::mem::replace(rx, closed))
+            }
+            _ => None,
+        };
         let hi = self.held.len();
         self.held.push(Held {
             invoice: idx,
@@ -687,6 +697,7 @@ impl Sim<'_> {
             amounts,
             chan,
             htlc_id: id,
+            _hook: hook,
         });
         match reply {
             // The answer arrives through the service's events (settle, cancel, deadline),

@@ -57,7 +57,7 @@ fn single_part_is_held_then_settled_and_replay_resolves() {
     let o = inv.on_htlc(&part(1, 10_000, 10_000), 1_010, 200, &P);
     assert_eq!(o.verdict, HtlcVerdict::Hold);
     assert_eq!(o.transition, Some((HodlState::Open, HodlState::Accepted)));
-    let (keys, t) = inv.settle(PRE, 1_020).unwrap();
+    let (keys, t) = inv.settle(PRE, 1_020, 200, &P).unwrap();
     assert_eq!((keys.len(), t.1), (1, HodlState::Settled));
     // A restart replays the HTLC: it is resolved at once, not held or counted again.
     let o = inv.on_htlc(&part(1, 10_000, 10_000), 1_030, 201, &P);
@@ -175,15 +175,15 @@ fn deadline_warns_then_cancels() {
 fn settle_and_cancel_are_exclusive_and_name_the_state() {
     let mut inv = invoice(10_000);
     assert!(matches!(
-        inv.settle(PRE, 1),
+        inv.settle(PRE, 1, 200, &P),
         Err(HodlError::IllegalTransition {
             current: HodlState::Open,
             ..
         })
     ));
     inv.on_htlc(&part(1, 10_000, 10_000), 1_010, 200, &P);
-    assert_eq!(inv.settle(Preimage([1; 32]), 2), Err(HodlError::WrongPreimage));
-    inv.settle(PRE, 3).unwrap();
+    assert_eq!(inv.settle(Preimage([1; 32]), 2, 200, &P), Err(HodlError::WrongPreimage));
+    inv.settle(PRE, 3, 200, &P).unwrap();
     let e = inv.cancel(CancelReason::Requested, 4).unwrap_err();
     assert!(e.to_string().contains("SETTLED"), "{e}");
 }
@@ -209,6 +209,63 @@ fn stop_then_lightningd_replay_keeps_holding_but_plugin_only_restart_cancels() {
 }
 
 #[test]
+fn lost_parts_cancel_an_accepted_invoice_and_are_not_counted_in_an_open_one() {
+    // ACCEPTED, then the node is found not to hold one of the two parts any more.
+    let mut inv = invoice(10_000);
+    inv.on_htlc(&part(1, 5_000, 10_000), 1_010, 200, &P);
+    inv.on_htlc(&part(2, 5_000, 10_000), 1_011, 200, &P);
+    assert_eq!(inv.state, HodlState::Accepted);
+    assert_eq!(inv.reconcile_held(|_| true, 1_012), None);
+    let t = inv.reconcile_held(|k| k.id == 1, 1_012);
+    assert_eq!(t, Some((HodlState::Accepted, HodlState::Canceled)));
+    assert_eq!(inv.cancel_reason, Some(CancelReason::HtlcsLost));
+    assert_eq!(inv.received(), Msat(5_000));
+    assert!(matches!(
+        inv.settle(PRE, 1_013, 200, &P),
+        Err(HodlError::IllegalTransition { .. })
+    ));
+
+    // OPEN with half a set: the lost half is dropped, the invoice stays payable, and a part
+    // that comes back later rejoins (it is new again to the invoice).
+    let mut inv = invoice(10_000);
+    inv.on_htlc(&part(1, 5_000, 10_000), 1_010, 200, &P);
+    assert_eq!(inv.reconcile_held(|_| false, 1_011), None);
+    assert_eq!((inv.state, inv.received(), inv.mpp_total), (HodlState::Open, Msat(0), None));
+    inv.on_htlc(&part(3, 5_000, 10_000), 1_012, 200, &P);
+    let o = inv.on_htlc(&part(4, 5_000, 10_000), 1_013, 200, &P);
+    assert_eq!(o.transition, Some((HodlState::Open, HodlState::Accepted)));
+}
+
+#[test]
+fn settle_is_refused_inside_the_cancel_window() {
+    let mut inv = invoice(10_000);
+    // Expires at 240; the window is 10 blocks.
+    inv.on_htlc(&part(1, 10_000, 10_000), 1_010, 200, &P);
+    let e = inv.settle(PRE, 1_020, 230, &P).unwrap_err();
+    assert_eq!(
+        e,
+        HodlError::TooLate {
+            blocks_left: 10,
+            window: 10
+        }
+    );
+    assert_eq!(inv.state, HodlState::Accepted);
+    inv.settle(PRE, 1_020, 229, &P).unwrap();
+}
+
+#[test]
+fn cancel_window_is_raised_to_lightningds_fulfilment_deadline() {
+    // cltv-delta 34 (mainnet default): lightningd fails the channel 17 blocks before
+    // expiry; ballast stops settling at 19.
+    assert_eq!(fulfil_deadline_floor(34), 19);
+    assert_eq!(fulfil_deadline_floor(6), 5);
+    assert_eq!(effective_cancel_blocks(10, Some(34)), (19, true));
+    assert_eq!(effective_cancel_blocks(25, Some(34)), (25, false));
+    assert_eq!(effective_cancel_blocks(10, Some(6)), (10, false));
+    assert_eq!(effective_cancel_blocks(10, None), (10, false));
+}
+
+#[test]
 fn failure_message_encoding() {
     let f = Failure::IncorrectOrUnknownPaymentDetails {
         htlc_msat: Msat(1_000),
@@ -231,6 +288,8 @@ enum Op {
     Cancel,
     Block(u32),
     Tick(u64),
+    /// The node no longer holds the part with this id.
+    Lose(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -251,6 +310,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Cancel),
         (0u32..60).prop_map(Op::Block),
         (0u64..5_000).prop_map(Op::Tick),
+        (0u64..6).prop_map(Op::Lose),
     ]
 }
 
@@ -279,10 +339,12 @@ proptest! {
                 }
                 Op::Settle { right } => {
                     let pre = if right { PRE } else { Preimage([0; 32]) };
-                    match inv.settle(pre, now) {
+                    match inv.settle(pre, now, height, &P) {
                         Ok((keys, _)) => {
                             prop_assert_eq!(before.state, HodlState::Accepted);
                             prop_assert!(right);
+                            // Never inside the window where a fulfilled HTLC can cost the channel.
+                            prop_assert!(inv.htlcs.iter().all(|h| h.cltv_expiry > height + P.cancel_blocks));
                             settled_keys = Some(keys);
                         }
                         Err(_) => prop_assert_eq!(&inv, &before),
@@ -303,6 +365,19 @@ proptest! {
                     now += secs;
                     inv.mpp_timeout(now, &P);
                     inv.expire(now);
+                }
+                Op::Lose(id) => {
+                    let had = inv.htlcs.iter().any(|h| h.key.id == id);
+                    let t = inv.reconcile_held(|k| k.id != id, now);
+                    if had && before.state == HodlState::Accepted {
+                        prop_assert_eq!(t, Some((HodlState::Accepted, HodlState::Canceled)));
+                        prop_assert_eq!(inv.cancel_reason, Some(CancelReason::HtlcsLost));
+                    }
+                    if !had || !matches!(before.state, HodlState::Open | HodlState::Accepted) {
+                        prop_assert_eq!(&inv, &before);
+                    }
+                    // A lost part is never counted.
+                    prop_assert!(inv.state.is_final() || inv.htlcs.iter().all(|h| h.key.id != id));
                 }
             }
             // Final states are final.

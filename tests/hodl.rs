@@ -29,6 +29,8 @@ const ERR_UNKNOWN: i64 = 2001;
 const ERR_STATE: i64 = 2002;
 const ERR_DUPLICATE: i64 = 2003;
 const ERR_WAIT_TIMEOUT: i64 = 2004;
+const ERR_NOT_HELD: i64 = 2010;
+const ERR_TOO_LATE: i64 = 2011;
 
 /// The channel our test HTLCs arrive on.
 const SCID: &str = "103x1x0";
@@ -646,7 +648,11 @@ fn bad_htlcs_fail_at_once_and_change_nothing() {
 
 #[test]
 fn deadline_warns_then_cancels_on_block_added() {
-    let ld = start();
+    // A node whose cltv-delta (6, regtest's) puts lightningd's fulfilment deadline inside
+    // ballast's configured 10-block window: the window stays 10.
+    let node = FakeNode::new();
+    node.with(|s| s.cltv_delta = 6);
+    let ld = builder().node(node).start();
     let height = ld.node().blockheight();
     let preimage = hash_hex("deadline");
     let hash = payment_hash_of(&preimage);
@@ -1476,12 +1482,46 @@ fn a_crash_then_plugin_start_cancels_what_lightningd_failed_meanwhile() {
     let ld = builder().base_dir(base.path()).node(node).startup(false).start();
     let after = lookup(&ld, &hash);
     assert_eq!(after["state"], "CANCELED", "{after:#}");
-    assert_eq!(after["cancel_reason"], "shutdown", "{after:#}");
+    // A crash, not a clean stop: ballast never failed the HTLC itself, lightningd did.
+    assert_eq!(after["cancel_reason"], "htlcs_lost", "{after:#}");
     assert_eq!(after["htlcs"].as_array().map(Vec::len), Some(0), "{after:#}");
     let e = assert_rpc_error(
         ld.rpc("hodl-settle", json!({ "preimage": preimage })),
-        ERR_STATE,
+        ERR_NOT_HELD,
         "settle after the HTLC was lost",
     );
-    assert!(e.message.contains("CANCELED"), "{e}");
+    assert!(e.message.contains("htlcs_lost"), "{e}");
+}
+
+#[test]
+fn mainnet_cltv_delta_raises_the_window_and_a_late_settle_cancels() {
+    // The fake lightningd reports cltv-delta 34: it fails a channel whose fulfilled HTLC is
+    // unacknowledged 17 blocks before expiry, so ballast settles only with more than 19
+    // blocks left, whatever ballast-hodl-cancel-blocks (10) says.
+    let ld = start();
+    ld.wait_for_log("ballast-hodl-cancel-blocks raised from 10 to 19", WAIT);
+    let height = ld.node().blockheight();
+    assert_rpc_error(
+        ld.rpc("hodl-invoice", json!({"amount_msat": 1_000, "cltv": 24})),
+        -32602,
+        "a cltv inside the window leaves no time to settle",
+    );
+    let preimage = hash_hex("late settle");
+    let hash = payment_hash_of(&preimage);
+    let inv = invoice_for(&ld, &preimage, 9_000, json!({"cltv": 40}));
+    let expiry = height + 40;
+    let pending = pay_and_hold(&ld, &inv, &Htlc::paying(&inv, height).with_expiry(expiry));
+    // lightningd's tip moves 21 blocks on before ballast hears of any block: its own view
+    // (getinfo) decides, so the settle is refused and the invoice canceled.
+    ld.node().set_blockheight(expiry - 19);
+    let e = assert_rpc_error(
+        ld.rpc("hodl-settle", json!({ "preimage": preimage })),
+        ERR_TOO_LATE,
+        "settle 19 blocks before expiry",
+    );
+    assert!(e.message.contains("19 block"), "{e}");
+    assert_eq!(ld.wait_hook(&pending, WAIT), unknown_details(9_000, expiry - 19));
+    let after = lookup(&ld, &hash);
+    assert_eq!(after["state"], "CANCELED", "{after:#}");
+    assert_eq!(after["cancel_reason"], "deadline", "{after:#}");
 }

@@ -709,3 +709,143 @@ fn deliver(answers: Vec<Delivery>) {
         let _ = tx.send(a);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Msat, Scid};
+
+    const PRE: Preimage = Preimage([7; 32]);
+    const SECRET: [u8; 32] = [3; 32];
+
+    fn service() -> HodlService {
+        let store = Store::temporary().unwrap();
+        let (svc, events) =
+            HodlService::load(store, Arc::new(ClaimSet::new()), HodlParams::default(), false, 0).unwrap();
+        assert!(events.is_empty());
+        svc
+    }
+
+    fn invoice(amount: u64) -> HodlInvoice {
+        HodlInvoice {
+            payment_hash: PRE.payment_hash(),
+            preimage: Some(PRE),
+            payment_secret: SECRET,
+            amount: Msat(amount),
+            bolt11: "lnbcrt1".into(),
+            label: None,
+            description: None,
+            created_at: 0,
+            expires_at: 3_600,
+            min_final_cltv: 18,
+            state: HodlState::Open,
+            htlcs: vec![],
+            mpp_total: None,
+            updated_at: 0,
+            cancel_reason: None,
+        }
+    }
+
+    fn key(id: u64) -> HtlcKey {
+        HtlcKey {
+            scid: Scid::new(103, 1, 0).unwrap(),
+            id,
+        }
+    }
+
+    fn part(id: u64, amount: u64, total: u64) -> IncomingHtlc {
+        IncomingHtlc {
+            key: key(id),
+            amount: Msat(amount),
+            cltv_expiry: 100 + 40,
+            cltv_expiry_relative: 40,
+            payment_secret: Some(SECRET),
+            total_msat: Some(Msat(total)),
+        }
+    }
+
+    fn hold(svc: &HodlService, id: u64, amount: u64, total: u64) -> oneshot::Receiver<Answer> {
+        match svc.on_htlc(PRE.payment_hash(), &part(id, amount, total), 10, 100).unwrap() {
+            HtlcReply::Wait(rx) => rx,
+            _ => panic!("part {id} was not held"),
+        }
+    }
+
+    #[test]
+    fn settle_needs_every_part_held_by_a_live_hook_call() {
+        let svc = service();
+        svc.create(invoice(10_000)).unwrap();
+        let first = hold(&svc, 1, 5_000, 10_000);
+        let second = hold(&svc, 2, 5_000, 10_000);
+        assert_eq!(svc.get(&PRE.payment_hash()).unwrap().state, HodlState::Accepted);
+        // The hook call of one part is gone (lightningd no longer waits on it).
+        drop(second);
+        let e = svc.settle(None, Some(PRE.payment_hash()), 20, 100).unwrap_err();
+        assert!(
+            matches!(e, ServiceError::NotHeld { live: 1, parts: 2, .. }),
+            "{e}"
+        );
+        // Nothing changed: still ACCEPTED, the live part still waiting, no preimage shown.
+        assert_eq!(svc.get(&PRE.payment_hash()).unwrap().state, HodlState::Accepted);
+        assert_eq!(svc.held_count(), 2);
+        drop(first);
+    }
+
+    #[test]
+    fn reconcile_cancels_what_the_node_no_longer_holds_and_fails_the_rest() {
+        let svc = service();
+        svc.create(invoice(10_000)).unwrap();
+        let mut first = hold(&svc, 1, 5_000, 10_000);
+        let second = hold(&svc, 2, 5_000, 10_000);
+        drop(second);
+        // The node still holds part 1 (its hook call is live here too), not part 2.
+        let held: HashSet<HtlcKey> = [key(1)].into_iter().collect();
+        let events = svc.reconcile(&held, 30, 100).unwrap();
+        assert_eq!(
+            events,
+            vec![HodlEvent::State {
+                payment_hash: PRE.payment_hash(),
+                from: HodlState::Accepted,
+                to: HodlState::Canceled,
+                reason: Some(CancelReason::HtlcsLost),
+            }]
+        );
+        // The part still held is failed back rather than left hanging.
+        assert!(matches!(first.try_recv(), Ok(Answer::Fail(_))));
+        let e = svc.settle(None, Some(PRE.payment_hash()), 31, 100).unwrap_err();
+        assert!(matches!(e, ServiceError::HtlcsLost(_)), "{e}");
+    }
+
+    #[test]
+    fn reconcile_keeps_parts_the_node_holds_before_their_replay() {
+        let svc = service();
+        svc.create(invoice(10_000)).unwrap();
+        drop(hold(&svc, 1, 10_000, 10_000));
+        // After a node restart: no hook call yet, but lightningd lists the HTLC.
+        let held: HashSet<HtlcKey> = [key(1)].into_iter().collect();
+        assert!(svc.reconcile(&held, 30, 100).unwrap().is_empty());
+        assert_eq!(svc.get(&PRE.payment_hash()).unwrap().state, HodlState::Accepted);
+        // Not replayed yet: a settle is refused and changes nothing; after the replay it works.
+        assert!(matches!(
+            svc.settle(None, Some(PRE.payment_hash()), 31, 100),
+            Err(ServiceError::NotHeld { live: 0, parts: 1, .. })
+        ));
+        let mut replay = hold(&svc, 1, 10_000, 10_000);
+        let inv = svc.settle(None, Some(PRE.payment_hash()), 32, 100).unwrap();
+        assert_eq!(inv.state, HodlState::Settled);
+        assert_eq!(replay.try_recv().unwrap(), Answer::Resolve(PRE));
+    }
+
+    #[test]
+    fn settle_inside_the_window_is_refused_and_cancels() {
+        let svc = service();
+        svc.create(invoice(10_000)).unwrap();
+        let mut rx = hold(&svc, 1, 10_000, 10_000);
+        // Expires at 140; the default window is 10 blocks.
+        let e = svc.settle(None, Some(PRE.payment_hash()), 40, 130).unwrap_err();
+        assert!(matches!(e, ServiceError::Hodl(HodlError::TooLate { .. })), "{e}");
+        let inv = svc.get(&PRE.payment_hash()).unwrap();
+        assert_eq!((inv.state, inv.cancel_reason), (HodlState::Canceled, Some(CancelReason::Deadline)));
+        assert!(matches!(rx.try_recv(), Ok(Answer::Fail(_))));
+    }
+}

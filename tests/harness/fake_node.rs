@@ -126,6 +126,9 @@ pub struct Htlc {
     pub payment_hash: String,
     /// One of CLN's HTLC states valid for `direction`.
     pub state: String,
+    /// Set while lightningd waits on a plugin's `htlc_accepted` hook for it
+    /// (`listpeerchannels` shows it, lightningd/peer_control.c).
+    pub status: Option<String>,
 }
 
 impl Htlc {
@@ -137,6 +140,7 @@ impl Htlc {
             expiry,
             payment_hash: payment_hash.to_string(),
             state: "RCVD_ADD_ACK_REVOCATION".into(),
+            status: None,
         }
     }
 
@@ -148,6 +152,7 @@ impl Htlc {
             expiry,
             payment_hash: payment_hash.to_string(),
             state: "SENT_ADD_ACK_REVOCATION".into(),
+            status: None,
         }
     }
 }
@@ -268,14 +273,18 @@ impl Channel {
             .htlcs
             .iter()
             .map(|h| {
-                json!({
+                let mut v = json!({
                     "direction": h.direction.as_str(),
                     "id": h.id,
                     "amount_msat": h.amount_msat,
                     "expiry": h.expiry,
                     "payment_hash": h.payment_hash,
                     "state": h.state,
-                })
+                });
+                if let Some(status) = &h.status {
+                    v["status"] = json!(status);
+                }
+                v
             })
             .collect();
         let mut v = json!({
@@ -643,8 +652,17 @@ pub struct NodeState {
     pub forwards: Vec<Forward>,
     pub invoices: Vec<Invoice>,
     pub feerate_perkw: u32,
+    /// lightningd's `cltv-delta` option, as `listconfigs` reports it (34 by default).
+    pub cltv_delta: u32,
     /// Extra `listconfigs` entries (plugin options, set by the driver).
     pub extra_configs: Map<String, Value>,
+    /// Incoming HTLCs handed to the plugin's `htlc_accepted` hook and not yet answered,
+    /// by the hook request's id (see [`FakeNode::htlc_to_hook`]).
+    hook_htlcs: HashMap<String, (String, u64)>,
+    /// Hook HTLCs whose answer lightningd never applied: it went down first, or the plugin
+    /// died. Undecided in its database until the next start decides (see
+    /// [`FakeNode::plugin_started`]).
+    unapplied: Vec<(String, u64)>,
     /// Every `sendpay` attempt, oldest first (see [`Payment`]).
     pub payments: Vec<Payment>,
     /// Where HTLCs that reach our node go (see [`FakeNode::set_htlc_hook`]).
@@ -657,6 +675,22 @@ pub struct NodeState {
     once: HashMap<String, VecDeque<Scripted>>,
     always: HashMap<String, Scripted>,
     handlers: HashMap<String, Handler>,
+}
+
+impl NodeState {
+    fn set_hook_status(&mut self, (scid, id): &(String, u64), status: Option<String>) {
+        for c in self.channels.iter_mut().filter(|c| c.short_channel_id.as_deref() == Some(scid)) {
+            for h in c.htlcs.iter_mut().filter(|h| h.direction == Direction::In && h.id == *id) {
+                h.status = status.clone();
+            }
+        }
+    }
+
+    fn remove_incoming(&mut self, (scid, id): &(String, u64)) {
+        for c in self.channels.iter_mut().filter(|c| c.short_channel_id.as_deref() == Some(scid)) {
+            c.htlcs.retain(|h| !(h.direction == Direction::In && h.id == *id));
+        }
+    }
 }
 
 /// Shared handle on the fake node; clones see the same node. Keep one
@@ -688,7 +722,10 @@ impl FakeNode {
             forwards: Vec::new(),
             invoices: Vec::new(),
             feerate_perkw: 253,
+            cltv_delta: 34,
             extra_configs: Map::new(),
+            hook_htlcs: HashMap::new(),
+            unapplied: Vec::new(),
             payments: Vec::new(),
             htlc_hook: None,
             next_htlc_id: 1000,
@@ -723,6 +760,92 @@ impl FakeNode {
 
     pub fn id(&self) -> String {
         self.lock().id.clone()
+    }
+
+    /// lightningd hands an incoming HTLC to the plugin's `htlc_accepted` hook (request id
+    /// `key`): it is in the channel (created if the test has none by that name), undecided,
+    /// with the status lightningd shows while it waits. A replay of an HTLC already there
+    /// waits on the new request.
+    pub fn htlc_to_hook(&self, payload: &Value, key: &str) {
+        let htlc = &payload["htlc"];
+        let (Some(scid), Some(id)) = (htlc["short_channel_id"].as_str(), htlc["id"].as_u64()) else {
+            return;
+        };
+        let mut s = self.lock();
+        let status = "Waiting for the htlc_accepted hook of plugin ballast".to_string();
+        let c = match s
+            .channels
+            .iter()
+            .position(|c| c.short_channel_id.as_deref() == Some(scid))
+        {
+            Some(c) => c,
+            None => {
+                let peer = pubkey(200 + s.channels.len());
+                s.channels
+                    .push(Channel::new(&peer, scid, 10_000_000_000, 5_000_000_000));
+                s.channels.len() - 1
+            }
+        };
+        let ch = &mut s.channels[c];
+        match ch
+            .htlcs
+            .iter_mut()
+            .find(|h| h.direction == Direction::In && h.id == id)
+        {
+            Some(h) => h.status = Some(status),
+            None => {
+                let mut h = Htlc::incoming(
+                    id,
+                    htlc["amount_msat"].as_u64().unwrap_or(0),
+                    htlc["cltv_expiry"].as_u64().unwrap_or(0) as u32,
+                    htlc["payment_hash"].as_str().unwrap_or_default(),
+                );
+                h.status = Some(status);
+                ch.htlcs.push(h);
+            }
+        }
+        s.unapplied.retain(|u| u != &(scid.to_string(), id));
+        s.hook_htlcs.insert(key.to_string(), (scid.to_string(), id));
+    }
+
+    /// The plugin answered hook request `key`. lightningd applies the answer (the HTLC is
+    /// resolved or failed: gone from the channel), unless it was shutting down: then it
+    /// ignored the answer and the HTLC stays undecided in its database.
+    pub fn hook_answered(&self, key: &str, lightningd_shutting_down: bool) {
+        let mut s = self.lock();
+        let Some(htlc) = s.hook_htlcs.remove(key) else {
+            return;
+        };
+        if lightningd_shutting_down {
+            s.set_hook_status(&htlc, None);
+            s.unapplied.push(htlc);
+        } else {
+            s.remove_incoming(&htlc);
+        }
+    }
+
+    /// The plugin process died with hook calls open: lightningd no longer waits on them.
+    pub fn plugin_gone(&self) {
+        let mut s = self.lock();
+        let open: Vec<(String, u64)> = s.hook_htlcs.drain().map(|(_, h)| h).collect();
+        for h in open {
+            s.set_hook_status(&h, None);
+            s.unapplied.push(h);
+        }
+    }
+
+    /// The plugin starts again. After a node restart (`startup`) lightningd still holds
+    /// the HTLCs it never saw answered and will replay them; after a plugin-only start it
+    /// had failed them already (a dead plugin's hook call continues, and no invoice of its
+    /// own matches), and answers given at `plugin stop` were applied.
+    pub fn plugin_started(&self, startup: bool) {
+        let mut s = self.lock();
+        let unapplied = std::mem::take(&mut s.unapplied);
+        if !startup {
+            for h in unapplied {
+                s.remove_incoming(&h);
+            }
+        }
     }
 
     pub fn blockheight(&self) -> u32 {
@@ -1309,7 +1432,8 @@ impl FakeNode {
         c.insert("rpc-file".into(), text("lightning-rpc", "default"));
         c.insert("fee-base".into(), int(1000, "default"));
         c.insert("fee-per-satoshi".into(), int(10, "default"));
-        c.insert("cltv-delta".into(), int(34, "default"));
+        let source = if s.cltv_delta == 34 { "default" } else { "cmdline" };
+        c.insert("cltv-delta".into(), int(u64::from(s.cltv_delta), source));
         c.insert("max-concurrent-htlcs".into(), int(30, "default"));
         c.insert(
             "htlc-minimum-msat".into(),

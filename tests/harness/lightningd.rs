@@ -213,6 +213,8 @@ impl LightningdBuilder {
             .map_err(|e| harness_err(format!("canonicalize: {e}")))?;
 
         let node = self.node.clone().unwrap_or_default();
+        // What lightningd did with the HTLCs the previous plugin process held.
+        node.plugin_started(self.startup);
         node.with(|s| {
             s.lightning_dir = lightning_dir.to_string_lossy().into_owned();
             s.network = self.network.clone();
@@ -240,6 +242,7 @@ impl LightningdBuilder {
         let stdin = child.stdin.take().expect("piped stdin");
 
         let io = Arc::new(Io::default());
+        io.lock().node = Some(node.clone());
         let reader = {
             let io = io.clone();
             std::thread::Builder::new()
@@ -313,6 +316,11 @@ struct IoState {
     violations: Vec<String>,
     declared_notifications: Vec<String>,
     eof: bool,
+    /// The world the hook answers act on (incoming HTLCs held for the plugin).
+    node: Option<FakeNode>,
+    /// `shutdown` was sent: lightningd is going down (or stopping the plugin) and, if it is
+    /// going down, ignores hook answers from here on (see [`FakeNode::hook_answered`]).
+    shutting_down: bool,
     stderr: Vec<u8>,
     traffic: VecDeque<String>,
     messages_seen: u64,
@@ -422,6 +430,16 @@ fn read_stdout(mut stdout: impl Read, io: &Io) {
 }
 
 fn dispatch(io: &Io, msg: Value) {
+    // Applied to the fake node after the io lock is released: the node may be calling
+    // into the plugin (and waiting on io) while holding its own lock.
+    let mut answered: Option<(FakeNode, String, bool)> = None;
+    dispatch_locked(io, msg, &mut answered);
+    if let Some((node, key, shutting_down)) = answered {
+        node.hook_answered(&key, shutting_down);
+    }
+}
+
+fn dispatch_locked(io: &Io, msg: Value, answered: &mut Option<(FakeNode, String, bool)>) {
     let mut st = io.lock();
     st.messages_seen += 1;
     remember(&mut st, format!("plugin → lightningd: {msg}"));
@@ -430,6 +448,9 @@ fn dispatch(io: &Io, msg: Value) {
         Ok(FromPlugin::Response { id, outcome }) => {
             let key = id.to_string();
             if st.waiting.remove(&key).is_some() {
+                if let Some(node) = st.node.clone() {
+                    *answered = Some((node, key.clone(), st.shutting_down));
+                }
                 st.answers.insert(key, outcome);
             } else {
                 st.violations.push(format!(
@@ -645,6 +666,9 @@ impl Lightningd {
             }
             let is_command = !schemas().has_hook(method) && !matches!(method, "getmanifest" | "init");
             st.waiting.insert(key.clone(), is_command);
+        }
+        if method == "htlc_accepted" {
+            self.node.htlc_to_hook(&params, &key);
         }
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         if let Err(e) = self.send(&msg) {
@@ -866,6 +890,7 @@ impl Lightningd {
             .check_notification(topic, &payload)
             .map_err(|e| HarnessError::new(ErrorKind::InvalidOutgoing, e))?;
         let params = if topic == "shutdown" {
+            self.io.lock().shutting_down = true;
             payload
         } else {
             json!({ topic: payload })
@@ -1067,6 +1092,7 @@ impl Lightningd {
             let _ = self.child.kill();
             self.exit_status = self.child.wait().ok();
         }
+        self.node.plugin_gone();
         self.close_stdin();
     }
 

@@ -103,7 +103,11 @@ impl FeeService {
         let history = store.tree(HISTORY_TREE)?;
         let last_tree: TypedTree<LastUpdate> = store.tree(LAST_TREE)?;
         let mut warnings = Vec::new();
-        let (mut policy, mut source) = match policy_tree.get(POLICY_KEY)? {
+        // Fee records hold no money: an unreadable one is reported and passed over.
+        let stored = policy_tree.get_readable(POLICY_KEY, |e| {
+            warnings.push(format!("stored fee policy is unreadable ({e}); no policy in force"))
+        })?;
+        let (mut policy, mut source) = match stored {
             Some(sp) => match Policy::from_json_value(sp.policy.clone()) {
                 Ok(p) => (p, sp.source),
                 Err(e) => {
@@ -134,13 +138,19 @@ impl FeeService {
         }
         let mut coalescer = Coalescer::new(&cfg, now);
         let mut last_update = HashMap::new();
-        for item in last_tree.iter() {
+        let mut skipped = Vec::new();
+        for item in last_tree.iter_readable(|e| skipped.push(e)) {
             let (key, lu) = item?;
             if let Some(scid) = key.try_into().ok().map(u64::from_be_bytes).map(Scid::from_u64) {
                 coalescer.record_applied(scid, lu.at);
                 last_update.insert(scid, lu.at);
             }
         }
+        warnings.extend(
+            skipped
+                .iter()
+                .map(|e| format!("skipping an unreadable fee update record: {e}")),
+        );
         let seq = history.len() as u64;
         Ok((
             FeeService {

@@ -56,11 +56,15 @@ impl Record for Attempt {
 struct SelfPayment {
     preimage: Preimage,
     created_at: u64,
-    /// What must reach us for the preimage to be given out (records from before this
-    /// field read as 0: any amount, as they were).
+    /// What must reach us for the preimage to be given out. Records from builds before
+    /// this field have none: [`RebalanceService::load`] takes the amount of the recorded
+    /// attempt with the same hash, or refuses every HTLC for it.
     #[serde(default)]
-    amount: Msat,
+    amount: Option<Msat>,
 }
+
+/// For a preimage whose amount is unknown: no HTLC can carry this much, so none is claimed.
+const REFUSE_ALL: Msat = Msat(u64::MAX);
 
 impl Record for SelfPayment {
     const VERSION: u8 = 1;
@@ -148,23 +152,39 @@ impl RebalanceService {
         let secrets: TypedTree<SelfPayment> = store.tree(SECRETS_TREE)?;
         let beliefs_tree: TypedTree<Beliefs> = store.tree(BELIEFS_TREE)?;
         let overrides = store.tree(OVERRIDES_TREE)?;
+        // Beliefs and attempts hold no money: an unreadable record is reported and passed
+        // over (the beliefs start afresh; a lost attempt no longer counts in the budget).
         let mut beliefs = beliefs_tree
-            .get(BELIEFS_KEY)?
+            .get_readable(BELIEFS_KEY, |e| {
+                log::warn!("stored liquidity beliefs are unreadable ({e}); starting afresh")
+            })?
             .unwrap_or_else(|| Beliefs::new(halflife_secs));
         beliefs.set_halflife_secs(halflife_secs);
+        let mut ledger = Vec::new();
+        let mut attempt_amounts: HashMap<PaymentHash, Msat> = HashMap::new();
+        for item in attempts.iter_readable(|e| log::warn!("skipping an unreadable rebalance attempt: {e}")) {
+            let (_, a) = item?;
+            attempt_amounts.insert(a.payment_hash, a.amount);
+            ledger.push(Spend::of(&a));
+        }
         // Self-payments still in flight when we stopped: lightningd replays their HTLCs at
-        // start-up, and only these preimages can claim them.
+        // start-up, and only these preimages can claim them. An unreadable one is fatal:
+        // skipping it could fail a payment of ours whose fee is already spent.
         let mut preimages = HashMap::new();
         for item in secrets.iter() {
             let (_, sp) = item?;
             let hash = sp.preimage.payment_hash();
+            let amount = match sp.amount {
+                Some(a) => a,
+                None => attempt_amounts.get(&hash).copied().unwrap_or_else(|| {
+                    log::warn!(
+                        "rebalance preimage for {hash} has no amount and no recorded attempt: refusing any HTLC for it"
+                    );
+                    REFUSE_ALL
+                }),
+            };
             claims.claim(hash);
-            preimages.insert(hash, (sp.preimage, sp.amount));
-        }
-        let mut ledger = Vec::new();
-        for item in attempts.iter() {
-            let (_, a) = item?;
-            ledger.push(Spend::of(&a));
+            preimages.insert(hash, (sp.preimage, amount));
         }
         let seq = ledger.last().map_or(0, |s: &Spend| s.id + 1);
         Ok(RebalanceService {
@@ -317,7 +337,7 @@ impl RebalanceService {
             &SelfPayment {
                 preimage,
                 created_at: now,
-                amount,
+                amount: Some(amount),
             },
         )?;
         self.store.flush()?;
@@ -526,5 +546,53 @@ mod tests {
             2,
             "newest first, ids continue"
         );
+    }
+
+    /// A record some newer build wrote: no reader here, as for a damaged one.
+    #[derive(Serialize, Deserialize)]
+    struct FromTheFuture(u8);
+    impl Record for FromTheFuture {
+        const VERSION: u8 = 200;
+    }
+
+    #[test]
+    fn unreadable_history_is_skipped_and_an_old_preimage_is_bound_to_its_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let known = Preimage([5; 32]);
+        let orphan = Preimage([6; 32]);
+        {
+            let store = Store::open(&path, 0).unwrap();
+            let attempts: TypedTree<Attempt> = store.tree(ATTEMPTS_TREE).unwrap();
+            let mut a = attempt(2, 1_000, 700_000, "pending", 100);
+            a.payment_hash = known.payment_hash();
+            attempts.put(0u64.to_be_bytes(), &a).unwrap();
+            let future: TypedTree<FromTheFuture> = store.tree(ATTEMPTS_TREE).unwrap();
+            future.put(1u64.to_be_bytes(), &FromTheFuture(1)).unwrap();
+            let beliefs: TypedTree<FromTheFuture> = store.tree(BELIEFS_TREE).unwrap();
+            beliefs.put(BELIEFS_KEY, &FromTheFuture(2)).unwrap();
+            // Preimage records as builds before the amount field wrote them.
+            let secrets: TypedTree<SelfPayment> = store.tree(SECRETS_TREE).unwrap();
+            for p in [known, orphan] {
+                let mut v = serde_json::to_value(SelfPayment {
+                    preimage: p,
+                    created_at: 1,
+                    amount: None,
+                })
+                .unwrap();
+                v.as_object_mut().unwrap().remove("amount");
+                let old: SelfPayment = serde_json::from_value(v).unwrap();
+                secrets.put(p.payment_hash().0, &old).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let store = Store::open(&path, 0).unwrap();
+        let svc = RebalanceService::load(store, Arc::new(ClaimSet::new()), 3600).unwrap();
+        // The readable attempt still counts; the unreadable one is left, not fatal.
+        assert_eq!(svc.spent_since(0).unwrap(), Msat(1_000));
+        // Released only for the amount of its recorded attempt...
+        assert_eq!(svc.preimage_for(&known.payment_hash()), Some((known, Msat(700_000))));
+        // ...and with no attempt, for nothing at all.
+        assert_eq!(svc.preimage_for(&orphan.payment_hash()), Some((orphan, REFUSE_ALL)));
     }
 }

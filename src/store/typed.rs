@@ -133,6 +133,39 @@ impl<T: Record> TypedTree<T> {
         })
     }
 
+    /// Like [`Self::iter`], but a record that does not decode (damaged, or written by a
+    /// newer ballast) is handed to `skipped` and passed over, left in place untouched; store
+    /// failures still end the iteration as errors. Only for trees that hold no money: a
+    /// hold invoice or a rebalance preimage must never be skipped.
+    pub fn iter_readable<'a>(
+        &'a self,
+        mut skipped: impl FnMut(StoreError) + 'a,
+    ) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + 'a {
+        self.iter().filter_map(move |item| match item {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                skipped(e);
+                None
+            }
+            other => Some(other),
+        })
+    }
+
+    /// The record at `key`, or `None` with the reason handed to `skipped` when it does not
+    /// decode (see [`Self::iter_readable`]).
+    pub fn get_readable(
+        &self,
+        key: impl AsRef<[u8]>,
+        skipped: impl FnOnce(StoreError),
+    ) -> StoreResult<Option<T>> {
+        match self.get(key) {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                skipped(e);
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
     /// Every record in reverse key order (newest first for time-prefixed keys).
     pub fn iter_rev(&self) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + '_ {
         self.tree.iter().rev().map(move |item| {

@@ -111,3 +111,66 @@ def test_plan_and_execute_on_a_ring(node_factory, plugin_path, pyln, bitcoind):
     st = l1.rpc.call("rebalance-status")
     assert st["spent_24h_msat"] <= 100_000_000
     assert any(a["outcome"] == "success" for a in st["attempts"])
+
+
+def test_sigkill_while_a_rebalance_payment_is_in_flight(node_factory, plugin_path, pyln, directory):
+    """ballast dies while its own circular payment is held at a hop; `plugin start` brings
+    it back before the HTLC returns. The payment completes (ballast still has its preimage),
+    the attempt is resolved from lightningd without a new execution, its fee counts once,
+    and nothing is sent twice."""
+    import os
+    import threading
+
+    hold = os.path.join(os.path.dirname(__file__), "plugins", "hold_htlcs.py")
+    opts = [
+        {
+            "plugin": plugin_path,
+            "ballast-rebalance-daily-budget": 100_000_000,
+            "ballast-graph-refresh": 10,
+            "fee-per-satoshi": 1000,
+        },
+        {},
+        {"plugin": hold, "hold-secs": 25},
+        {},
+    ]
+    l1, l2, l3, l4 = node_factory.line_graph(4, opts=opts, wait_for_announce=True)
+    node_factory.join_nodes([l4, l1], wait_for_announce=True)
+    pyln.wait_for(lambda: len(l1.rpc.listchannels()["channels"]) >= 8)
+    pyln.wait_for(
+        lambda: ((l1.rpc.call("rebalance-status").get("graph") or {}).get("channels") or 0) >= 4,
+        timeout=60,
+    )
+    plan = l1.rpc.call("rebalance-plan", {})
+    assert any(m["status"] == "planned" for m in plan["moves"]), plan
+
+    def execute():
+        try:
+            l1.rpc.call("rebalance-execute", {"plan_id": plan["plan_id"]})
+        except Exception:  # noqa: BLE001 - ballast is killed under this call
+            pass
+
+    threading.Thread(target=execute, daemon=True).start()
+    l3.daemon.wait_for_log("holding htlc")
+    pending = [a for a in l1.rpc.call("rebalance-status")["attempts"] if a["outcome"] == "pending"]
+    assert len(pending) == 1, pending
+    phash = pending[0]["payment_hash"]
+
+    from test_hodl_faults import sigkill_ballast, start_plugin_again  # same directory
+
+    sigkill_ballast(l1, plugin_path, pyln)
+    start_plugin_again(l1, plugin_path, pyln)
+
+    # Resolved from lightningd once the HTLC comes back, with no new rebalance-execute.
+    pyln.wait_for(
+        lambda: [a["outcome"] for a in l1.rpc.call("rebalance-status")["attempts"] if a["payment_hash"] == phash]
+        == ["success"],
+        timeout=120,
+    )
+    status = l1.rpc.call("rebalance-status")
+    attempt = next(a for a in status["attempts"] if a["payment_hash"] == phash)
+    sendpays = l1.rpc.listsendpays(payment_hash=phash)["payments"]
+    assert len(sendpays) == 1, sendpays
+    assert sendpays[0]["status"] == "complete", sendpays
+    spent = sum(a.get("fee_msat", a.get("fee")) for a in status["attempts"] if a["outcome"] in ("success", "pending"))
+    assert status["spent_24h_msat"] == spent, status
+    assert attempt.get("fee_msat", attempt.get("fee")) > 0

@@ -79,6 +79,21 @@ def sigkill_ballast(node, plugin_path, pyln):
     pyln.wait_for(lambda: not os.path.exists("/proc/{}/exe".format(pid)) or _zombie(pid))
 
 
+def start_plugin_again(node, plugin_path, pyln):
+    """`plugin start` once lightningd has noticed the old process is gone."""
+
+    def started():
+        try:
+            node.rpc.plugin_start(plugin_path)
+            return True
+        except Exception as e:  # noqa: BLE001
+            if "already registered" in str(e):
+                return False
+            raise
+
+    pyln.wait_for(started)
+
+
 def _zombie(pid):
     try:
         with open("/proc/{}/stat".format(pid)) as f:
@@ -127,7 +142,7 @@ def test_sigkill_while_accepted_is_never_settled(node_factory, plugin_path, pyln
         l2.restart()
         l1.rpc.connect(l2.info["id"], "localhost", l2.port)
     else:
-        l2.rpc.plugin_start(plugin_path)
+        start_plugin_again(l2, plugin_path, pyln)
 
     inv = l2.rpc.call("hodl-lookup", {"payment_hash": phash})
     assert inv["state"] == "CANCELED", inv

@@ -684,6 +684,23 @@ pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
     })
 }
 
+/// After a start, asks the node about rebalance payments an earlier run left in flight
+/// (ballast died or stopped while waiting on them) until none is left, so their outcome and
+/// fee are known without waiting for the next execution. Never sends anything.
+pub async fn resolve_pending_after_start(s: AppState) {
+    loop {
+        // An execution resolves pending attempts itself, under the same lock.
+        if let Ok(_guard) = s.rebalance_lock.try_lock() {
+            match resolve_pending(&s).await {
+                Ok(0) => return,
+                Ok(n) => log::info!("{n} rebalance payment(s) from before the restart still in flight"),
+                Err(e) => log::warn!("cannot resolve rebalance payments from before the restart: {}", e.message),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
 /// Asks lightningd about attempts left in flight; returns how many still are.
 async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
     let svc = s.rebalance.clone();

@@ -203,6 +203,7 @@ pub async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorS
         }
     }
     tokio::spawn(rebalance::run_loop(state.clone()));
+    tokio::spawn(rebalance::resolve_pending_after_start(state.clone()));
     let height = state.blockheight();
     if height > 0 {
         let svc = state.hodl.clone();

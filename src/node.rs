@@ -223,6 +223,12 @@ pub trait Node: Send + Sync {
     fn held_incoming(&self) -> impl Future<Output = NodeResult<Option<Vec<HeldIncoming>>>> + Send {
         async { Ok(None) }
     }
+    /// True when the node hands hold-invoice HTLCs to ballast to hold (Core Lightning's
+    /// `htlc_accepted` hook, where a settle needs the hook call still waiting); false when
+    /// the node holds them itself and settles on request (LND).
+    fn holds_htlcs_through_hook(&self) -> bool {
+        true
+    }
     /// The node's own `cltv-delta`, where it has one that bounds when a fulfilled HTLC
     /// must be acknowledged (Core Lightning's fulfilment deadline); `None` elsewhere.
     fn cltv_delta(&self) -> impl Future<Output = NodeResult<Option<u32>>> + Send {

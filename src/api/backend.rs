@@ -5,7 +5,8 @@ use crate::cln::ClnNode;
 use crate::engine::bolt11::{self, Description, InvoiceSpec};
 use crate::lnd::node::{HoldInvoiceRequest, LndNode};
 use crate::node::{
-    Channel, FeeUpdate, Forward, GraphEdge, HeldIncoming, Invoice, Node, NodeInfo, NodeResult, PayOutcome, RouteHop,
+    Channel, FeeUpdate, Forward, GraphEdge, HeldIncoming, Invoice, Node, NodeInfo, NodeResult, PayOutcome,
+    RouteHop,
 };
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
 
@@ -137,6 +138,9 @@ impl Node for Backend {
     }
     async fn held_incoming(&self) -> NodeResult<Option<Vec<HeldIncoming>>> {
         each!(self, n => n.held_incoming().await)
+    }
+    fn holds_htlcs_through_hook(&self) -> bool {
+        each!(self, n => n.holds_htlcs_through_hook())
     }
     async fn cltv_delta(&self) -> NodeResult<Option<u32>> {
         each!(self, n => n.cltv_delta().await)

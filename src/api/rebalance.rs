@@ -694,7 +694,10 @@ pub async fn resolve_pending_after_start(s: AppState) {
             match resolve_pending(&s).await {
                 Ok(0) => return,
                 Ok(n) => log::info!("{n} rebalance payment(s) from before the restart still in flight"),
-                Err(e) => log::warn!("cannot resolve rebalance payments from before the restart: {}", e.message),
+                Err(e) => log::warn!(
+                    "cannot resolve rebalance payments from before the restart: {}",
+                    e.message
+                ),
             }
         }
         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -52,7 +52,11 @@ struct Opened {
 }
 
 /// Opens the store and every service (blocking work: run it off the async workers).
-fn open_services(p: &StartParams, hodl_params: crate::engine::hodl::HodlParams) -> anyhow::Result<Opened> {
+fn open_services(
+    p: &StartParams,
+    hodl_params: crate::engine::hodl::HodlParams,
+    hook_held: bool,
+) -> anyhow::Result<Opened> {
     let s = &p.settings;
     let store = Store::open(&p.db_path, now_unix())?;
     store.record_start()?;
@@ -63,6 +67,7 @@ fn open_services(p: &StartParams, hodl_params: crate::engine::hodl::HodlParams) 
         p.held_htlcs_lost,
         now_unix(),
     )?;
+    let hodl = if hook_held { hodl } else { hodl.held_by_node() };
     let income = Income::open(&store)?;
     let policy_path = s
         .policy_file
@@ -96,10 +101,11 @@ pub async fn start(
     height: u32,
 ) -> anyhow::Result<Started> {
     let hodl_params = p.settings.hodl;
+    let hook_held = crate::node::Node::holds_htlcs_through_hook(&node);
     let p = Arc::new(p);
     let opened = {
         let p = p.clone();
-        tokio::task::spawn_blocking(move || open_services(&p, hodl_params))
+        tokio::task::spawn_blocking(move || open_services(&p, hodl_params, hook_held))
             .await
             .context("store task")??
     };

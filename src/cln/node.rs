@@ -7,15 +7,14 @@
 //! carry amounts (see `SendpayParams`).
 
 use crate::node::{
-    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HeldIncoming, HtlcDirection, Invoice,
-    Node,
-    NodeError, NodeInfo, NodeResult, PayOutcome, PeerPolicy, PendingHtlc, RouteHop,
+    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HeldIncoming, HtlcDirection,
+    Invoice, Node, NodeError, NodeInfo, NodeResult, PayOutcome, PeerPolicy, PendingHtlc, RouteHop,
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use cln_rpc::model::requests::{
-    FeeratesRequest, FeeratesStyle, GetinfoRequest, ListchannelsRequest, ListconfigsRequest, ListforwardsIndex,
-    ListforwardsRequest, ListinvoicesIndex, ListinvoicesRequest, ListpeerchannelsRequest, SigninvoiceRequest,
-    WaitsendpayRequest,
+    FeeratesRequest, FeeratesStyle, GetinfoRequest, ListchannelsRequest, ListconfigsRequest,
+    ListforwardsIndex, ListforwardsRequest, ListinvoicesIndex, ListinvoicesRequest, ListpeerchannelsRequest,
+    SigninvoiceRequest, WaitsendpayRequest,
 };
 use cln_rpc::model::responses::{
     ListchannelsChannels, ListforwardsForwards, ListforwardsForwardsStatus, ListinvoicesInvoices,

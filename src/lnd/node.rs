@@ -367,6 +367,11 @@ impl LndNode {
 }
 
 impl Node for LndNode {
+    /// LND holds a hold invoice's HTLCs itself until SettleInvoice or CancelInvoice.
+    fn holds_htlcs_through_hook(&self) -> bool {
+        false
+    }
+
     async fn info(&self) -> NodeResult<NodeInfo> {
         let info = self.get_info().await?;
         Ok(NodeInfo {

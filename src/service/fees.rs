@@ -105,7 +105,9 @@ impl FeeService {
         let mut warnings = Vec::new();
         // Fee records hold no money: an unreadable one is reported and passed over.
         let stored = policy_tree.get_readable(POLICY_KEY, |e| {
-            warnings.push(format!("stored fee policy is unreadable ({e}); no policy in force"))
+            warnings.push(format!(
+                "stored fee policy is unreadable ({e}); no policy in force"
+            ))
         })?;
         let (mut policy, mut source) = match stored {
             Some(sp) => match Policy::from_json_value(sp.policy.clone()) {

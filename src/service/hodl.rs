@@ -88,6 +88,9 @@ struct Book {
 }
 
 pub struct HodlService {
+    /// Parts are held by hook calls waiting in this process (Core Lightning): a settle
+    /// needs each one live. False where the node holds them itself (LND).
+    hook_held: bool,
     store: Store,
     tree: TypedTree<HodlInvoice>,
     claims: Arc<ClaimSet>,
@@ -136,6 +139,7 @@ impl HodlService {
         let (tx, _) = broadcast::channel(1024);
         Ok((
             HodlService {
+                hook_held: true,
                 store,
                 tree,
                 claims,
@@ -145,6 +149,13 @@ impl HodlService {
             },
             events,
         ))
+    }
+
+    /// For a node that holds hold-invoice HTLCs itself (LND): a settle does not look for
+    /// hook calls waiting here.
+    pub fn held_by_node(mut self) -> Self {
+        self.hook_held = false;
+        self
     }
 
     pub fn params(&self) -> &HodlParams {
@@ -347,7 +358,7 @@ impl HodlService {
                 Err(e) => return Err(e.into()),
             };
             let live = keys.iter().filter(|k| is_live(&book, hash, k)).count();
-            if live < keys.len() {
+            if self.hook_held && live < keys.len() {
                 return Err(ServiceError::NotHeld {
                     payment_hash: hash,
                     live,
@@ -765,7 +776,10 @@ mod tests {
     }
 
     fn hold(svc: &HodlService, id: u64, amount: u64, total: u64) -> oneshot::Receiver<Answer> {
-        match svc.on_htlc(PRE.payment_hash(), &part(id, amount, total), 10, 100).unwrap() {
+        match svc
+            .on_htlc(PRE.payment_hash(), &part(id, amount, total), 10, 100)
+            .unwrap()
+        {
             HtlcReply::Wait(rx) => rx,
             _ => panic!("part {id} was not held"),
         }
@@ -782,7 +796,14 @@ mod tests {
         drop(second);
         let e = svc.settle(None, Some(PRE.payment_hash()), 20, 100).unwrap_err();
         assert!(
-            matches!(e, ServiceError::NotHeld { live: 1, parts: 2, .. }),
+            matches!(
+                e,
+                ServiceError::NotHeld {
+                    live: 1,
+                    parts: 2,
+                    ..
+                }
+            ),
             "{e}"
         );
         // Nothing changed: still ACCEPTED, the live part still waiting, no preimage shown.
@@ -828,7 +849,11 @@ mod tests {
         // Not replayed yet: a settle is refused and changes nothing; after the replay it works.
         assert!(matches!(
             svc.settle(None, Some(PRE.payment_hash()), 31, 100),
-            Err(ServiceError::NotHeld { live: 0, parts: 1, .. })
+            Err(ServiceError::NotHeld {
+                live: 0,
+                parts: 1,
+                ..
+            })
         ));
         let mut replay = hold(&svc, 1, 10_000, 10_000);
         let inv = svc.settle(None, Some(PRE.payment_hash()), 32, 100).unwrap();
@@ -845,7 +870,10 @@ mod tests {
         let e = svc.settle(None, Some(PRE.payment_hash()), 40, 130).unwrap_err();
         assert!(matches!(e, ServiceError::Hodl(HodlError::TooLate { .. })), "{e}");
         let inv = svc.get(&PRE.payment_hash()).unwrap();
-        assert_eq!((inv.state, inv.cancel_reason), (HodlState::Canceled, Some(CancelReason::Deadline)));
+        assert_eq!(
+            (inv.state, inv.cancel_reason),
+            (HodlState::Canceled, Some(CancelReason::Deadline))
+        );
         assert!(matches!(rx.try_recv(), Ok(Answer::Fail(_))));
     }
 }

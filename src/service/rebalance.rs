@@ -591,8 +591,14 @@ mod tests {
         // The readable attempt still counts; the unreadable one is left, not fatal.
         assert_eq!(svc.spent_since(0).unwrap(), Msat(1_000));
         // Released only for the amount of its recorded attempt...
-        assert_eq!(svc.preimage_for(&known.payment_hash()), Some((known, Msat(700_000))));
+        assert_eq!(
+            svc.preimage_for(&known.payment_hash()),
+            Some((known, Msat(700_000)))
+        );
         // ...and with no attempt, for nothing at all.
-        assert_eq!(svc.preimage_for(&orphan.payment_hash()), Some((orphan, REFUSE_ALL)));
+        assert_eq!(
+            svc.preimage_for(&orphan.payment_hash()),
+            Some((orphan, REFUSE_ALL))
+        );
     }
 }

@@ -603,7 +603,9 @@ impl Sim<'_> {
             // As an app would: settle by hash (ballast made the preimage) or cancel. An
             // illegal transition (a deadline got there first) changes nothing.
             let _ = if settle {
-                self.hodl.settle(None, Some(hash), self.now, self.height).map(|_| ())
+                self.hodl
+                    .settle(None, Some(hash), self.now, self.height)
+                    .map(|_| ())
             } else {
                 self.hodl
                     .cancel(hash, CancelReason::Requested, self.now, self.height)

@@ -679,15 +679,27 @@ pub struct NodeState {
 
 impl NodeState {
     fn set_hook_status(&mut self, (scid, id): &(String, u64), status: Option<String>) {
-        for c in self.channels.iter_mut().filter(|c| c.short_channel_id.as_deref() == Some(scid)) {
-            for h in c.htlcs.iter_mut().filter(|h| h.direction == Direction::In && h.id == *id) {
+        for c in self
+            .channels
+            .iter_mut()
+            .filter(|c| c.short_channel_id.as_deref() == Some(scid))
+        {
+            for h in c
+                .htlcs
+                .iter_mut()
+                .filter(|h| h.direction == Direction::In && h.id == *id)
+            {
                 h.status = status.clone();
             }
         }
     }
 
     fn remove_incoming(&mut self, (scid, id): &(String, u64)) {
-        for c in self.channels.iter_mut().filter(|c| c.short_channel_id.as_deref() == Some(scid)) {
+        for c in self
+            .channels
+            .iter_mut()
+            .filter(|c| c.short_channel_id.as_deref() == Some(scid))
+        {
             c.htlcs.retain(|h| !(h.direction == Direction::In && h.id == *id));
         }
     }

@@ -182,7 +182,10 @@ fn settle_and_cancel_are_exclusive_and_name_the_state() {
         })
     ));
     inv.on_htlc(&part(1, 10_000, 10_000), 1_010, 200, &P);
-    assert_eq!(inv.settle(Preimage([1; 32]), 2, 200, &P), Err(HodlError::WrongPreimage));
+    assert_eq!(
+        inv.settle(Preimage([1; 32]), 2, 200, &P),
+        Err(HodlError::WrongPreimage)
+    );
     inv.settle(PRE, 3, 200, &P).unwrap();
     let e = inv.cancel(CancelReason::Requested, 4).unwrap_err();
     assert!(e.to_string().contains("SETTLED"), "{e}");
@@ -230,7 +233,10 @@ fn lost_parts_cancel_an_accepted_invoice_and_are_not_counted_in_an_open_one() {
     let mut inv = invoice(10_000);
     inv.on_htlc(&part(1, 5_000, 10_000), 1_010, 200, &P);
     assert_eq!(inv.reconcile_held(|_| false, 1_011), None);
-    assert_eq!((inv.state, inv.received(), inv.mpp_total), (HodlState::Open, Msat(0), None));
+    assert_eq!(
+        (inv.state, inv.received(), inv.mpp_total),
+        (HodlState::Open, Msat(0), None)
+    );
     inv.on_htlc(&part(3, 5_000, 10_000), 1_012, 200, &P);
     let o = inv.on_htlc(&part(4, 5_000, 10_000), 1_013, 200, &P);
     assert_eq!(o.transition, Some((HodlState::Open, HodlState::Accepted)));

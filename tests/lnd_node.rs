@@ -228,6 +228,23 @@ async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
 }
 
 #[tokio::test]
+async fn set_fee_raises_a_time_lock_delta_below_lnds_minimum() {
+    // A channel whose delta was set under an older lnd (minimum 18 then): v0.21 refuses
+    // to keep it, so the fee update carries LND's minimum instead.
+    let fake = started("regtest").await;
+    let mut c = channel(CHAN_A, 1, 600_000, 400_000);
+    c.time_lock_delta = 18;
+    fake.with_state(|s| s.channels.push(c));
+    let node = connect(&fake).await;
+    node.set_fee(Scid::from_u64(CHAN_A), FeeUpdate { base: Msat(7), ppm: 1234 })
+        .await
+        .unwrap();
+    let ups = fake.policy_updates();
+    assert_eq!(ups.last().map(|u| u.time_lock_delta), Some(24), "{ups:?}");
+    assert_eq!(fake.with_state(|s| s.channels[0].time_lock_delta), 24);
+}
+
+#[tokio::test]
 async fn forwards_page_through_history() {
     let fake = started("regtest").await;
     fake.with_state(|s| {
@@ -348,19 +365,21 @@ async fn hold_invoice_cancel_through_the_stream() {
     assert_eq!(u.htlcs[0].state, "CANCELED");
 }
 
+/// As ballast's route engine makes them: each hop's delay relative to the chain tip
+/// (here 40 for the forwarding peer plus a final CLTV of 18).
 fn two_hop_route() -> Vec<RouteHop> {
     vec![
         RouteHop {
             scid: Scid::from_u64(CHAN_A),
             node: pubkey(1).parse::<NodeId>().unwrap(),
             amount: Msat(100_050),
-            delay: 800_200,
+            delay: 58,
         },
         RouteHop {
             scid: Scid::from_u64(CHAN_B),
             node: pubkey(0xaa).parse::<NodeId>().unwrap(),
             amount: Msat(100_000),
-            delay: 800_160,
+            delay: 18,
         },
     ]
 }
@@ -380,10 +399,14 @@ async fn circular_payment_succeeds_with_the_invoice_payment_addr() {
     let out = node.pay_route(&two_hop_route(), hash, 10).await.unwrap();
     assert_eq!(out, PayOutcome::Success { preimage });
     let route = fake.with_state(|s| s.sent_routes[0].clone());
+    // Absolute heights from the tip (800,000), the final CLTV raised to LND's minimum
+    // invoice delta (24) plus its block padding (3), every hop's delta kept.
     assert_eq!(
         (route.total_amt_msat, route.total_fees_msat, route.total_time_lock),
-        (100_050, 50, 800_200)
+        (100_050, 50, 800_067)
     );
+    assert_eq!((route.hops[0].expiry, route.hops[1].expiry), (800_027, 800_027));
+    assert_eq!(inv.cltv_expiry, 24, "the invoice asks for LND's minimum final CLTV");
     let mpp = route.hops[1].mpp_record.clone().unwrap();
     assert_eq!(
         (mpp.payment_addr, mpp.total_amt_msat),

@@ -236,9 +236,15 @@ async fn set_fee_raises_a_time_lock_delta_below_lnds_minimum() {
     c.time_lock_delta = 18;
     fake.with_state(|s| s.channels.push(c));
     let node = connect(&fake).await;
-    node.set_fee(Scid::from_u64(CHAN_A), FeeUpdate { base: Msat(7), ppm: 1234 })
-        .await
-        .unwrap();
+    node.set_fee(
+        Scid::from_u64(CHAN_A),
+        FeeUpdate {
+            base: Msat(7),
+            ppm: 1234,
+        },
+    )
+    .await
+    .unwrap();
     let ups = fake.policy_updates();
     assert_eq!(ups.last().map(|u| u.time_lock_delta), Some(24), "{ups:?}");
     assert_eq!(fake.with_state(|s| s.channels[0].time_lock_delta), 24);
@@ -406,7 +412,10 @@ async fn circular_payment_succeeds_with_the_invoice_payment_addr() {
         (100_050, 50, 800_067)
     );
     assert_eq!((route.hops[0].expiry, route.hops[1].expiry), (800_027, 800_027));
-    assert_eq!(inv.cltv_expiry, 24, "the invoice asks for LND's minimum final CLTV");
+    assert_eq!(
+        inv.cltv_expiry, 24,
+        "the invoice asks for LND's minimum final CLTV"
+    );
     let mpp = route.hops[1].mpp_record.clone().unwrap();
     assert_eq!(
         (mpp.payment_addr, mpp.total_amt_msat),
@@ -485,11 +494,19 @@ async fn forward_events_and_blocks_arrive() {
     assert_eq!((e.in_htlc_id, e.out_htlc_id, e.settled), (i1, o1, true));
     // The amounts come from the FORWARD event that offered the HTLC.
     assert_eq!(
-        (e.in_msat, e.out_msat),
-        (Msat(lnd_fake::FORWARD_IN_MSAT), Msat(lnd_fake::FORWARD_OUT_MSAT))
+        e.amounts,
+        Some((Msat(lnd_fake::FORWARD_IN_MSAT), Msat(lnd_fake::FORWARD_OUT_MSAT)))
     );
     let e = recv(&mut fw).await.unwrap();
     assert_eq!((e.in_channel, e.settled), (Scid::from_u64(CHAN_B), false));
+    // Offered before the subscription: no amounts (not zeros), until history has them.
+    fake.push_settle_only(CHAN_A, CHAN_B, 3_003, 3_000, true);
+    let e = recv(&mut fw).await.unwrap();
+    assert_eq!((e.settled, e.amounts), (true, None));
+    assert!(node.forward_amounts(&e, 0).await.unwrap().is_none());
+    fake.flush_forwards();
+    let f = node.forward_amounts(&e, 0).await.unwrap().expect("in history");
+    assert_eq!((f.in_msat, f.out_msat), (Msat(3_003), Some(Msat(3_000))));
     fake.mine(2);
     assert_eq!(recv(&mut blocks).await.unwrap(), 800_001);
     assert_eq!(recv(&mut blocks).await.unwrap(), 800_002);

@@ -140,12 +140,21 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
     }
     let cltv = p.u32("cltv")?.unwrap_or(s.hodl_defaults.cltv);
     // Below ballast's own cancel window an accepted HTLC would be canceled on arrival;
-    // above 2016 blocks senders refuse the route.
+    // above 2016 blocks senders refuse the route. The node may have a floor of its own.
     let min_cltv = s.hodl.params().cancel_blocks + 6;
-    if !(min_cltv..=2016).contains(&cltv) {
+    let node_min = s.node.min_invoice_cltv();
+    if !(min_cltv.max(node_min)..=2016).contains(&cltv) {
+        let why = if node_min > min_cltv {
+            format!("the least {} accepts", s.node.implementation())
+        } else {
+            format!(
+                "ballast cancels {} blocks before expiry",
+                s.hodl.params().cancel_blocks
+            )
+        };
         return Err(RpcError::invalid(format!(
-            "{INVOICE}: 'cltv' must be {min_cltv}..2016 (ballast cancels {} blocks before expiry)",
-            s.hodl.params().cancel_blocks
+            "{INVOICE}: 'cltv' must be {}..2016 ({why})",
+            min_cltv.max(node_min)
         )));
     }
     let description_hash: Option<PaymentHash> = p.parsed("description_hash", "64 hex characters")?;

@@ -252,6 +252,30 @@ async fn a_settle_racing_lnds_cancel_never_answers_settled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_whose_answer_is_lost_is_settled_once_lnd_confirms() {
+    let fake = fake().await;
+    let s = Sidecar::start(&fake, &[]);
+    let hash = accepted_invoice(&fake, &s);
+    fake.with_state(|st| st.lose_settle_answer = true);
+    let e = s
+        .call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
+        .unwrap_err();
+    assert_eq!(e["code"], 2005, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("not SETTLED until LND confirms"),
+        "{e}"
+    );
+    // LND did settle: ballast learns it and records SETTLED.
+    assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Settled);
+    s.wait_until("SETTLED", |s| (hodl_state(s, hash) == "SETTLED").then_some(()));
+    let l = s.ok("hodl-lookup", json!({"payment_hash": hex::encode(hash)}));
+    assert!(l["preimage"].is_string(), "{l:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_invoice_cltv_below_lnds_minimum_is_refused() {
     let fake = fake().await;
     let s = Sidecar::start(&fake, &[]);
@@ -285,7 +309,10 @@ async fn the_hold_guard_is_checked_against_lnd() {
     args.push("--hold-expiry-delta=18".into());
     let (st, err) = run_to_exit(&args);
     assert_eq!(st.code(), Some(1), "{err}");
-    assert!(err.contains("holdexpirydelta") && err.contains("30") && err.contains("18"), "{err}");
+    assert!(
+        err.contains("holdexpirydelta") && err.contains("30") && err.contains("18"),
+        "{err}"
+    );
     // Where LND does not expose its configuration, the option is trusted.
     fake.with_state(|st| st.debug_info_denied = true);
     let s = Sidecar::start(&fake, &["--hold-expiry-delta=30"]);

@@ -368,6 +368,24 @@ pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
                 )));
             }
         }
+        // LND holds the HTLCs: SETTLED is answered once LND has settled, not before.
+        if let Backend::Lnd(lnd) = &s.node {
+            use crate::lnd::sidecar::hodl::SettleError;
+            let inv = crate::lnd::sidecar::hodl::settle(&s, lnd, preimage, hash)
+                .await
+                .map_err(|e| match e {
+                    SettleError::Service(e) => service_error(e),
+                    e @ SettleError::Refused { .. } => RpcError {
+                        code: ERR_STATE,
+                        message: format!("{SETTLE}: {e}"),
+                    },
+                    e => RpcError {
+                        code: ERR_NODE,
+                        message: format!("{SETTLE}: {e}"),
+                    },
+                })?;
+            return Ok(invoice_json(&inv, s.blockheight()));
+        }
         let svc = s.hodl.clone();
         let inv = blocking(move || svc.settle(preimage, hash, now_unix())).await?;
         Ok(invoice_json(&inv, s.blockheight()))

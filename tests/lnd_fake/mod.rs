@@ -162,6 +162,9 @@ pub struct State {
     /// Blocks mined (and LND's expiry watcher run) just as the next SettleInvoice arrives:
     /// a settle racing LND's own cancel.
     pub blocks_before_settle: u32,
+    /// The next SettleInvoice is carried out, but its answer is lost on the way back (the
+    /// connection drops).
+    pub lose_settle_answer: bool,
     /// Invoices added with AddHoldInvoice (`HodlInvoice` in lnd).
     hold: HashSet<[u8; 32]>,
     next_add_index: u64,
@@ -193,6 +196,7 @@ impl State {
             hold_expiry_delta: HOLD_EXPIRY_DELTA,
             debug_info_denied: false,
             blocks_before_settle: 0,
+            lose_settle_answer: false,
             hold: HashSet::new(),
             next_add_index: 1,
             next_htlc_id: 0,
@@ -324,7 +328,11 @@ impl State {
     /// What lnd's links and invoice registry do with a SendToRouteV2 route paying one of
     /// our own invoices, hop by hop: `Err((failure, failure_source_index))` where one
     /// refuses it. Every node on the way is taken to run lnd with its defaults.
-    fn check_route(&self, route: &lnrpc::Route, hash: &[u8; 32]) -> Result<(), (lnrpc::failure::FailureCode, u32)> {
+    fn check_route(
+        &self,
+        route: &lnrpc::Route,
+        hash: &[u8; 32],
+    ) -> Result<(), (lnrpc::failure::FailureCode, u32)> {
         use lnrpc::failure::FailureCode as F;
         let height = self.block_height;
         // htlcswitch/link.go canSendHtlc: the outgoing HTLC's absolute expiry.
@@ -575,7 +583,12 @@ impl FakeLnd {
     /// `ResultExpiryTooSoon`) when it expires before `height + FinalCltvRejectDelta` or
     /// before `height + ` the invoice's final CLTV delta (invoices/update.go); accepted
     /// otherwise, after which lnd's expiry watcher looks at it at once.
-    pub fn try_accept_htlc(&self, hash: [u8; 32], amount_msat: u64, expiry_height: u32) -> Result<(), String> {
+    pub fn try_accept_htlc(
+        &self,
+        hash: [u8; 32],
+        amount_msat: u64,
+        expiry_height: u32,
+    ) -> Result<(), String> {
         self.with_state(|s| {
             let id = s.next_htlc_id;
             let height = s.block_height;
@@ -677,9 +690,11 @@ impl FakeLnd {
                 outgoing_htlc_id: id + 1000,
                 timestamp_ns: now_ns,
                 event_type: routerrpc::htlc_event::EventType::Forward as i32,
-                event: Some(routerrpc::htlc_event::Event::SettleEvent(routerrpc::SettleEvent {
-                    preimage: vec![1; 32],
-                })),
+                event: Some(routerrpc::htlc_event::Event::SettleEvent(
+                    routerrpc::SettleEvent {
+                        preimage: vec![1; 32],
+                    },
+                )),
             };
             s.htlc_subs.retain(|t| t.try_send(Ok(event.clone())).is_ok());
             if history {
@@ -1092,6 +1107,9 @@ impl Invoices for Service {
         inv.amt_paid_msat = paid as i64;
         inv.amt_paid_sat = (paid / 1000) as i64;
         s.notify_invoice(hash);
+        if std::mem::take(&mut s.lose_settle_answer) {
+            return Err(Status::unavailable("connection reset"));
+        }
         Ok(Response::new(SettleInvoiceResp {}))
     }
 }
@@ -1153,31 +1171,31 @@ impl Router for Service {
                 SendScript::Succeed => match s.check_route(&route, &hash) {
                     Err((code, idx)) => Some(fail(code, idx)),
                     Ok(()) => {
-                    let addr = route
-                        .hops
-                        .last()
-                        .and_then(|h| h.mpp_record.as_ref())
-                        .map(|m| m.payment_addr.clone());
-                    match s.invoice_mut(&hash) {
-                        Some(inv)
-                            if !inv.r_preimage.is_empty()
-                                && inv.state() == lnrpc::invoice::InvoiceState::Open
-                                && addr.as_deref() == Some(inv.payment_addr.as_slice()) =>
-                        {
-                            inv.state = lnrpc::invoice::InvoiceState::Settled as i32;
-                            inv.amt_paid_msat = route.hops.last().map_or(0, |h| h.amt_to_forward_msat);
-                            Some(lnrpc::HtlcAttempt {
-                                status: HtlcStatus::Succeeded as i32,
-                                route: Some(route.clone()),
-                                preimage: inv.r_preimage.clone(),
-                                ..Default::default()
-                            })
+                        let addr = route
+                            .hops
+                            .last()
+                            .and_then(|h| h.mpp_record.as_ref())
+                            .map(|m| m.payment_addr.clone());
+                        match s.invoice_mut(&hash) {
+                            Some(inv)
+                                if !inv.r_preimage.is_empty()
+                                    && inv.state() == lnrpc::invoice::InvoiceState::Open
+                                    && addr.as_deref() == Some(inv.payment_addr.as_slice()) =>
+                            {
+                                inv.state = lnrpc::invoice::InvoiceState::Settled as i32;
+                                inv.amt_paid_msat = route.hops.last().map_or(0, |h| h.amt_to_forward_msat);
+                                Some(lnrpc::HtlcAttempt {
+                                    status: HtlcStatus::Succeeded as i32,
+                                    route: Some(route.clone()),
+                                    preimage: inv.r_preimage.clone(),
+                                    ..Default::default()
+                                })
+                            }
+                            _ => Some(fail(
+                                lnrpc::failure::FailureCode::IncorrectOrUnknownPaymentDetails,
+                                n,
+                            )),
                         }
-                        _ => Some(fail(
-                            lnrpc::failure::FailureCode::IncorrectOrUnknownPaymentDetails,
-                            n,
-                        )),
-                    }
                     }
                 },
             };

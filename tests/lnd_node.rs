@@ -181,10 +181,12 @@ async fn channels_and_graph_are_mapped() {
     assert_eq!((e.htlc_min, e.htlc_max), (Msat(1000), Msat(2_000_000_000)));
 }
 
-#[tokio::test]
-async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
+/// A fake with channel A (our time-lock delta `delta`), after `set_fee(A, 7, 1234)`.
+async fn fee_set_on_a(delta: u32) -> (FakeLnd, LndNode) {
     let fake = started("regtest").await;
-    fake.with_state(|s| s.channels.push(channel(CHAN_A, 1, 600_000, 400_000)));
+    let mut c = channel(CHAN_A, 1, 600_000, 400_000);
+    c.time_lock_delta = delta;
+    fake.with_state(|s| s.channels.push(c));
     let node = connect(&fake).await;
     node.set_fee(
         Scid::from_u64(CHAN_A),
@@ -195,6 +197,12 @@ async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
     )
     .await
     .unwrap();
+    (fake, node)
+}
+
+#[tokio::test]
+async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
+    let (fake, node) = fee_set_on_a(80).await;
     let ups = fake.policy_updates();
     assert_eq!(ups.len(), 1);
     let u = &ups[0];
@@ -231,20 +239,7 @@ async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
 async fn set_fee_raises_a_time_lock_delta_below_lnds_minimum() {
     // A channel whose delta was set under an older lnd (minimum 18 then): v0.21 refuses
     // to keep it, so the fee update carries LND's minimum instead.
-    let fake = started("regtest").await;
-    let mut c = channel(CHAN_A, 1, 600_000, 400_000);
-    c.time_lock_delta = 18;
-    fake.with_state(|s| s.channels.push(c));
-    let node = connect(&fake).await;
-    node.set_fee(
-        Scid::from_u64(CHAN_A),
-        FeeUpdate {
-            base: Msat(7),
-            ppm: 1234,
-        },
-    )
-    .await
-    .unwrap();
+    let (fake, _node) = fee_set_on_a(18).await;
     let ups = fake.policy_updates();
     assert_eq!(ups.last().map(|u| u.time_lock_delta), Some(24), "{ups:?}");
     assert_eq!(fake.with_state(|s| s.channels[0].time_lock_delta), 24);

@@ -185,14 +185,20 @@ fn accepted_invoice(fake: &FakeLnd, s: &Sidecar) -> [u8; 32] {
     hash
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hold_invoice_settles_just_outside_lnds_guard() {
+/// A sidecar with such an invoice, `blocks` blocks later (seen by the sidecar).
+async fn held_for(blocks: u32) -> (FakeLnd, Sidecar, [u8; 32]) {
     let fake = fake().await;
     let s = Sidecar::start(&fake, &[]);
     let hash = accepted_invoice(&fake, &s);
+    fake.mine(blocks);
+    wait_height(&s, 800_000 + u64::from(blocks));
+    (fake, s, hash)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_invoice_settles_just_outside_lnds_guard() {
     // 19 blocks left: one more than LND's hold guard (18).
-    fake.mine(21);
-    wait_height(&s, 800_021);
+    let (fake, s, hash) = held_for(21).await;
     let r = s.ok("hodl-settle", json!({"payment_hash": hex::encode(hash)}));
     assert_eq!(r["state"], "SETTLED", "{r:#}");
     // SETTLED is answered only once LND has settled: no waiting here.
@@ -202,12 +208,8 @@ async fn hold_invoice_settles_just_outside_lnds_guard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_inside_lnds_guard_is_refused() {
-    let fake = fake().await;
-    let s = Sidecar::start(&fake, &[]);
-    let hash = accepted_invoice(&fake, &s);
     // 18 blocks left: LND's expiry watcher cancels it, and so does ballast.
-    fake.mine(22);
-    wait_height(&s, 800_022);
+    let (fake, s, hash) = held_for(22).await;
     let e = s
         .call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
         .unwrap_err();
@@ -221,11 +223,7 @@ async fn a_settle_inside_lnds_guard_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_racing_lnds_cancel_never_answers_settled() {
-    let fake = fake().await;
-    let s = Sidecar::start(&fake, &[]);
-    let hash = accepted_invoice(&fake, &s);
-    fake.mine(21);
-    wait_height(&s, 800_021);
+    let (fake, s, hash) = held_for(21).await;
     // The block that brings the HTLC into LND's guard arrives as SettleInvoice does:
     // LND's expiry watcher cancels first, and SettleInvoice answers its error.
     fake.with_state(|st| st.blocks_before_settle = 1);

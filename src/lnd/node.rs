@@ -1379,23 +1379,28 @@ mod tests {
         NodeId(k)
     }
 
-    #[test]
-    fn route_expiries_are_absolute_with_lnds_final_minimum() {
-        // As the route engine makes it: 40 for the peer's delta on top of a final 18.
-        let route = [
+    /// Two hops paying 10,000 msat with a 20 msat fee, with these delays.
+    fn two_hops(first: u32, last: u32) -> [RouteHop; 2] {
+        [
             RouteHop {
                 scid: Scid::new(100, 1, 0).unwrap(),
                 node: id(1),
                 amount: Msat(10_020),
-                delay: 58,
+                delay: first,
             },
             RouteHop {
                 scid: Scid::new(200, 2, 1).unwrap(),
                 node: id(2),
                 amount: Msat(10_000),
-                delay: 18,
+                delay: last,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn route_expiries_are_absolute_with_lnds_final_minimum() {
+        // As the route engine makes it: 40 for the peer's delta on top of a final 18.
+        let route = two_hops(58, 18);
         let r = build_route("t", &route, None, 900_000, 27).unwrap();
         assert_eq!(r.total_time_lock, 900_067);
         assert_eq!((r.hops[0].expiry, r.hops[1].expiry), (900_027, 900_027));
@@ -1407,20 +1412,7 @@ mod tests {
 
     #[test]
     fn route_amounts_fees_and_expiries() {
-        let route = [
-            RouteHop {
-                scid: Scid::new(100, 1, 0).unwrap(),
-                node: id(1),
-                amount: Msat(10_020),
-                delay: 160,
-            },
-            RouteHop {
-                scid: Scid::new(200, 2, 1).unwrap(),
-                node: id(2),
-                amount: Msat(10_000),
-                delay: 120,
-            },
-        ];
+        let route = two_hops(160, 120);
         let r = build_route("t", &route, Some([9; 32]), 0, 0).unwrap();
         assert_eq!(
             (r.total_amt_msat, r.total_fees_msat, r.total_time_lock),

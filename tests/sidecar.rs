@@ -250,6 +250,47 @@ async fn a_settle_racing_lnds_cancel_never_answers_settled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settles_racing_the_guard_block_answer_settled_only_when_lnd_settled() {
+    let fake = fake().await;
+    let s = Sidecar::start(&fake, &[]);
+    for delay_ms in [0u64, 1, 3, 8] {
+        let h0 = fake.with_state(|st| st.block_height);
+        let hash = hash_of(&s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 40})));
+        fake.accept_htlc(hash, 10_000, h0 + 40);
+        s.wait_until("ACCEPTED", |s| (hodl_state(s, hash) == "ACCEPTED").then_some(()));
+        fake.mine(21);
+        wait_height(&s, u64::from(h0) + 21);
+        // The block that brings the HTLC into LND's guard, mined while hodl-settle runs.
+        let answer = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                fake.mine(1);
+            });
+            s.call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
+        });
+        match answer {
+            Ok(v) => {
+                assert_eq!(v["state"], "SETTLED", "{v:#}");
+                assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Settled);
+            }
+            Err(e) => {
+                assert_ne!(
+                    lnd_state(&fake, hash),
+                    lnrpc::invoice::InvoiceState::Settled,
+                    "{e}"
+                );
+                s.wait_until("CANCELED", |s| {
+                    let st = hodl_state(s, hash);
+                    assert_ne!(st, "SETTLED");
+                    (st == "CANCELED").then_some(())
+                });
+            }
+        }
+        wait_height(&s, u64::from(h0) + 22);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_whose_answer_is_lost_is_settled_once_lnd_confirms() {
     let fake = fake().await;
     let s = Sidecar::start(&fake, &[]);

@@ -368,7 +368,9 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
     };
     if inv.state == HodlState::Accepted {
         if let Some(intent) = pending_intent(state, hash) {
-            return finish_intent(state, lnd, hash, u, intent).await;
+            if let Some(done) = finish_intent(state, lnd, hash, u, intent).await {
+                return done;
+            }
         }
     }
     match (inv.state, u.state) {
@@ -437,42 +439,40 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
     }
 }
 
-/// A settle whose answer from LND was lost, for an invoice still ACCEPTED here: finished
-/// by what LND now reports. `Ok(true)` when both sides are final.
+/// A pending settle (its answer lost, or still in flight) for an invoice ACCEPTED here,
+/// finished by what LND now reports: `Some(step's answer)`, or `None` when the intent is
+/// dropped and the update is to be handled as usual (LND canceled: ballast follows).
 async fn finish_intent(
     state: &AppState,
     lnd: &LndNode,
     hash: PaymentHash,
     u: &InvoiceUpdate,
     intent: SettleIntent,
-) -> Result<bool, String> {
+) -> Option<Result<bool, String>> {
     match u.state {
-        LndInvoiceState::Settled => {
+        LndInvoiceState::Settled => Some(
             record_settled(state, hash, intent.preimage)
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok(true)
-        }
-        LndInvoiceState::Accepted => {
-            match lnd.settle_invoice(intent.preimage).await {
-                Ok(()) => {
-                    record_settled(state, hash, intent.preimage)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                // LND canceled meanwhile: its next update says so, and ballast follows.
-                Err(NodeError::Rejected { message, .. }) => {
-                    log::warn!("hold invoice {hash}: LND refused the pending settle ({message})");
-                    drop_intent(state, hash).await;
-                }
-                Err(e) => return Err(format!("LND did not answer the pending settle: {e}")),
+                .map(|_| true)
+                .map_err(|e| e.to_string()),
+        ),
+        LndInvoiceState::Accepted => Some(match lnd.settle_invoice(intent.preimage).await {
+            Ok(()) => record_settled(state, hash, intent.preimage)
+                .await
+                .map(|_| false)
+                .map_err(|e| e.to_string()),
+            // LND canceled meanwhile: its next update says so, and ballast follows.
+            Err(NodeError::Rejected { message, .. }) => {
+                log::warn!("hold invoice {hash}: LND refused the pending settle ({message})");
+                drop_intent(state, hash).await;
+                Ok(false)
             }
-            Ok(false)
-        }
+            Err(e) => Err(format!("LND did not answer the pending settle: {e}")),
+        }),
         // LND gave up first (or never got the HTLCs): the settle cannot happen.
         LndInvoiceState::Canceled | LndInvoiceState::Open => {
             drop_intent(state, hash).await;
-            Ok(false)
+            None
         }
     }
 }

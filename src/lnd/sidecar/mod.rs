@@ -222,3 +222,36 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn settings(opts: &[(&str, &str)]) -> Settings {
+        let map: BTreeMap<String, String> =
+            opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::read(&SidecarOptions(&map)).unwrap()
+    }
+
+    #[test]
+    fn ballasts_deadline_is_never_later_than_lnds_guard() {
+        // Unset: LND's guard (above the plugin's default of 10).
+        assert_eq!(lnd_hold_deadline(&settings(&[]), false, 18).unwrap(), 18);
+        assert_eq!(lnd_hold_deadline(&settings(&[]), false, 30).unwrap(), 30);
+        // A guard below the plugin's default keeps the earlier cancel.
+        assert_eq!(lnd_hold_deadline(&settings(&[]), false, 5).unwrap(), 10);
+        // Set: earlier is fine, later than LND's guard is refused.
+        let s = settings(&[("ballast-hodl-cancel-blocks", "25")]);
+        assert_eq!(lnd_hold_deadline(&s, true, 18).unwrap(), 25);
+        let s = settings(&[("ballast-hodl-cancel-blocks", "12")]);
+        let e = lnd_hold_deadline(&s, true, 18).unwrap_err().to_string();
+        assert!(e.contains("must be at least 18"), "{e}");
+        // The default CLTV must clear the deadline and LND's minimum.
+        let s = settings(&[("ballast-hodl-cltv", "30")]);
+        assert!(lnd_hold_deadline(&s, false, 30).is_err());
+        let s = settings(&[("ballast-hodl-cltv", "20"), ("ballast-hodl-cancel-blocks", "10")]);
+        let e = lnd_hold_deadline(&s, true, 10).unwrap_err().to_string();
+        assert!(e.contains("at least 24"), "{e}");
+    }
+}

@@ -34,6 +34,9 @@ const RECHECK_FINAL_SECS: u64 = 7 * 86_400;
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// How long `hodl-settle` waits for LND's answer before saying it is unconfirmed.
+const SETTLE_ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
 /// The store tree of settling intents, by payment hash.
 const INTENTS: &str = "lnd_settle_intents";
 
@@ -122,7 +125,14 @@ pub async fn settle(
         Ok(())
     })
     .await?;
-    match lnd.settle_invoice(pre).await {
+    let answer = match tokio::time::timeout(SETTLE_ANSWER_WITHIN, lnd.settle_invoice(pre)).await {
+        Ok(a) => a,
+        Err(_) => Err(NodeError::Transport {
+            method: "SettleInvoice",
+            message: format!("no answer within {}s", SETTLE_ANSWER_WITHIN.as_secs()),
+        }),
+    };
+    match answer {
         Ok(()) => record_settled(state, hash, pre).await,
         Err(NodeError::Rejected { message, .. }) => {
             drop_intent(state, hash).await;

@@ -181,10 +181,12 @@ async fn channels_and_graph_are_mapped() {
     assert_eq!((e.htlc_min, e.htlc_max), (Msat(1000), Msat(2_000_000_000)));
 }
 
-#[tokio::test]
-async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
+/// A fake with channel A (our time-lock delta `delta`), after `set_fee(A, 7, 1234)`.
+async fn fee_set_on_a(delta: u32) -> (FakeLnd, LndNode) {
     let fake = started("regtest").await;
-    fake.with_state(|s| s.channels.push(channel(CHAN_A, 1, 600_000, 400_000)));
+    let mut c = channel(CHAN_A, 1, 600_000, 400_000);
+    c.time_lock_delta = delta;
+    fake.with_state(|s| s.channels.push(c));
     let node = connect(&fake).await;
     node.set_fee(
         Scid::from_u64(CHAN_A),
@@ -195,6 +197,12 @@ async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
     )
     .await
     .unwrap();
+    (fake, node)
+}
+
+#[tokio::test]
+async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
+    let (fake, node) = fee_set_on_a(80).await;
     let ups = fake.policy_updates();
     assert_eq!(ups.len(), 1);
     let u = &ups[0];
@@ -225,6 +233,16 @@ async fn set_fee_uses_the_channel_point_and_keeps_the_cltv_delta() {
         .await
         .unwrap_err();
     assert!(matches!(err, NodeError::Rejected { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn set_fee_raises_a_time_lock_delta_below_lnds_minimum() {
+    // A channel whose delta was set under an older lnd (minimum 18 then): v0.21 refuses
+    // to keep it, so the fee update carries LND's minimum instead.
+    let (fake, _node) = fee_set_on_a(18).await;
+    let ups = fake.policy_updates();
+    assert_eq!(ups.last().map(|u| u.time_lock_delta), Some(24), "{ups:?}");
+    assert_eq!(fake.with_state(|s| s.channels[0].time_lock_delta), 24);
 }
 
 #[tokio::test]
@@ -348,19 +366,21 @@ async fn hold_invoice_cancel_through_the_stream() {
     assert_eq!(u.htlcs[0].state, "CANCELED");
 }
 
+/// As ballast's route engine makes them: each hop's delay relative to the chain tip
+/// (here 40 for the forwarding peer plus a final CLTV of 18).
 fn two_hop_route() -> Vec<RouteHop> {
     vec![
         RouteHop {
             scid: Scid::from_u64(CHAN_A),
             node: pubkey(1).parse::<NodeId>().unwrap(),
             amount: Msat(100_050),
-            delay: 800_200,
+            delay: 58,
         },
         RouteHop {
             scid: Scid::from_u64(CHAN_B),
             node: pubkey(0xaa).parse::<NodeId>().unwrap(),
             amount: Msat(100_000),
-            delay: 800_160,
+            delay: 18,
         },
     ]
 }
@@ -380,9 +400,16 @@ async fn circular_payment_succeeds_with_the_invoice_payment_addr() {
     let out = node.pay_route(&two_hop_route(), hash, 10).await.unwrap();
     assert_eq!(out, PayOutcome::Success { preimage });
     let route = fake.with_state(|s| s.sent_routes[0].clone());
+    // Absolute heights from the tip (800,000), the final CLTV raised to LND's minimum
+    // invoice delta (24) plus its block padding (3), every hop's delta kept.
     assert_eq!(
         (route.total_amt_msat, route.total_fees_msat, route.total_time_lock),
-        (100_050, 50, 800_200)
+        (100_050, 50, 800_067)
+    );
+    assert_eq!((route.hops[0].expiry, route.hops[1].expiry), (800_027, 800_027));
+    assert_eq!(
+        inv.cltv_expiry, 24,
+        "the invoice asks for LND's minimum final CLTV"
     );
     let mpp = route.hops[1].mpp_record.clone().unwrap();
     assert_eq!(
@@ -462,11 +489,19 @@ async fn forward_events_and_blocks_arrive() {
     assert_eq!((e.in_htlc_id, e.out_htlc_id, e.settled), (i1, o1, true));
     // The amounts come from the FORWARD event that offered the HTLC.
     assert_eq!(
-        (e.in_msat, e.out_msat),
-        (Msat(lnd_fake::FORWARD_IN_MSAT), Msat(lnd_fake::FORWARD_OUT_MSAT))
+        e.amounts,
+        Some((Msat(lnd_fake::FORWARD_IN_MSAT), Msat(lnd_fake::FORWARD_OUT_MSAT)))
     );
     let e = recv(&mut fw).await.unwrap();
     assert_eq!((e.in_channel, e.settled), (Scid::from_u64(CHAN_B), false));
+    // Offered before the subscription: no amounts (not zeros), until history has them.
+    fake.push_settle_only(CHAN_A, CHAN_B, 3_003, 3_000, true);
+    let e = recv(&mut fw).await.unwrap();
+    assert_eq!((e.settled, e.amounts), (true, None));
+    assert!(node.forward_amounts(&e, 0).await.unwrap().is_none());
+    fake.flush_forwards();
+    let f = node.forward_amounts(&e, 0).await.unwrap().expect("in history");
+    assert_eq!((f.in_msat, f.out_msat), (Msat(3_003), Some(Msat(3_000))));
     fake.mine(2);
     assert_eq!(recv(&mut blocks).await.unwrap(), 800_001);
     assert_eq!(recv(&mut blocks).await.unwrap(), 800_002);

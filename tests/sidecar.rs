@@ -140,8 +140,9 @@ async fn hold_invoice_is_settled_on_lnd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_invoice_is_canceled_before_the_htlc_deadline() {
+    // ballast may give up earlier than LND's guard (18 blocks), never later.
     let fake = fake().await;
-    let s = Sidecar::start(&fake, &["--ballast-hodl-cancel-blocks=14"]);
+    let s = Sidecar::start(&fake, &["--ballast-hodl-cancel-blocks=20"]);
     let inv = s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 40}));
     let hash = hash_of(&inv);
     // An explicit cancel reaches LND too.
@@ -153,16 +154,14 @@ async fn hold_invoice_is_canceled_before_the_htlc_deadline() {
 
     fake.accept_htlc(hash, 10_000, 800_000 + 40);
     s.wait_until("ACCEPTED", |s| (hodl_state(s, hash) == "ACCEPTED").then_some(()));
-    // 25 blocks later the HTLC is 15 blocks from expiry: still held.
-    fake.mine(25);
-    s.wait_until("height 800025", |s| {
-        (s.ok("ballast-status", json!({}))["blockheight"] == 800_025).then_some(())
-    });
+    // 19 blocks later the HTLC is 21 blocks from expiry: still held.
+    fake.mine(19);
+    wait_height(&s, 800_019);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(hodl_state(&s, hash), "ACCEPTED");
     assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Accepted);
-    // One more and it is within 14 blocks: ballast cancels, on LND as well (before LND's
-    // own guard at 12 would fail the HTLC under a caller about to settle).
+    // One more and it is within 20 blocks: ballast cancels, on LND as well, before LND's
+    // own guard would.
     fake.mine(1);
     s.wait_until("LND canceled", |_| {
         (lnd_state(&fake, hash) == lnrpc::invoice::InvoiceState::Canceled).then_some(())
@@ -170,6 +169,225 @@ async fn hold_invoice_is_canceled_before_the_htlc_deadline() {
     let l = s.ok("hodl-lookup", json!({"payment_hash": hex::encode(hash)}));
     assert_eq!(l["state"], "CANCELED", "{l:#}");
     assert_eq!(l["cancel_reason"], "deadline", "{l:#}");
+}
+
+fn wait_height(s: &Sidecar, height: u64) {
+    s.wait_until(&format!("height {height}"), |s| {
+        (s.ok("ballast-status", json!({}))["blockheight"] == height).then_some(())
+    });
+}
+
+/// A hold invoice paid by one HTLC expiring 40 blocks after the tip (800,000), held.
+fn accepted_invoice(fake: &FakeLnd, s: &Sidecar) -> [u8; 32] {
+    let hash = hash_of(&s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 40})));
+    fake.accept_htlc(hash, 10_000, 800_000 + 40);
+    s.wait_until("ACCEPTED", |s| (hodl_state(s, hash) == "ACCEPTED").then_some(()));
+    hash
+}
+
+/// A sidecar with such an invoice, `blocks` blocks later (seen by the sidecar).
+async fn held_for(blocks: u32) -> (FakeLnd, Sidecar, [u8; 32]) {
+    let fake = fake().await;
+    let s = Sidecar::start(&fake, &[]);
+    let hash = accepted_invoice(&fake, &s);
+    fake.mine(blocks);
+    wait_height(&s, 800_000 + u64::from(blocks));
+    (fake, s, hash)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_invoice_settles_just_outside_lnds_guard() {
+    // 19 blocks left: one more than LND's hold guard (18).
+    let (fake, s, hash) = held_for(21).await;
+    let r = s.ok("hodl-settle", json!({"payment_hash": hex::encode(hash)}));
+    assert_eq!(r["state"], "SETTLED", "{r:#}");
+    // SETTLED is answered only once LND has settled: no waiting here.
+    assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Settled);
+    assert_eq!(hodl_state(&s, hash), "SETTLED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_inside_lnds_guard_is_refused() {
+    // 18 blocks left: LND's expiry watcher cancels it, and so does ballast.
+    let (fake, s, hash) = held_for(22).await;
+    let e = s
+        .call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
+        .unwrap_err();
+    assert_eq!(e["code"], 2002, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("CANCELED"), "{e}");
+    assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Canceled);
+    let l = s.ok("hodl-lookup", json!({"payment_hash": hex::encode(hash)}));
+    assert_eq!(l["state"], "CANCELED", "{l:#}");
+    assert!(l.get("preimage").is_none(), "{l:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_racing_lnds_cancel_never_answers_settled() {
+    let (fake, s, hash) = held_for(21).await;
+    // The block that brings the HTLC into LND's guard arrives as SettleInvoice does:
+    // LND's expiry watcher cancels first, and SettleInvoice answers its error.
+    fake.with_state(|st| st.blocks_before_settle = 1);
+    let e = s
+        .call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
+        .unwrap_err();
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("invoice already canceled"), "LND's answer: {e}");
+    assert!(msg.contains("CANCELED"), "LND's invoice state: {e}");
+    assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Canceled);
+    // ballast follows LND; at no point does the invoice read SETTLED.
+    s.wait_until("CANCELED", |s| {
+        let st = hodl_state(s, hash);
+        assert_ne!(st, "SETTLED");
+        (st == "CANCELED").then_some(())
+    });
+    let l = s.ok("hodl-lookup", json!({"payment_hash": hex::encode(hash)}));
+    assert!(l.get("preimage").is_none(), "{l:#}");
+    // A second try gets the same refusal.
+    let e = s
+        .call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
+        .unwrap_err();
+    assert_eq!(e["code"], 2002, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settles_racing_the_guard_block_answer_settled_only_when_lnd_settled() {
+    let fake = fake().await;
+    let s = Sidecar::start(&fake, &[]);
+    for delay_ms in [0u64, 1, 3, 8] {
+        let h0 = fake.with_state(|st| st.block_height);
+        let hash = hash_of(&s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 40})));
+        fake.accept_htlc(hash, 10_000, h0 + 40);
+        s.wait_until("ACCEPTED", |s| (hodl_state(s, hash) == "ACCEPTED").then_some(()));
+        fake.mine(21);
+        wait_height(&s, u64::from(h0) + 21);
+        // The block that brings the HTLC into LND's guard, mined while hodl-settle runs.
+        let answer = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                fake.mine(1);
+            });
+            s.call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
+        });
+        match answer {
+            Ok(v) => {
+                assert_eq!(v["state"], "SETTLED", "{v:#}");
+                assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Settled);
+            }
+            Err(e) => {
+                assert_ne!(
+                    lnd_state(&fake, hash),
+                    lnrpc::invoice::InvoiceState::Settled,
+                    "{e}"
+                );
+                s.wait_until("CANCELED", |s| {
+                    let st = hodl_state(s, hash);
+                    assert_ne!(st, "SETTLED");
+                    (st == "CANCELED").then_some(())
+                });
+            }
+        }
+        wait_height(&s, u64::from(h0) + 22);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_whose_answer_is_lost_is_settled_once_lnd_confirms() {
+    let fake = fake().await;
+    let s = Sidecar::start(&fake, &[]);
+    let hash = accepted_invoice(&fake, &s);
+    fake.with_state(|st| st.lose_settle_answer = true);
+    let e = s
+        .call("hodl-settle", json!({"payment_hash": hex::encode(hash)}))
+        .unwrap_err();
+    assert_eq!(e["code"], 2005, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("not SETTLED until LND confirms"),
+        "{e}"
+    );
+    // LND did settle: ballast learns it and records SETTLED.
+    assert_eq!(lnd_state(&fake, hash), lnrpc::invoice::InvoiceState::Settled);
+    s.wait_until("SETTLED", |s| (hodl_state(s, hash) == "SETTLED").then_some(()));
+    let l = s.ok("hodl-lookup", json!({"payment_hash": hex::encode(hash)}));
+    assert!(l["preimage"].is_string(), "{l:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_invoice_cltv_below_lnds_minimum_is_refused() {
+    let fake = fake().await;
+    let s = Sidecar::start(&fake, &[]);
+    for cltv in [20, 23] {
+        let e = s
+            .call("hodl-invoice", json!({"amount_msat": 10_000, "cltv": cltv}))
+            .unwrap_err();
+        assert_eq!(e["code"], -32602, "cltv {cltv}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("24"), "{e}");
+    }
+    assert_eq!(fake.with_state(|st| st.invoices.len()), 0, "LND was not asked");
+    let inv = s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 24}));
+    assert_eq!(fake.invoice(hash_of(&inv)).unwrap().cltv_expiry, 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hold_guard_is_checked_against_lnd() {
+    let fake = fake().await;
+    fake.with_state(|st| st.hold_expiry_delta = 30);
+    // Left at its default, the guard is taken from LND's configuration.
+    let s = Sidecar::start(&fake, &[]);
+    let e = s
+        .call("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 35}))
+        .unwrap_err();
+    assert_eq!(e["code"], -32602, "ballast cancels at LND's 30 blocks: {e}");
+    s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 36}));
+    drop(s);
+    // Set, and LND says otherwise: refused at start, naming both.
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = flags(&fake, &dir.path().join("data"));
+    args.push("--hold-expiry-delta=18".into());
+    let (st, err) = run_to_exit(&args);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("holdexpirydelta") && err.contains("30") && err.contains("18"),
+        "{err}"
+    );
+    // Where LND does not expose its configuration, the option is trusted.
+    fake.with_state(|st| st.debug_info_denied = true);
+    let s = Sidecar::start(&fake, &["--hold-expiry-delta=30"]);
+    s.ok("hodl-invoice", json!({"amount_msat": 10_000, "cltv": 36}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_without_amounts_is_filled_from_history() {
+    let fake = fake().await;
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), FOLLOW_A).unwrap();
+    let s = Sidecar::start(
+        &fake,
+        &[&format!("--ballast-fee-policy-file={}", policy.path().display())],
+    );
+    let flow_out_b = |s: &Sidecar| {
+        s.ok("fee-preview", json!({"scid": scid(CHAN_B)}))["channels"][0]["inputs"]["flow_out_msat"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(flow_out_b(&s), 0);
+    // Offered before ballast subscribed: the settle comes without amounts; LND writes
+    // the forward to its log a little later.
+    fake.push_settle_only(CHAN_A, CHAN_B, 2_002_000, 2_000_000, true);
+    s.wait_until("the settle event", |s| {
+        (s.ok("ballast-status", json!({}))["counters"]["forward_events"] == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    fake.flush_forwards();
+    s.wait_until("the amounts from ForwardingHistory", |s| {
+        let f = flow_out_b(s);
+        assert!(f == 0 || f == 2_000_000, "flow {f}");
+        (f == 2_000_000).then_some(())
+    });
+    let p = s.ok("fee-preview", json!({"scid": scid(CHAN_A)}));
+    assert_eq!(p["channels"][0]["inputs"]["flow_in_msat"], 2_002_000, "{p:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,13 +583,13 @@ async fn bad_paths_and_an_unreachable_lnd_are_clear_errors() {
     assert!(err.contains(&port.to_string()), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    // ballast must cancel before LND's own hold-invoice guard (12 blocks) does.
+    // ballast cannot hold past LND's own hold-invoice guard (18 blocks).
     let mut args = base.clone();
     args.push("--ballast-hodl-cancel-blocks=10".into());
     let (st, err) = run_to_exit(&args);
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(
-        err.contains("ballast-hodl-cancel-blocks (10) must be at least 14"),
+        err.contains("ballast-hodl-cancel-blocks (10) must be at least 18"),
         "{err}"
     );
 
@@ -395,6 +613,9 @@ async fn rebalance_executes_with_send_to_route_to_our_own_invoice() {
     let (routes, invoices) = fake.with_state(|st| (st.sent_routes.clone(), st.invoices.clone()));
     assert_eq!(routes.len(), 1, "{routes:?}");
     let route = &routes[0];
+    // Absolute heights: above the tip, the final one at least LND's minimum away.
+    assert!(route.total_time_lock > 800_000 + 24, "{route:?}");
+    assert!(route.hops.last().unwrap().expiry >= 800_000 + 24, "{route:?}");
     let chans: Vec<u64> = route.hops.iter().map(|h| h.chan_id).collect();
     assert_eq!(chans.first(), Some(&CHAN_A));
     assert_eq!(chans.last(), Some(&CHAN_B));

@@ -35,6 +35,15 @@ impl Backend {
         }
     }
 
+    /// The smallest final CLTV delta the node lets a hold invoice ask for, beyond ballast's
+    /// own rules (LND refuses a `cltv_expiry` under `routing.MinCLTVDelta`).
+    pub fn min_invoice_cltv(&self) -> u32 {
+        match self {
+            Backend::Cln(_) => 0,
+            Backend::Lnd(_) => crate::lnd::node::MIN_CLTV_DELTA,
+        }
+    }
+
     /// Makes the BOLT11 string of a hold invoice and returns it with its payment secret.
     /// Core Lightning signs the invoice ballast built (ballast holds the HTLCs in
     /// `htlc_accepted`); LND builds its own hold invoice and holds the HTLCs itself.

@@ -147,12 +147,19 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
     }
     let cltv = p.u32("cltv")?.unwrap_or(s.hodl_defaults.cltv);
     // Below ballast's own cancel window an accepted HTLC would be canceled on arrival;
-    // above 2016 blocks senders refuse the route.
+    // above 2016 blocks senders refuse the route. The node may have a floor of its own.
     let window = s.hodl.params().cancel_blocks;
     let min_cltv = window + super::settings::MIN_SETTLE_WINDOW;
-    if !(min_cltv..=2016).contains(&cltv) {
+    let node_min = s.node.min_invoice_cltv();
+    if !(min_cltv.max(node_min)..=2016).contains(&cltv) {
+        let why = if node_min > min_cltv {
+            format!("the least {} accepts", s.node.implementation())
+        } else {
+            format!("ballast stops settling {window} blocks before an HTLC expires, and a smaller cltv leaves no time to settle")
+        };
         return Err(RpcError::invalid(format!(
-            "{INVOICE}: 'cltv' must be {min_cltv}..2016: ballast stops settling {window} blocks before an HTLC expires, and a smaller cltv leaves no time to settle"
+            "{INVOICE}: 'cltv' must be {}..2016: {why}",
+            min_cltv.max(node_min)
         )));
     }
     let description_hash: Option<PaymentHash> = p.parsed("description_hash", "64 hex characters")?;
@@ -365,6 +372,24 @@ pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
                     "{SETTLE}: preimage does not hash to payment_hash"
                 )));
             }
+        }
+        // LND holds the HTLCs: SETTLED is answered once LND has settled, not before.
+        if let Backend::Lnd(lnd) = &s.node {
+            use crate::lnd::sidecar::hodl::SettleError;
+            let inv = crate::lnd::sidecar::hodl::settle(&s, lnd, preimage, hash)
+                .await
+                .map_err(|e| match e {
+                    SettleError::Service(e) => service_error(e),
+                    e @ SettleError::Refused { .. } => RpcError {
+                        code: ERR_STATE,
+                        message: format!("{SETTLE}: {e}"),
+                    },
+                    e => RpcError {
+                        code: ERR_NODE,
+                        message: format!("{SETTLE}: {e}"),
+                    },
+                })?;
+            return Ok(invoice_json(&inv, s.blockheight()));
         }
         // lightningd, not ballast's memory, says what is still held; and the height that
         // matters is lightningd's, which may be a block ahead of the last block_added.

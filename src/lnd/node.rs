@@ -40,6 +40,20 @@ const INVOICES_PAGE: u64 = 1_000;
 /// Buffer of each subscription channel.
 const SUBSCRIPTION_BUFFER: usize = 256;
 
+/// lnd's `routing.MinCLTVDelta`: the smallest `cltv_expiry` AddInvoice and AddHoldInvoice
+/// take (invoicesrpc.AddInvoice), and the smallest time-lock delta UpdateChannelPolicy
+/// sets (`validateCltvDeltaBounds`).
+pub const MIN_CLTV_DELTA: u32 = 24;
+/// lnd's `routing.BlockPadding`: blocks lnd adds to a final CLTV so that a block found while
+/// the HTLC travels does not leave it under the receiver's minimum.
+const BLOCK_PADDING: u32 = 3;
+/// lnd's `lncfg.DefaultHoldInvoiceExpiryDelta` (`DefaultIncomingBroadcastDelta` 16 + 2), the
+/// default of `invoices.holdexpirydelta`: lnd cancels an accepted hold invoice itself once
+/// its earliest HTLC is this many blocks from expiry.
+pub const DEFAULT_HOLD_EXPIRY_DELTA: u32 = 18;
+/// The key of that option in GetDebugInfo's flattened configuration.
+const HOLD_EXPIRY_DELTA_KEY: &str = "invoices.holdexpirydelta";
+
 /// A hold invoice to add (`invoicesrpc.AddHoldInvoice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldInvoiceRequest {
@@ -91,10 +105,9 @@ pub struct ForwardEvent {
     pub out_htlc_id: u64,
     /// True on settle, false on forward_fail/link_fail.
     pub settled: bool,
-    /// From the FORWARD event that offered the HTLC, when this stream saw it; zero when
-    /// the HTLC was offered before the subscription started.
-    pub in_msat: Msat,
-    pub out_msat: Msat,
+    /// (in, out) from the FORWARD event that offered the HTLC, when this stream saw it;
+    /// `None` when the HTLC was offered before the subscription started.
+    pub amounts: Option<(Msat, Msat)>,
 }
 
 /// A connection to LND. Cloning is cheap and clones share the connection.
@@ -258,6 +271,93 @@ impl LndNode {
                 Ok(false)
             }
             Err(s) => Err(grpc_error("LookupInvoice", s)),
+        }
+    }
+
+    /// The state LND reports for the invoice of `hash`.
+    pub async fn invoice_state(&self, hash: PaymentHash) -> NodeResult<LndInvoiceState> {
+        let i = self
+            .lightning
+            .clone()
+            .lookup_invoice(lnrpc::PaymentHash {
+                r_hash: hash.0.to_vec(),
+            })
+            .await
+            .map_err(|s| grpc_error("LookupInvoice", s))?
+            .into_inner();
+        Ok(invoice_update(&i).state)
+    }
+
+    /// lnd's `invoices.holdexpirydelta`, from GetDebugInfo (lnd 0.18 and later, with a
+    /// macaroon that may read the node's info). `Ok(None)` when LND's configuration does
+    /// not show it.
+    pub async fn hold_expiry_delta(&self) -> NodeResult<Option<u32>> {
+        const M: &str = "GetDebugInfo";
+        let info = self
+            .lightning
+            .clone()
+            .get_debug_info(lnrpc::GetDebugInfoRequest { include_log: false })
+            .await
+            .map_err(|s| grpc_error(M, s))?
+            .into_inner();
+        match info.config.get(HOLD_EXPIRY_DELTA_KEY) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| malformed(M, format!("{HOLD_EXPIRY_DELTA_KEY} is '{v}'"))),
+        }
+    }
+
+    /// The amounts and settle time of one settled forward, from ForwardingHistory since
+    /// `since`: matched on both channels and both HTLC ids (which lnd 0.20 and later
+    /// record). `None` when it is not (yet) there: lnd writes its forwarding log in
+    /// batches, every 15 seconds by default.
+    pub async fn forward_amounts(&self, ev: &ForwardEvent, since: u64) -> NodeResult<Option<Forward>> {
+        Ok(self
+            .forwarding_events(since)
+            .await?
+            .iter()
+            .find(|f| {
+                f.chan_id_in == ev.in_channel.as_u64()
+                    && f.chan_id_out == ev.out_channel.as_u64()
+                    && f.incoming_htlc_id == Some(ev.in_htlc_id)
+                    && f.outgoing_htlc_id == Some(ev.out_htlc_id)
+            })
+            .map(forward))
+    }
+
+    /// Every forwarding event LND logged since `since`, page by page.
+    async fn forwarding_events(&self, since: u64) -> NodeResult<Vec<lnrpc::ForwardingEvent>> {
+        const M: &str = "ForwardingHistory";
+        let mut out = Vec::new();
+        let mut offset = 0u32;
+        loop {
+            let page = self
+                .lightning
+                .clone()
+                .forwarding_history(lnrpc::ForwardingHistoryRequest {
+                    start_time: since,
+                    end_time: 0,
+                    index_offset: offset,
+                    num_max_events: FORWARDS_PAGE,
+                })
+                .await
+                .map_err(|s| grpc_error(M, s))?
+                .into_inner();
+            let n = page.forwarding_events.len();
+            out.extend(page.forwarding_events);
+            if n < FORWARDS_PAGE as usize {
+                return Ok(out);
+            }
+            if page.last_offset_index <= offset {
+                return Err(malformed(
+                    M,
+                    format!("page from {offset} ended at {}", page.last_offset_index),
+                ));
+            }
+            offset = page.last_offset_index;
         }
     }
 
@@ -481,35 +581,7 @@ impl Node for LndNode {
     }
 
     async fn forwards(&self, since: u64) -> NodeResult<Vec<Forward>> {
-        const M: &str = "ForwardingHistory";
-        let mut out = Vec::new();
-        let mut offset = 0u32;
-        loop {
-            let page = self
-                .lightning
-                .clone()
-                .forwarding_history(lnrpc::ForwardingHistoryRequest {
-                    start_time: since,
-                    end_time: 0,
-                    index_offset: offset,
-                    num_max_events: FORWARDS_PAGE,
-                })
-                .await
-                .map_err(|s| grpc_error(M, s))?
-                .into_inner();
-            let n = page.forwarding_events.len();
-            out.extend(page.forwarding_events.iter().map(forward));
-            if n < FORWARDS_PAGE as usize {
-                return Ok(out);
-            }
-            if page.last_offset_index <= offset {
-                return Err(malformed(
-                    M,
-                    format!("page from {offset} ended at {}", page.last_offset_index),
-                ));
-            }
-            offset = page.last_offset_index;
-        }
+        Ok(self.forwarding_events(since).await?.iter().map(forward).collect())
     }
 
     async fn set_fee(&self, scid: Scid, fee: FeeUpdate) -> NodeResult<()> {
@@ -525,7 +597,7 @@ impl Node for LndNode {
                 message: format!("no open channel {scid}"),
             })?;
         let me = self.own_id().await?;
-        let time_lock_delta = self
+        let current = self
             .chan_info(scid.as_u64())
             .await?
             .and_then(|e| own_policy(&e, &me).map(|p| p.time_lock_delta))
@@ -535,6 +607,14 @@ impl Node for LndNode {
                 code: None,
                 message: format!("LND has no policy of ours for {scid} yet"),
             })?;
+        // The delta is re-sent unchanged, except that LND refuses one below its minimum
+        // (set under an older lnd, whose minimum was lower): that one is raised to it.
+        let time_lock_delta = current.max(MIN_CLTV_DELTA);
+        if time_lock_delta != current {
+            log::info!(
+                "{scid}: time-lock delta {current} is below LND's minimum {MIN_CLTV_DELTA}; raising it with the fee update"
+            );
+        }
         let request = lnrpc::PolicyUpdateRequest {
             scope: Some(lnrpc::policy_update_request::Scope::ChanPoint(chan_point(
                 M,
@@ -578,7 +658,15 @@ impl Node for LndNode {
             .expect("lock")
             .get(&payment_hash)
             .copied();
-        let lnd_route = build_route(M, route, mpp.map(|(addr, _)| addr))?;
+        // LND takes absolute heights; ballast's route counts from the tip.
+        let height = self.block_height().await?;
+        let lnd_route = build_route(
+            M,
+            route,
+            mpp.map(|(addr, _)| addr),
+            height,
+            MIN_CLTV_DELTA + BLOCK_PADDING,
+        )?;
         let request = routerrpc::SendToRouteRequest {
             payment_hash: payment_hash.0.to_vec(),
             route: Some(lnd_route),
@@ -704,6 +792,9 @@ impl Node for LndNode {
             r_preimage: preimage.0.to_vec(),
             value_msat: msat_i64(M, amount)?,
             expiry: 3600,
+            // Explicit, and the least LND accepts: `pay_route` delivers this plus LND's
+            // block padding. Left at 0, LND would ask for its default of 80.
+            cltv_expiry: u64::from(MIN_CLTV_DELTA),
             ..Default::default()
         };
         let resp = self
@@ -829,15 +920,13 @@ fn forward_event(e: &routerrpc::HtlcEvent, offered: &mut Offered) -> Option<Forw
         // The settle event already reported this HTLC; counting both would count it twice.
         Event::FinalHtlcEvent(_) | Event::SubscribedEvent(_) => return None,
     };
-    let (in_msat, out_msat) = offered.remove(&key).unwrap_or_default();
     Some(ForwardEvent {
         in_channel: Scid::from_u64(e.incoming_channel_id),
         out_channel: Scid::from_u64(e.outgoing_channel_id),
         in_htlc_id: e.incoming_htlc_id,
         out_htlc_id: e.outgoing_htlc_id,
         settled,
-        in_msat,
-        out_msat,
+        amounts: offered.remove(&key),
     })
 }
 
@@ -1057,12 +1146,17 @@ fn chan_point(method: &'static str, s: &str) -> NodeResult<lnrpc::ChannelPoint> 
     })
 }
 
-/// Ballast's route (each hop: the amount delivered over it and its HTLC's expiry) as
-/// LND's (each hop: what its node forwards onward, its fee and the outgoing expiry).
+/// Ballast's route (each hop: the amount delivered over it and its HTLC's expiry, counted
+/// in blocks from the tip) as LND's (each hop: what its node forwards onward, its fee and
+/// the outgoing expiry, as absolute heights). Every expiry is moved up by the same number
+/// of blocks when needed to give the final hop at least `min_final` blocks, so each hop
+/// keeps the time-lock delta it asks for.
 pub fn build_route(
     method: &'static str,
     route: &[RouteHop],
     payment_addr: Option<[u8; 32]>,
+    height: u32,
+    min_final: u32,
 ) -> NodeResult<lnrpc::Route> {
     let (Some(first), Some(last)) = (route.first(), route.last()) else {
         return Err(NodeError::Rejected {
@@ -1071,11 +1165,19 @@ pub fn build_route(
             message: "cannot pay along an empty route".into(),
         });
     };
+    let base = height.saturating_add(min_final.saturating_sub(last.delay));
+    let absolute = |delay: u32| {
+        base.checked_add(delay).ok_or_else(|| NodeError::Rejected {
+            method,
+            code: None,
+            message: format!("expiry {delay} blocks after height {base} does not fit"),
+        })
+    };
     let mut hops = Vec::with_capacity(route.len());
     for (i, hop) in route.iter().enumerate() {
         let (forward, expiry) = match route.get(i + 1) {
-            Some(next) => (next.amount, next.delay),
-            None => (hop.amount, hop.delay),
+            Some(next) => (next.amount, absolute(next.delay)?),
+            None => (hop.amount, absolute(hop.delay)?),
         };
         let fee = hop
             .amount
@@ -1104,7 +1206,7 @@ pub fn build_route(
         });
     }
     Ok(lnrpc::Route {
-        total_time_lock: first.delay,
+        total_time_lock: absolute(first.delay)?,
         hops,
         total_fees_msat: msat_i64(method, first.amount.saturating_sub(last.amount))?,
         total_amt_msat: msat_i64(method, first.amount)?,
@@ -1282,23 +1384,41 @@ mod tests {
         NodeId(k)
     }
 
-    #[test]
-    fn route_amounts_fees_and_expiries() {
-        let route = [
+    /// Two hops paying 10,000 msat with a 20 msat fee, with these delays.
+    fn two_hops(first: u32, last: u32) -> [RouteHop; 2] {
+        [
             RouteHop {
                 scid: Scid::new(100, 1, 0).unwrap(),
                 node: id(1),
                 amount: Msat(10_020),
-                delay: 160,
+                delay: first,
             },
             RouteHop {
                 scid: Scid::new(200, 2, 1).unwrap(),
                 node: id(2),
                 amount: Msat(10_000),
-                delay: 120,
+                delay: last,
             },
-        ];
-        let r = build_route("t", &route, Some([9; 32])).unwrap();
+        ]
+    }
+
+    #[test]
+    fn route_expiries_are_absolute_with_lnds_final_minimum() {
+        // As the route engine makes it: 40 for the peer's delta on top of a final 18.
+        let route = two_hops(58, 18);
+        let r = build_route("t", &route, None, 900_000, 27).unwrap();
+        assert_eq!(r.total_time_lock, 900_067);
+        assert_eq!((r.hops[0].expiry, r.hops[1].expiry), (900_027, 900_027));
+        // A final CLTV already above the minimum is kept.
+        let r = build_route("t", &route, None, 900_000, 10).unwrap();
+        assert_eq!((r.total_time_lock, r.hops[1].expiry), (900_058, 900_018));
+        assert!(build_route("t", &route, None, u32::MAX - 10, 27).is_err());
+    }
+
+    #[test]
+    fn route_amounts_fees_and_expiries() {
+        let route = two_hops(160, 120);
+        let r = build_route("t", &route, Some([9; 32]), 0, 0).unwrap();
         assert_eq!(
             (r.total_amt_msat, r.total_fees_msat, r.total_time_lock),
             (10_020, 20, 160)
@@ -1320,7 +1440,7 @@ mod tests {
             }),
             route
         );
-        assert!(build_route("t", &[], None).is_err());
+        assert!(build_route("t", &[], None, 0, 0).is_err());
     }
 
     #[test]

@@ -335,6 +335,22 @@ impl HodlService {
         now: u64,
         height: u32,
     ) -> Result<HodlInvoice, ServiceError> {
+        self.settle_checked(preimage, hash, now, Some(height))
+    }
+
+    /// Records SETTLED for an invoice the node has already settled itself (LND confirmed
+    /// SettleInvoice): the money arrived, so no deadline can turn it into a cancel.
+    pub fn record_node_settled(&self, preimage: Preimage, now: u64) -> Result<HodlInvoice, ServiceError> {
+        self.settle_checked(Some(preimage), None, now, None)
+    }
+
+    fn settle_checked(
+        &self,
+        preimage: Option<Preimage>,
+        hash: Option<PaymentHash>,
+        now: u64,
+        height: Option<u32>,
+    ) -> Result<HodlInvoice, ServiceError> {
         let hash = match (preimage, hash) {
             (Some(p), _) => p.payment_hash(),
             (None, Some(h)) => h,
@@ -348,11 +364,12 @@ impl HodlService {
             }
             let pre = preimage.or(inv.preimage).ok_or(ServiceError::NoPreimage(hash))?;
             let mut next = inv.clone();
-            let (keys, t) = match next.settle(pre, now, height, &self.params) {
+            // Height 0: no HTLC is near its expiry, which is what a node-confirmed settle means.
+            let (keys, t) = match next.settle(pre, now, height.unwrap_or(0), &self.params) {
                 Ok(v) => v,
                 Err(e @ HodlError::TooLate { .. }) => {
                     drop(book);
-                    self.cancel(hash, CancelReason::Deadline, now, height)?;
+                    self.cancel(hash, CancelReason::Deadline, now, height.unwrap_or(0))?;
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),

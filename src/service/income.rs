@@ -41,7 +41,10 @@ impl Income {
         let mut total = 0u64;
         let mut n = 0;
         // A record that cannot be read holds no money: it is left out of the total.
-        for item in self.tree.iter_readable(|e| log::debug!("income: skipping an unreadable record: {e}")) {
+        for item in self
+            .tree
+            .iter_readable(|e| log::debug!("income: skipping an unreadable record: {e}"))
+        {
             let (_, p) = item?;
             if p.paid_at >= since {
                 total = total.saturating_add(p.amount.0);

@@ -19,7 +19,7 @@ use ballast::lnd::proto::lnrpc::{self, lightning_server::Lightning, lightning_se
 use ballast::lnd::proto::routerrpc::router_server::{Router, RouterServer};
 use ballast::lnd::proto::routerrpc::{self, HtlcEvent};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,32 @@ fn server_tls(cert: &TestCert) -> rustls::ServerConfig {
     tls.alpn_protocols = vec![b"h2".to_vec()];
     tls
 }
+
+// ---- LND's rules, as lnd v0.21.2's code has them ----------------------------------------
+
+/// `lncfg.DefaultHoldInvoiceExpiryDelta` (`DefaultIncomingBroadcastDelta` 16 + 2), the
+/// default of lnd's `invoices.holdexpirydelta`: `InvoiceExpiryWatcher` cancels an accepted
+/// hold invoice once `height + delta >= ` its earliest accepted HTLC's expiry
+/// (invoices/invoice_expiry_watcher.go, `invoiceExpiryHeight.expired`).
+pub const HOLD_EXPIRY_DELTA: u32 = 18;
+/// `lncfg.DefaultOutgoingCltvRejectDelta` (`DefaultOutgoingBroadcastDelta` 0 + 3): a link
+/// refuses to offer an HTLC with `timeout <= height + 3` (htlcswitch/link.go `canSendHtlc`,
+/// EXPIRY_TOO_SOON).
+pub const OUTGOING_CLTV_REJECT_DELTA: u32 = 3;
+/// `htlcswitch.DefaultMaxOutgoingCltvExpiry`: `canSendHtlc` refuses `timeout > height + 2016`
+/// (EXPIRY_TOO_FAR).
+pub const MAX_OUTGOING_CLTV_EXPIRY: u32 = 2016;
+/// `lncfg.DefaultFinalCltvRejectDelta` (16 + 3): the invoice registry fails an exit HTLC
+/// with `expiry < height + 19` (invoices/update.go, `ResultExpiryTooSoon`).
+pub const FINAL_CLTV_REJECT_DELTA: u32 = 19;
+/// `routing.MinCLTVDelta`: the smallest `cltv_expiry` invoicesrpc.AddInvoice takes (and the
+/// smallest time-lock delta `validateCltvDeltaBounds` lets UpdateChannelPolicy set).
+pub const MIN_CLTV_DELTA: u32 = 24;
+/// `invoices.MaxFinalCltvDelta`.
+pub const MAX_FINAL_CLTV_DELTA: u32 = 65_535;
+/// `chainreg.DefaultBitcoinTimeLockDelta`: an invoice's final CLTV delta when `cltv_expiry`
+/// is 0 (`cfg.DefaultCLTVExpiry` in invoicesrpc.AddInvoice).
+pub const DEFAULT_CLTV_EXPIRY: u32 = 80;
 
 /// Amounts of the forwards `push_forward` reports.
 pub const FORWARD_IN_MSAT: u64 = 1_001_000;
@@ -123,10 +149,24 @@ pub struct State {
     pub invoices: Vec<lnrpc::Invoice>,
     pub policy_updates: Vec<lnrpc::PolicyUpdateRequest>,
     pub forwards: Vec<lnrpc::ForwardingEvent>,
+    /// Settled forwards not yet written to the forwarding log.
+    pub unflushed_forwards: Vec<lnrpc::ForwardingEvent>,
     pub send_script: VecDeque<SendScript>,
     pub sent_routes: Vec<lnrpc::Route>,
     pub payments: HashMap<[u8; 32], lnrpc::Payment>,
     pub calls: Vec<String>,
+    /// lnd's `invoices.holdexpirydelta`.
+    pub hold_expiry_delta: u32,
+    /// GetDebugInfo refused (a macaroon without info:read, or an lnd before 0.18).
+    pub debug_info_denied: bool,
+    /// Blocks mined (and LND's expiry watcher run) just as the next SettleInvoice arrives:
+    /// a settle racing LND's own cancel.
+    pub blocks_before_settle: u32,
+    /// The next SettleInvoice is carried out, but its answer is lost on the way back (the
+    /// connection drops).
+    pub lose_settle_answer: bool,
+    /// Invoices added with AddHoldInvoice (`HodlInvoice` in lnd).
+    hold: HashSet<[u8; 32]>,
     next_add_index: u64,
     next_htlc_id: u64,
     invoice_subs: HashMap<[u8; 32], Vec<Sub<lnrpc::Invoice>>>,
@@ -148,10 +188,16 @@ impl State {
             invoices: Vec::new(),
             policy_updates: Vec::new(),
             forwards: Vec::new(),
+            unflushed_forwards: Vec::new(),
             send_script: VecDeque::new(),
             sent_routes: Vec::new(),
             payments: HashMap::new(),
             calls: Vec::new(),
+            hold_expiry_delta: HOLD_EXPIRY_DELTA,
+            debug_info_denied: false,
+            blocks_before_settle: 0,
+            lose_settle_answer: false,
+            hold: HashSet::new(),
             next_add_index: 1,
             next_htlc_id: 0,
             invoice_subs: HashMap::new(),
@@ -174,7 +220,22 @@ impl State {
         }
     }
 
-    fn add_invoice(&mut self, mut inv: lnrpc::Invoice) -> lnrpc::Invoice {
+    /// Adds an invoice after invoicesrpc.AddInvoice's CLTV checks (lnrpc/invoicesrpc/addinvoice.go).
+    fn add_invoice(&mut self, mut inv: lnrpc::Invoice) -> Result<lnrpc::Invoice, Status> {
+        if inv.cltv_expiry > u64::from(MAX_FINAL_CLTV_DELTA) {
+            return Err(unknown(&format!(
+                "CLTV delta of {} is too large, max accepted is: {MAX_FINAL_CLTV_DELTA}",
+                inv.cltv_expiry
+            )));
+        }
+        if inv.cltv_expiry == 0 {
+            inv.cltv_expiry = u64::from(DEFAULT_CLTV_EXPIRY);
+        } else if inv.cltv_expiry < u64::from(MIN_CLTV_DELTA) {
+            return Err(unknown(&format!(
+                "CLTV delta of {} must be greater than minimum of {MIN_CLTV_DELTA}",
+                inv.cltv_expiry
+            )));
+        }
         inv.add_index = self.next_add_index;
         self.next_add_index += 1;
         inv.payment_addr = random32().to_vec();
@@ -182,7 +243,159 @@ impl State {
         inv.payment_request = self.bolt11(&inv);
         inv.state = lnrpc::invoice::InvoiceState::Open as i32;
         self.invoices.push(inv.clone());
-        inv
+        Ok(inv)
+    }
+
+    /// One block: block subscribers hear of it, then LND's expiry watcher runs.
+    fn mine_one(&mut self) {
+        self.block_height += 1;
+        let epoch = BlockEpoch {
+            hash: random32().to_vec(),
+            height: self.block_height,
+        };
+        self.block_subs.retain(|t| t.try_send(Ok(epoch.clone())).is_ok());
+        self.expire_hold_invoices();
+    }
+
+    /// lnd's `InvoiceExpiryWatcher` for accepted hold invoices: canceled (forced, HTLCs
+    /// failed back) once `height + holdexpirydelta >= ` the earliest accepted HTLC expiry.
+    fn expire_hold_invoices(&mut self) {
+        use lnrpc::invoice::InvoiceState as S;
+        let height = self.block_height;
+        let delta = self.hold_expiry_delta;
+        let due: Vec<[u8; 32]> = self
+            .invoices
+            .iter()
+            .filter(|i| i.state() == S::Accepted)
+            .filter_map(|i| {
+                let hash: [u8; 32] = i.r_hash.as_slice().try_into().ok()?;
+                let min = i
+                    .htlcs
+                    .iter()
+                    .filter(|h| h.state() == lnrpc::InvoiceHtlcState::Accepted)
+                    .map(|h| h.expiry_height as u32)
+                    .min()?;
+                (self.hold.contains(&hash) && height + delta >= min).then_some(hash)
+            })
+            .collect();
+        for hash in due {
+            let _ = self.cancel(hash);
+        }
+    }
+
+    /// `InvoiceRegistry.cancelInvoiceImpl` with cancelAccepted: idempotent on a canceled
+    /// invoice; a settled one cannot be canceled.
+    fn cancel(&mut self, hash: [u8; 32]) -> Result<(), Status> {
+        use lnrpc::invoice::InvoiceState as S;
+        let inv = self
+            .invoice_mut(&hash)
+            .ok_or_else(|| unknown("unable to locate invoice"))?;
+        match inv.state() {
+            S::Canceled => return Ok(()),
+            S::Settled => return Err(unknown("invoice already settled")),
+            S::Open | S::Accepted => {}
+        }
+        inv.state = S::Canceled as i32;
+        for h in &mut inv.htlcs {
+            h.state = lnrpc::InvoiceHtlcState::Canceled as i32;
+        }
+        self.notify_invoice(hash);
+        Ok(())
+    }
+
+    /// The channel policy `node` applies to forwards over `chan_id`, from the graph.
+    fn policy_of(&self, chan_id: u64, node: &str) -> Option<lnrpc::RoutingPolicy> {
+        let edge = self
+            .edges
+            .iter()
+            .find(|e| e.channel_id == chan_id)
+            .cloned()
+            .or_else(|| {
+                self.channels
+                    .iter()
+                    .find(|c| c.channel.chan_id == chan_id)
+                    .map(|c| edge_of(&self.id, c))
+            })?;
+        if edge.node1_pub == node {
+            edge.node1_policy
+        } else if edge.node2_pub == node {
+            edge.node2_policy
+        } else {
+            None
+        }
+    }
+
+    /// What lnd's links and invoice registry do with a SendToRouteV2 route paying one of
+    /// our own invoices, hop by hop: `Err((failure, failure_source_index))` where one
+    /// refuses it. Every node on the way is taken to run lnd with its defaults.
+    fn check_route(
+        &self,
+        route: &lnrpc::Route,
+        hash: &[u8; 32],
+    ) -> Result<(), (lnrpc::failure::FailureCode, u32)> {
+        use lnrpc::failure::FailureCode as F;
+        let height = self.block_height;
+        // htlcswitch/link.go canSendHtlc: the outgoing HTLC's absolute expiry.
+        let outgoing = |timeout: u32| {
+            if timeout <= height + OUTGOING_CLTV_REJECT_DELTA {
+                Err(F::ExpiryTooSoon)
+            } else if timeout > height + MAX_OUTGOING_CLTV_EXPIRY {
+                Err(F::ExpiryTooFar)
+            } else {
+                Ok(())
+            }
+        };
+        let n = route.hops.len();
+        if n == 0 {
+            return Err((F::UnknownFailure, 0));
+        }
+        // Our own link offers the first HTLC: total_amt_msat, expiring at total_time_lock.
+        outgoing(route.total_time_lock).map_err(|c| (c, 0))?;
+        let mut in_amt = route.total_amt_msat;
+        let mut in_exp = route.total_time_lock;
+        for k in 1..n {
+            // Node k (at the end of hop k-1) forwards over hop k what its payload says.
+            let payload = &route.hops[k - 1];
+            let (out_amt, out_exp) = (payload.amt_to_forward_msat, payload.expiry);
+            let idx = k as u32;
+            if let Some(p) = self.policy_of(route.hops[k].chan_id, &payload.pub_key) {
+                // link.go CheckHtlcForward: fee first (ExpectedFee), then canSendHtlc, then
+                // the time-lock delta.
+                let fee = p.fee_base_msat + out_amt * p.fee_rate_milli_msat / 1_000_000;
+                if in_amt < out_amt || in_amt - out_amt < fee {
+                    return Err((F::FeeInsufficient, idx));
+                }
+                outgoing(out_exp).map_err(|c| (c, idx))?;
+                if in_exp < out_exp || in_exp - out_exp < p.time_lock_delta {
+                    return Err((F::IncorrectCltvExpiry, idx));
+                }
+            }
+            in_amt = out_amt;
+            in_exp = out_exp;
+        }
+        let last = &route.hops[n - 1];
+        let idx = n as u32;
+        // hop.ValidateFinalHtlc (link.go processExitHop).
+        if in_amt < last.amt_to_forward_msat {
+            return Err((F::FinalIncorrectHtlcAmount, idx));
+        }
+        if in_exp < last.expiry {
+            return Err((F::FinalIncorrectCltvExpiry, idx));
+        }
+        if in_exp.saturating_sub(height) > MAX_FINAL_CLTV_DELTA {
+            return Err((F::IncorrectOrUnknownPaymentDetails, idx));
+        }
+        // The invoice registry (invoices/update.go): FinalCltvRejectDelta, then the
+        // invoice's own final CLTV delta; both answered as incorrect payment details.
+        let final_delta = self
+            .invoices
+            .iter()
+            .find(|i| i.r_hash == hash)
+            .map_or(DEFAULT_CLTV_EXPIRY, |i| i.cltv_expiry as u32);
+        if in_exp < height + FINAL_CLTV_REJECT_DELTA || in_exp < height + final_delta {
+            return Err((F::IncorrectOrUnknownPaymentDetails, idx));
+        }
+        Ok(())
     }
 
     /// A real BOLT11 string for the invoice (signed with a throwaway key, as callers only
@@ -359,10 +572,25 @@ impl FakeLnd {
     }
 
     /// Pays a hold invoice with one HTLC: OPEN → ACCEPTED, and tells its subscribers.
+    /// Panics where lnd would refuse the HTLC (see [`FakeLnd::try_accept_htlc`]).
     pub fn accept_htlc(&self, hash: [u8; 32], amount_msat: u64, expiry_height: u32) {
+        if let Err(e) = self.try_accept_htlc(hash, amount_msat, expiry_height) {
+            panic!("lnd would not accept this HTLC: {e}");
+        }
+    }
+
+    /// An exit HTLC for a hold invoice, through lnd's invoice registry: refused (as
+    /// `ResultExpiryTooSoon`) when it expires before `height + FinalCltvRejectDelta` or
+    /// before `height + ` the invoice's final CLTV delta (invoices/update.go); accepted
+    /// otherwise, after which lnd's expiry watcher looks at it at once.
+    pub fn try_accept_htlc(
+        &self,
+        hash: [u8; 32],
+        amount_msat: u64,
+        expiry_height: u32,
+    ) -> Result<(), String> {
         self.with_state(|s| {
             let id = s.next_htlc_id;
-            s.next_htlc_id += 1;
             let height = s.block_height;
             let inv = s.invoice_mut(&hash).expect("no such invoice");
             assert_eq!(
@@ -370,6 +598,14 @@ impl FakeLnd {
                 lnrpc::invoice::InvoiceState::Open,
                 "invoice not open"
             );
+            if expiry_height < height + FINAL_CLTV_REJECT_DELTA
+                || u64::from(expiry_height) < u64::from(height) + inv.cltv_expiry
+            {
+                return Err(format!(
+                    "expiry {expiry_height} too soon at height {height} (final CLTV delta {})",
+                    inv.cltv_expiry
+                ));
+            }
             inv.state = lnrpc::invoice::InvoiceState::Accepted as i32;
             inv.htlcs.push(lnrpc::InvoiceHtlc {
                 chan_id: s_chan(),
@@ -381,8 +617,11 @@ impl FakeLnd {
                 state: lnrpc::InvoiceHtlcState::Accepted as i32,
                 ..Default::default()
             });
+            s.next_htlc_id += 1;
             s.notify_invoice(hash);
-        });
+            s.expire_hold_invoices();
+            Ok(())
+        })
     }
 
     /// A forward through the fake node resolving: a FORWARD event with a settle or a
@@ -431,16 +670,65 @@ impl FakeLnd {
         })
     }
 
+    /// The outcome of a forward offered before the client subscribed to HTLC events: lnd
+    /// sends the settle alone, without the FORWARD event that carried the amounts. With
+    /// `history`, the forward is in ForwardingHistory (with its HTLC ids, as v0.21 has
+    /// them) once [`FakeLnd::flush_forwards`] runs, as lnd's switch writes its forwarding
+    /// log in batches (`DefaultFwdEventInterval`, 15 s).
+    pub fn push_settle_only(&self, in_chan: u64, out_chan: u64, in_msat: u64, out_msat: u64, history: bool) {
+        self.with_state(|s| {
+            let id = s.next_htlc_id;
+            s.next_htlc_id += 1;
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            let event = HtlcEvent {
+                incoming_channel_id: in_chan,
+                outgoing_channel_id: out_chan,
+                incoming_htlc_id: id,
+                outgoing_htlc_id: id + 1000,
+                timestamp_ns: now_ns,
+                event_type: routerrpc::htlc_event::EventType::Forward as i32,
+                event: Some(routerrpc::htlc_event::Event::SettleEvent(
+                    routerrpc::SettleEvent {
+                        preimage: vec![1; 32],
+                    },
+                )),
+            };
+            s.htlc_subs.retain(|t| t.try_send(Ok(event.clone())).is_ok());
+            if history {
+                s.unflushed_forwards.push(lnrpc::ForwardingEvent {
+                    chan_id_in: in_chan,
+                    chan_id_out: out_chan,
+                    amt_in_msat: in_msat,
+                    amt_out_msat: out_msat,
+                    amt_in: in_msat / 1000,
+                    amt_out: out_msat / 1000,
+                    fee_msat: in_msat - out_msat,
+                    fee: (in_msat - out_msat) / 1000,
+                    timestamp: now_ns / 1_000_000_000,
+                    timestamp_ns: now_ns,
+                    incoming_htlc_id: Some(id),
+                    outgoing_htlc_id: Some(id + 1000),
+                });
+            }
+        })
+    }
+
+    /// The switch's forwarding-log flush: forwards settled so far appear in ForwardingHistory.
+    pub fn flush_forwards(&self) {
+        self.with_state(|s| {
+            let pending = std::mem::take(&mut s.unflushed_forwards);
+            s.forwards.extend(pending);
+        })
+    }
+
     /// Mines `n` blocks, telling block subscribers of each.
     pub fn mine(&self, n: u32) {
         self.with_state(|s| {
             for _ in 0..n {
-                s.block_height += 1;
-                let epoch = BlockEpoch {
-                    hash: random32().to_vec(),
-                    height: s.block_height,
-                };
-                s.block_subs.retain(|t| t.try_send(Ok(epoch.clone())).is_ok());
+                s.mine_one();
             }
         });
     }
@@ -517,7 +805,7 @@ impl Lightning for Service {
     async fn get_info(&self, _: Request<lnrpc::GetInfoRequest>) -> Answer<lnrpc::GetInfoResponse> {
         let s = self.state("GetInfo");
         Ok(Response::new(lnrpc::GetInfoResponse {
-            version: "0.18.5-beta fake".into(),
+            version: "0.21.2-beta commit=v0.21.2-beta fake".into(),
             identity_pubkey: s.id.clone(),
             alias: s.alias.clone(),
             num_active_channels: s.channels.len() as u32,
@@ -529,6 +817,30 @@ impl Lightning for Service {
                 network: s.network.clone(),
             }],
             ..Default::default()
+        }))
+    }
+
+    /// rpcserver.go GetDebugInfo: the flattened config (configToFlatMap), here the keys
+    /// ballast may read.
+    async fn get_debug_info(
+        &self,
+        _: Request<lnrpc::GetDebugInfoRequest>,
+    ) -> Answer<lnrpc::GetDebugInfoResponse> {
+        let s = self.state("GetDebugInfo");
+        if s.debug_info_denied {
+            return Err(unknown("permission denied"));
+        }
+        let config = [
+            ("invoices.holdexpirydelta", s.hold_expiry_delta.to_string()),
+            ("bitcoin.timelockdelta", DEFAULT_CLTV_EXPIRY.to_string()),
+            ("network", s.network.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Ok(Response::new(lnrpc::GetDebugInfoResponse {
+            config,
+            log: Vec::new(),
         }))
     }
 
@@ -594,9 +906,11 @@ impl Lightning for Service {
         let mut s = self.state("UpdateChannelPolicy");
         let r = r.into_inner();
         s.policy_updates.push(r.clone());
-        if r.time_lock_delta < 18 {
+        // rpcserver.go UpdateChannelPolicy → validateChannelPolicyTimeLockDelta →
+        // validateCltvDeltaBounds (config.go): below routing.MinCLTVDelta is refused.
+        if r.time_lock_delta < MIN_CLTV_DELTA {
             return Err(unknown(&format!(
-                "time lock delta of {} is too small, minimum supported is 18",
+                "time lock delta of {} is too small, minimum supported is {MIN_CLTV_DELTA}",
                 r.time_lock_delta
             )));
         }
@@ -667,7 +981,7 @@ impl Lightning for Service {
         if s.invoices.iter().any(|i| i.r_hash == inv.r_hash) {
             return Err(unknown("invoice with payment hash already exists"));
         }
-        let inv = s.add_invoice(inv);
+        let inv = s.add_invoice(inv)?;
         Ok(Response::new(lnrpc::AddInvoiceResponse {
             r_hash: inv.r_hash,
             payment_request: inv.payment_request,
@@ -731,22 +1045,9 @@ impl Invoices for Service {
     }
 
     async fn cancel_invoice(&self, r: Request<CancelInvoiceMsg>) -> Answer<CancelInvoiceResp> {
-        use lnrpc::invoice::InvoiceState as S;
         let mut s = self.state("CancelInvoice");
         let hash = hash32(&r.into_inner().payment_hash)?;
-        let inv = s
-            .invoice_mut(&hash)
-            .ok_or_else(|| unknown("unable to locate invoice"))?;
-        match inv.state() {
-            S::Canceled => return Ok(Response::new(CancelInvoiceResp {})),
-            S::Settled => return Err(unknown("invoice already settled")),
-            S::Open | S::Accepted => {}
-        }
-        inv.state = S::Canceled as i32;
-        for h in &mut inv.htlcs {
-            h.state = lnrpc::InvoiceHtlcState::Canceled as i32;
-        }
-        s.notify_invoice(hash);
+        s.cancel(hash)?;
         Ok(Response::new(CancelInvoiceResp {}))
     }
 
@@ -766,7 +1067,9 @@ impl Invoices for Service {
             cltv_expiry: r.cltv_expiry,
             private: r.private,
             ..Default::default()
-        });
+        })?;
+        let hash = hash32(&inv.r_hash)?;
+        s.hold.insert(hash);
         Ok(Response::new(AddHoldInvoiceResp {
             payment_request: inv.payment_request,
             add_index: inv.add_index,
@@ -777,11 +1080,16 @@ impl Invoices for Service {
     async fn settle_invoice(&self, r: Request<SettleInvoiceMsg>) -> Answer<SettleInvoiceResp> {
         use lnrpc::invoice::InvoiceState as S;
         let mut s = self.state("SettleInvoice");
+        for _ in 0..std::mem::take(&mut s.blocks_before_settle) {
+            s.mine_one();
+        }
         let preimage = r.into_inner().preimage;
         let hash = sha256(&preimage);
         let inv = s
             .invoice_mut(&hash)
             .ok_or_else(|| unknown("unable to locate invoice"))?;
+        // InvoiceRegistry.SettleHodlInvoice's errors (invoices/errors.go); the RPC server
+        // (invoicesrpc SettleInvoice) answers ErrInvoiceAlreadySettled as success.
         match inv.state() {
             S::Settled => return Ok(Response::new(SettleInvoiceResp {})),
             S::Open => return Err(unknown("invoice still open")),
@@ -799,6 +1107,9 @@ impl Invoices for Service {
         inv.amt_paid_msat = paid as i64;
         inv.amt_paid_sat = (paid / 1000) as i64;
         s.notify_invoice(hash);
+        if std::mem::take(&mut s.lose_settle_answer) {
+            return Err(Status::unavailable("connection reset"));
+        }
         Ok(Response::new(SettleInvoiceResp {}))
     }
 }
@@ -857,33 +1168,36 @@ impl Router for Service {
             let outcome = match &script {
                 SendScript::Hang => None,
                 SendScript::Fail { code, source_index } => Some(fail(*code, *source_index)),
-                SendScript::Succeed => {
-                    let addr = route
-                        .hops
-                        .last()
-                        .and_then(|h| h.mpp_record.as_ref())
-                        .map(|m| m.payment_addr.clone());
-                    match s.invoice_mut(&hash) {
-                        Some(inv)
-                            if !inv.r_preimage.is_empty()
-                                && inv.state() == lnrpc::invoice::InvoiceState::Open
-                                && addr.as_deref() == Some(inv.payment_addr.as_slice()) =>
-                        {
-                            inv.state = lnrpc::invoice::InvoiceState::Settled as i32;
-                            inv.amt_paid_msat = route.hops.last().map_or(0, |h| h.amt_to_forward_msat);
-                            Some(lnrpc::HtlcAttempt {
-                                status: HtlcStatus::Succeeded as i32,
-                                route: Some(route.clone()),
-                                preimage: inv.r_preimage.clone(),
-                                ..Default::default()
-                            })
+                SendScript::Succeed => match s.check_route(&route, &hash) {
+                    Err((code, idx)) => Some(fail(code, idx)),
+                    Ok(()) => {
+                        let addr = route
+                            .hops
+                            .last()
+                            .and_then(|h| h.mpp_record.as_ref())
+                            .map(|m| m.payment_addr.clone());
+                        match s.invoice_mut(&hash) {
+                            Some(inv)
+                                if !inv.r_preimage.is_empty()
+                                    && inv.state() == lnrpc::invoice::InvoiceState::Open
+                                    && addr.as_deref() == Some(inv.payment_addr.as_slice()) =>
+                            {
+                                inv.state = lnrpc::invoice::InvoiceState::Settled as i32;
+                                inv.amt_paid_msat = route.hops.last().map_or(0, |h| h.amt_to_forward_msat);
+                                Some(lnrpc::HtlcAttempt {
+                                    status: HtlcStatus::Succeeded as i32,
+                                    route: Some(route.clone()),
+                                    preimage: inv.r_preimage.clone(),
+                                    ..Default::default()
+                                })
+                            }
+                            _ => Some(fail(
+                                lnrpc::failure::FailureCode::IncorrectOrUnknownPaymentDetails,
+                                n,
+                            )),
                         }
-                        _ => Some(fail(
-                            lnrpc::failure::FailureCode::IncorrectOrUnknownPaymentDetails,
-                            n,
-                        )),
                     }
-                }
+                },
             };
             let status = match &outcome {
                 None => P::InFlight,

@@ -24,6 +24,9 @@ LND connection (lncli's flags and defaults):
   --rpcserver=HOST:PORT lnd's gRPC address (default localhost:10009)
   --tlscertpath=FILE    lnd's TLS certificate (default <lnddir>/tls.cert); always verified
   --macaroonpath=FILE   macaroon (default <lnddir>/data/chain/bitcoin/<network>/admin.macaroon)
+  --hold-expiry-delta=N lnd's invoices.holdexpirydelta (default 18, lnd's): lnd cancels an
+                        accepted hold invoice N blocks before its HTLC expires; checked
+                        against lnd's own configuration at start where lnd shows it
 
 Sidecar:
   --datadir=DIR         ballast's data directory (default ~/.ballast-lnd); the store lives in
@@ -40,12 +43,13 @@ Params for `call` are a JSON object or array, or name=value pairs:
   ballast-lnd call monitor-status scid=800000x1x0";
 
 /// Flags that are not `ballast-*` options.
-const SIDECAR_FLAGS: [&str; 9] = [
+const SIDECAR_FLAGS: [&str; 10] = [
     "lnddir",
     "network",
     "rpcserver",
     "tlscertpath",
     "macaroonpath",
+    "hold-expiry-delta",
     "datadir",
     "rpc-socket",
     "config",
@@ -73,6 +77,8 @@ pub struct SidecarArgs {
     pub datadir: PathBuf,
     pub rpc_socket: PathBuf,
     pub log_level: log::LevelFilter,
+    /// lnd's `invoices.holdexpirydelta`, when given.
+    pub hold_expiry_delta: Option<u32>,
     /// `ballast-*` options given, by full name.
     pub options: BTreeMap<String, String>,
 }
@@ -249,6 +255,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             ))
         }
     };
+    let hold_expiry_delta =
+        match get(&pairs, "hold-expiry-delta") {
+            None => None,
+            Some(v) => Some(v.parse::<u32>().ok().filter(|d| *d <= 2016).ok_or_else(|| {
+                format!("--hold-expiry-delta must be a number of blocks (0..2016), not '{v}'")
+            })?),
+        };
     let lnd = LndConfig {
         lnddir: get(&pairs, "lnddir").map(|p| expand(&p)),
         network: Some(network.clone()),
@@ -266,6 +279,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         datadir,
         rpc_socket,
         log_level,
+        hold_expiry_delta,
         options,
     })))
 }
@@ -339,6 +353,19 @@ mod tests {
         match parse(&args(v)).unwrap() {
             Command::Run(a) => *a,
             other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hold_expiry_delta_is_a_block_count() {
+        assert_eq!(run(&["--datadir=/d"]).hold_expiry_delta, None);
+        assert_eq!(
+            run(&["--datadir=/d", "--hold-expiry-delta=30"]).hold_expiry_delta,
+            Some(30)
+        );
+        for bad in ["-1", "x", "5000"] {
+            let e = parse(&args(&["--datadir=/d", &format!("--hold-expiry-delta={bad}")])).unwrap_err();
+            assert!(e.contains("--hold-expiry-delta"), "{e}");
         }
     }
 

@@ -10,6 +10,13 @@ use std::time::Duration;
 
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How a forward settled without amounts is looked up in ForwardingHistory: first after
+/// this long, then twice as long each time, so the lookups span more than lnd's
+/// forwarding-log flush interval (`htlcswitch.DefaultFwdEventInterval`, 15 s).
+const FILL_FIRST: Duration = Duration::from_secs(1);
+const FILL_TRIES: u32 = 7;
+/// Looked up from this long before the settle was seen (clocks and batching).
+const FILL_LOOKBACK_SECS: u64 = 300;
 
 /// Runs until the process ends. `flow_window` is how far back the first catch-up reads,
 /// so the fee policy's flow figures survive a sidecar restart.
@@ -51,7 +58,7 @@ pub async fn run(state: AppState, lnd: LndNode, flow_window: u64) {
         };
         catch_up(&state, &lnd, seen_until, subscribed_at).await;
         backoff = RETRY_MIN;
-        let reason = follow(&state, blocks, forwards).await;
+        let reason = follow(&state, &lnd, blocks, forwards).await;
         seen_until = now_unix();
         log::warn!("lost LND's event streams ({reason}); reconnecting");
         monitor::poke(&state);
@@ -62,6 +69,7 @@ pub async fn run(state: AppState, lnd: LndNode, flow_window: u64) {
 /// Consumes both streams until one ends; returns why.
 async fn follow(
     state: &AppState,
+    lnd: &LndNode,
     mut blocks: tokio::sync::mpsc::Receiver<crate::node::NodeResult<u32>>,
     mut forwards: tokio::sync::mpsc::Receiver<crate::node::NodeResult<ForwardEvent>>,
 ) -> String {
@@ -73,7 +81,7 @@ async fn follow(
                 None => return "block stream ended".into(),
             },
             f = forwards.recv() => match f {
-                Some(Ok(ev)) => on_forward(state, &ev),
+                Some(Ok(ev)) => on_forward(state, lnd, &ev),
                 Some(Err(e)) => return format!("HTLC event stream: {e}"),
                 None => return "HTLC event stream ended".into(),
             },
@@ -100,21 +108,72 @@ async fn on_block(state: &AppState, height: u32) {
     }
 }
 
-fn on_forward(state: &AppState, ev: &ForwardEvent) {
+fn on_forward(state: &AppState, lnd: &LndNode, ev: &ForwardEvent) {
     bump(&state.counters.notifications);
     bump(&state.counters.forward_events);
     if ev.settled {
-        fees::on_settled_forward(
-            state,
-            ev.in_channel,
-            Some(ev.out_channel),
-            ev.in_msat,
-            ev.out_msat,
-            None,
-            None,
-        );
+        match ev.amounts {
+            Some((in_msat, out_msat)) => fees::on_settled_forward(
+                state,
+                ev.in_channel,
+                Some(ev.out_channel),
+                in_msat,
+                out_msat,
+                None,
+                None,
+            ),
+            // Offered before the stream started: LND's settle event has no amounts, and a
+            // forward counted as 0 msat would understate the flow. Its settle time is after
+            // the subscription, so the catch-up from history does not count it either.
+            None => {
+                tokio::spawn(fill_amounts(
+                    state.clone(),
+                    lnd.clone(),
+                    *ev,
+                    now_unix().saturating_sub(FILL_LOOKBACK_SECS),
+                ));
+            }
+        }
     }
     monitor::poke(state);
+}
+
+/// Counts a forward settled without amounts once ForwardingHistory has it; leaves it out
+/// (and says so) if it never shows up.
+async fn fill_amounts(state: AppState, lnd: LndNode, ev: ForwardEvent, since: u64) {
+    let mut wait = FILL_FIRST;
+    for _ in 0..FILL_TRIES {
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+        match lnd.forward_amounts(&ev, since).await {
+            Ok(Some(f)) => {
+                fees::on_settled_forward(
+                    &state,
+                    f.in_channel,
+                    f.out_channel,
+                    f.in_msat,
+                    f.out_msat.unwrap_or_default(),
+                    None,
+                    f.resolved_time.map(|t| t as u64),
+                );
+                monitor::poke(&state);
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => log::debug!(
+                "forward {}:{}: ForwardingHistory lookup failed: {e}",
+                ev.in_channel,
+                ev.in_htlc_id
+            ),
+        }
+    }
+    log::warn!(
+        "forward {}:{} → {}:{} settled without amounts (offered before ballast subscribed) and is not in LND's ForwardingHistory; left out of the flow figures",
+        ev.in_channel,
+        ev.in_htlc_id,
+        ev.out_channel,
+        ev.out_htlc_id
+    );
 }
 
 /// Feeds the fee policy the forwards settled since `since` (while the streams were down).

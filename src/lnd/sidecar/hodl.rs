@@ -6,14 +6,23 @@
 //!   told, and told again after a reconnect until its own state agrees;
 //! - LND cancels on its own (its expiry guard, or someone using lncli) → ballast follows.
 //!
+//! `hodl-settle` on LND answers SETTLED only once LND has settled: it stores a settling
+//! intent (the preimage, durably), calls SettleInvoice, and records SETTLED when LND
+//! confirms. LND refusing (it canceled first: its guard, lncli) is an error naming LND's
+//! answer and the invoice state LND reports. When LND's answer is lost (connection), the
+//! intent stays and the watcher finishes it: settled on LND → SETTLED here; canceled there
+//! → ballast follows; still accepted → SettleInvoice again, as the caller asked.
+//!
 //! ballast's store is the record of decisions: a settle once recorded is pushed to LND
 //! until LND confirms it, never undone.
 
 use crate::api::{now_unix, AppState};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
 use crate::lnd::node::{InvoiceUpdate, LndInvoiceState, LndNode};
-use crate::service::hodl::{HodlEvent, HtlcReply};
-use crate::types::PaymentHash;
+use crate::node::NodeError;
+use crate::service::hodl::{HodlEvent, HtlcReply, ServiceError};
+use crate::store::{Record, TypedTree};
+use crate::types::{PaymentHash, Preimage};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +33,201 @@ const SCAN_EVERY: Duration = Duration::from_secs(1);
 const RECHECK_FINAL_SECS: u64 = 7 * 86_400;
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How long `hodl-settle` waits for LND's answer before saying it is unconfirmed.
+const SETTLE_ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// The store tree of settling intents, by payment hash.
+const INTENTS: &str = "lnd_settle_intents";
+
+/// `hodl-settle` was asked for and SettleInvoice sent (or about to be); LND has not yet
+/// confirmed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SettleIntent {
+    preimage: Preimage,
+    at: u64,
+}
+
+impl Record for SettleIntent {
+    const VERSION: u8 = 1;
+}
+
+/// Why `hodl-settle` on LND did not answer SETTLED.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// LND answered SettleInvoice with an error; nothing was settled.
+    #[error("LND refused to settle: {lnd}; LND reports the invoice {}", state_name(*.state))]
+    Refused {
+        lnd: String,
+        state: Option<LndInvoiceState>,
+    },
+    /// LND's answer did not arrive: it may or may not have settled.
+    #[error("LND's answer to SettleInvoice was lost ({lnd}); the invoice is not SETTLED until LND confirms, and ballast keeps asking (see hodl-lookup)")]
+    Unconfirmed { lnd: String },
+    #[error("internal task failed: {0}")]
+    Internal(String),
+    /// LND settled, but ballast could not record it.
+    #[error("LND settled the invoice, but ballast could not record it: {0}")]
+    NotRecorded(String),
+}
+
+fn state_name(s: Option<LndInvoiceState>) -> &'static str {
+    match s {
+        Some(LndInvoiceState::Open) => "OPEN",
+        Some(LndInvoiceState::Accepted) => "ACCEPTED",
+        Some(LndInvoiceState::Settled) => "SETTLED",
+        Some(LndInvoiceState::Canceled) => "CANCELED",
+        None => "in an unknown state (LookupInvoice failed)",
+    }
+}
+
+fn intents(state: &AppState) -> Result<TypedTree<SettleIntent>, ServiceError> {
+    Ok(state.store.tree(INTENTS)?)
+}
+
+/// Runs store work off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, SettleError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(SettleError::Internal(e.to_string())),
+    }
+}
+
+/// `hodl-settle` on LND.
+pub async fn settle(
+    state: &AppState,
+    lnd: &LndNode,
+    preimage: Option<Preimage>,
+    hash: Option<PaymentHash>,
+) -> Result<HodlInvoice, SettleError> {
+    let hash = preimage
+        .map(|p| p.payment_hash())
+        .or(hash)
+        .ok_or(ServiceError::NoPreimage(PaymentHash([0; 32])))?;
+    let inv = state.hodl.get(&hash).ok_or(ServiceError::Unknown(hash))?;
+    let pre = preimage.or(inv.preimage).ok_or(ServiceError::NoPreimage(hash))?;
+    // The state machine's own rules (right preimage, ACCEPTED), before LND is asked.
+    inv.clone()
+        .settle(pre, now_unix(), state.blockheight(), state.hodl.params())
+        .map_err(ServiceError::from)?;
+    let st = state.clone();
+    blocking(move || {
+        intents(&st)?.put(
+            hash.0,
+            &SettleIntent {
+                preimage: pre,
+                at: now_unix(),
+            },
+        )?;
+        st.store.flush()?;
+        Ok(())
+    })
+    .await?;
+    let answer = match tokio::time::timeout(SETTLE_ANSWER_WITHIN, lnd.settle_invoice(pre)).await {
+        Ok(a) => a,
+        Err(_) => Err(NodeError::Transport {
+            method: "SettleInvoice",
+            message: format!("no answer within {}s", SETTLE_ANSWER_WITHIN.as_secs()),
+        }),
+    };
+    match answer {
+        Ok(()) => record_settled(state, hash, pre).await,
+        Err(NodeError::Rejected { message, .. }) => {
+            drop_intent(state, hash).await;
+            let lnd_state = lnd.invoice_state(hash).await.ok();
+            log::warn!(
+                "hold invoice {hash}: LND refused to settle ({message}); LND reports it {}",
+                state_name(lnd_state)
+            );
+            Err(SettleError::Refused {
+                lnd: message,
+                state: lnd_state,
+            })
+        }
+        Err(e) => {
+            tokio::spawn(retry_intent(state.clone(), lnd.clone(), hash, pre));
+            Err(SettleError::Unconfirmed { lnd: e.to_string() })
+        }
+    }
+}
+
+/// Sends a settle whose answer was lost again until LND answers it (the watcher may
+/// finish it first, from LND's invoice updates; both are idempotent).
+async fn retry_intent(state: AppState, lnd: LndNode, hash: PaymentHash, pre: Preimage) {
+    let mut backoff = RETRY_MIN;
+    loop {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_MAX);
+        let still_wanted = pending_intent(&state, hash).is_some()
+            && state
+                .hodl
+                .get(&hash)
+                .is_some_and(|i| i.state == HodlState::Accepted);
+        if !still_wanted {
+            return;
+        }
+        match lnd.settle_invoice(pre).await {
+            Ok(()) => {
+                if let Err(e) = record_settled(&state, hash, pre).await {
+                    log::error!("hold invoice {hash}: {e}");
+                }
+                return;
+            }
+            // LND canceled meanwhile; the watcher follows it.
+            Err(NodeError::Rejected { message, .. }) => {
+                log::warn!("hold invoice {hash}: LND refused the pending settle ({message})");
+                drop_intent(&state, hash).await;
+                return;
+            }
+            Err(e) => log::debug!("hold invoice {hash}: pending settle still unanswered ({e}); retrying"),
+        }
+    }
+}
+
+/// LND confirmed the settle: SETTLED here too, and the intent is done.
+async fn record_settled(
+    state: &AppState,
+    hash: PaymentHash,
+    pre: Preimage,
+) -> Result<HodlInvoice, SettleError> {
+    let svc = state.hodl.clone();
+    let r = blocking(move || svc.record_node_settled(pre, now_unix())).await;
+    let inv = match r {
+        Ok(inv) => inv,
+        // Settled already (a concurrent call, or the watcher): the same answer.
+        Err(e) => match state.hodl.get(&hash) {
+            Some(inv) if inv.state == HodlState::Settled => inv,
+            _ => {
+                log::error!("hold invoice {hash}: LND settled it, but ballast could not record it: {e}");
+                return Err(SettleError::NotRecorded(e.to_string()));
+            }
+        },
+    };
+    drop_intent(state, hash).await;
+    log::info!("hold invoice {hash}: settled on LND");
+    Ok(inv)
+}
+
+async fn drop_intent(state: &AppState, hash: PaymentHash) {
+    let st = state.clone();
+    let r = blocking(move || {
+        intents(&st)?.remove(hash.0)?;
+        st.store.flush()?;
+        Ok(())
+    })
+    .await;
+    if let Err(e) = r {
+        log::warn!("hold invoice {hash}: could not clear its settling intent: {e}");
+    }
+}
+
+fn pending_intent(state: &AppState, hash: PaymentHash) -> Option<SettleIntent> {
+    intents(state).ok()?.get(hash.0).ok().flatten()
+}
 
 /// What is being watched, so each invoice has at most one watcher.
 #[derive(Default)]
@@ -174,6 +378,13 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
     let Some(inv) = state.hodl.get(&hash) else {
         return Ok(true);
     };
+    if inv.state == HodlState::Accepted {
+        if let Some(intent) = pending_intent(state, hash) {
+            if let Some(done) = finish_intent(state, lnd, hash, u, intent).await {
+                return done;
+            }
+        }
+    }
     match (inv.state, u.state) {
         (HodlState::Open, LndInvoiceState::Accepted) => {
             accept(state, &inv, u).await?;
@@ -190,6 +401,9 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
             Ok(false)
         }
         (HodlState::Canceled | HodlState::Expired, LndInvoiceState::Open | LndInvoiceState::Accepted) => {
+            if pending_intent(state, hash).is_some() {
+                drop_intent(state, hash).await;
+            }
             lnd.cancel_invoice(hash)
                 .await
                 .map_err(|e| format!("LND did not cancel: {e}"))?;
@@ -234,6 +448,44 @@ async fn step(state: &AppState, lnd: &LndNode, hash: PaymentHash, u: &InvoiceUpd
             Ok(true)
         }
         _ => Ok(false),
+    }
+}
+
+/// A pending settle (its answer lost, or still in flight) for an invoice ACCEPTED here,
+/// finished by what LND now reports: `Some(step's answer)`, or `None` when the intent is
+/// dropped and the update is to be handled as usual (LND canceled: ballast follows).
+async fn finish_intent(
+    state: &AppState,
+    lnd: &LndNode,
+    hash: PaymentHash,
+    u: &InvoiceUpdate,
+    intent: SettleIntent,
+) -> Option<Result<bool, String>> {
+    match u.state {
+        LndInvoiceState::Settled => Some(
+            record_settled(state, hash, intent.preimage)
+                .await
+                .map(|_| true)
+                .map_err(|e| e.to_string()),
+        ),
+        LndInvoiceState::Accepted => Some(match lnd.settle_invoice(intent.preimage).await {
+            Ok(()) => record_settled(state, hash, intent.preimage)
+                .await
+                .map(|_| false)
+                .map_err(|e| e.to_string()),
+            // LND canceled meanwhile: its next update says so, and ballast follows.
+            Err(NodeError::Rejected { message, .. }) => {
+                log::warn!("hold invoice {hash}: LND refused the pending settle ({message})");
+                drop_intent(state, hash).await;
+                Ok(false)
+            }
+            Err(e) => Err(format!("LND did not answer the pending settle: {e}")),
+        }),
+        // LND gave up first (or never got the HTLCs): the settle cannot happen.
+        LndInvoiceState::Canceled | LndInvoiceState::Open => {
+            drop_intent(state, hash).await;
+            None
+        }
     }
 }
 

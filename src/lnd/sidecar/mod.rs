@@ -4,7 +4,7 @@
 pub mod args;
 pub mod client;
 mod events;
-mod hodl;
+pub(crate) mod hodl;
 mod logger;
 pub mod rpc_server;
 
@@ -14,7 +14,7 @@ use crate::api::settings::Settings;
 use crate::api::{hodl as hodl_api, start, Backend, Notifier};
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
-use crate::lnd::node::LndNode;
+use crate::lnd::node::{LndNode, DEFAULT_HOLD_EXPIRY_DELTA, MIN_CLTV_DELTA};
 use crate::node::Node;
 use anyhow::Context;
 use args::{Command, SidecarArgs, SidecarOptions};
@@ -75,45 +75,82 @@ pub(crate) fn print_out(text: &str) -> ExitCode {
     }
 }
 
-/// LND cancels an accepted hold invoice itself once its earliest HTLC is this many blocks
-/// from expiry (lnd's hold-invoice guard, `DefaultIncomingBroadcastDelta + 2`).
-const LND_HOLD_GUARD_BLOCKS: u32 = 12;
-
-/// ballast must cancel before LND does: otherwise LND fails the HTLCs first, and a
-/// `hodl-settle` in between would be recorded for money that never arrives. The default
-/// moves above LND's guard; a value set at or below it is refused.
-fn lnd_hold_deadline(settings: &mut Settings, set_by_user: bool) -> anyhow::Result<()> {
-    let min = LND_HOLD_GUARD_BLOCKS + 2;
-    let blocks = settings.hodl.cancel_blocks;
-    if blocks < min {
+/// Lines ballast's hold-invoice deadline up with LND's hold guard: LND cancels an accepted
+/// hold invoice itself once its earliest HTLC is `guard` blocks from expiry
+/// (`invoices.holdexpirydelta`), so ballast cannot hold one longer. Left unset, ballast's
+/// deadline is LND's guard (or the plugin's default, when that is earlier); set below the
+/// guard, it is refused. The default CLTV of new hold invoices must leave room above it
+/// and meet LND's minimum.
+/// Returns ballast's deadline (`ballast-hodl-cancel-blocks`) to use.
+fn lnd_hold_deadline(settings: &Settings, set_by_user: bool, guard: u32) -> anyhow::Result<u32> {
+    let mut blocks = settings.hodl.cancel_blocks;
+    if blocks < guard {
         if set_by_user {
             anyhow::bail!(
-                "ballast-hodl-cancel-blocks ({blocks}) must be at least {min} with LND, which cancels accepted hold invoices {LND_HOLD_GUARD_BLOCKS} blocks before expiry"
+                "ballast-hodl-cancel-blocks ({blocks}) must be at least {guard} with LND, which cancels accepted hold invoices {guard} blocks before expiry (its invoices.holdexpirydelta; see --hold-expiry-delta)"
             );
         }
-        settings.hodl.cancel_blocks = min;
+        blocks = guard;
     }
     let cltv = settings.hodl_defaults.cltv;
-    if cltv < settings.hodl.cancel_blocks + 6 {
+    if cltv < blocks + 6 {
         anyhow::bail!(
-            "ballast-hodl-cltv ({cltv}) must exceed ballast-hodl-cancel-blocks ({}) by at least 6",
-            settings.hodl.cancel_blocks
+            "ballast-hodl-cltv ({cltv}) must exceed ballast-hodl-cancel-blocks ({blocks}) by at least 6"
         );
     }
-    Ok(())
+    if cltv < MIN_CLTV_DELTA {
+        anyhow::bail!(
+            "ballast-hodl-cltv ({cltv}) must be at least {MIN_CLTV_DELTA}, LND's minimum final CLTV delta"
+        );
+    }
+    Ok(blocks)
+}
+
+/// LND's hold guard: `--hold-expiry-delta`, checked against the value in LND's own
+/// configuration where LND shows it. Unset, LND's value (or, where hidden, LND's default)
+/// is used; set and different from LND's, the start is refused, as ballast would
+/// otherwise accept `hodl-settle` for invoices LND is about to cancel, or give up early.
+async fn hold_guard(lnd: &LndNode, configured: Option<u32>) -> anyhow::Result<u32> {
+    match (lnd.hold_expiry_delta().await, configured) {
+        (Ok(Some(actual)), Some(set)) if actual != set => anyhow::bail!(
+            "--hold-expiry-delta is {set}, but LND's invoices.holdexpirydelta is {actual}: set it to {actual} (or leave it out)"
+        ),
+        (Ok(Some(actual)), _) => {
+            log::info!("LND cancels accepted hold invoices {actual} blocks before expiry (invoices.holdexpirydelta)");
+            Ok(actual)
+        }
+        (shown, set) => {
+            let why = match shown {
+                Ok(_) => "its configuration does not show invoices.holdexpirydelta".to_string(),
+                Err(e) => format!("GetDebugInfo: {e}"),
+            };
+            let guard = set.unwrap_or(DEFAULT_HOLD_EXPIRY_DELTA);
+            log::warn!(
+                "cannot read LND's hold guard ({why}); assuming {guard} blocks{}",
+                if set.is_some() { " (--hold-expiry-delta)" } else { ", LND's default" }
+            );
+            Ok(guard)
+        }
+    }
 }
 
 /// Runs the sidecar until SIGINT or SIGTERM.
 pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
     let opts = SidecarOptions(&a.options);
     let mut settings = Settings::read(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cancel_set = a.options.contains_key(options::HODL_CANCEL_BLOCKS.name);
+    // Checked before LND is reached, against the guard as configured, and again once LND
+    // has said what its guard is.
     lnd_hold_deadline(
-        &mut settings,
-        a.options.contains_key(options::HODL_CANCEL_BLOCKS.name),
+        &settings,
+        cancel_set,
+        a.hold_expiry_delta.unwrap_or(DEFAULT_HOLD_EXPIRY_DELTA),
     )?;
     let monitor_settings = MonitorSettings::read(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let resolved = a.lnd.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
     let lnd = LndNode::connect(&resolved).await?;
+    let guard = hold_guard(&lnd, a.hold_expiry_delta).await?;
+    settings.hodl.cancel_blocks = lnd_hold_deadline(&settings, cancel_set, guard)?;
     let info = lnd.info().await.context("LND getinfo")?;
     let db_path = a.db_path();
     let fee_interval = settings.fee_interval;
@@ -184,4 +221,37 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn settings(opts: &[(&str, &str)]) -> Settings {
+        let map: BTreeMap<String, String> =
+            opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::read(&SidecarOptions(&map)).unwrap()
+    }
+
+    #[test]
+    fn ballasts_deadline_is_never_later_than_lnds_guard() {
+        // Unset: LND's guard (above the plugin's default of 10).
+        assert_eq!(lnd_hold_deadline(&settings(&[]), false, 18).unwrap(), 18);
+        assert_eq!(lnd_hold_deadline(&settings(&[]), false, 30).unwrap(), 30);
+        // A guard below the plugin's default keeps the earlier cancel.
+        assert_eq!(lnd_hold_deadline(&settings(&[]), false, 5).unwrap(), 10);
+        // Set: earlier is fine, later than LND's guard is refused.
+        let s = settings(&[("ballast-hodl-cancel-blocks", "25")]);
+        assert_eq!(lnd_hold_deadline(&s, true, 18).unwrap(), 25);
+        let s = settings(&[("ballast-hodl-cancel-blocks", "12")]);
+        let e = lnd_hold_deadline(&s, true, 18).unwrap_err().to_string();
+        assert!(e.contains("must be at least 18"), "{e}");
+        // The default CLTV must clear the deadline and LND's minimum.
+        let s = settings(&[("ballast-hodl-cltv", "30")]);
+        assert!(lnd_hold_deadline(&s, false, 30).is_err());
+        let s = settings(&[("ballast-hodl-cltv", "20"), ("ballast-hodl-cancel-blocks", "10")]);
+        let e = lnd_hold_deadline(&s, true, 10).unwrap_err().to_string();
+        assert!(e.contains("at least 24"), "{e}");
+    }
 }

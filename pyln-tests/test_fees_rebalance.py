@@ -3,7 +3,11 @@
 Written to run against real daemons; skipped with one line where they are absent.
 """
 
+import os
+import threading
 import time
+
+from helpers import sigkill_ballast, start_plugin_again
 
 
 POLICY = """
@@ -72,6 +76,21 @@ def test_forwards_move_the_fee_of_the_drained_channel(node_factory, plugin_path,
     assert "local ratio" in hist[0]["explanation"]
 
 
+def ring(node_factory, opts, pyln):
+    """l1 -> l2 -> l3 -> l4 -> l1, announced, and seen whole by ballast on l1.
+
+    line_graph funds each channel from one side: l1's channel to l2 is all ours, the one
+    from l4 all theirs. ballast must see the whole ring before it can plan."""
+    l1, l2, l3, l4 = node_factory.line_graph(4, opts=opts, wait_for_announce=True)
+    node_factory.join_nodes([l4, l1], wait_for_announce=True)
+    pyln.wait_for(lambda: len(l1.rpc.listchannels()["channels"]) >= 8)
+    pyln.wait_for(
+        lambda: ((l1.rpc.call("rebalance-status").get("graph") or {}).get("channels") or 0) >= 4,
+        timeout=60,
+    )
+    return l1, l2, l3, l4
+
+
 def test_plan_and_execute_on_a_ring(node_factory, plugin_path, pyln, bitcoind):
     # l1 -> l2 -> l3 -> l4 -> l1: a ring through which l1 can move liquidity to itself.
     # l1 charges 1000 ppm, so a move may pay up to 500 ppm (fee share 0.5): CLN's default
@@ -88,15 +107,7 @@ def test_plan_and_execute_on_a_ring(node_factory, plugin_path, pyln, bitcoind):
         {},
         {},
     ]
-    l1, l2, l3, l4 = node_factory.line_graph(4, opts=opts, wait_for_announce=True)
-    node_factory.join_nodes([l4, l1], wait_for_announce=True)
-    pyln.wait_for(lambda: len(l1.rpc.listchannels()["channels"]) >= 8)
-    # line_graph funds each channel from one side: l1's channel to l2 is all ours, the one
-    # from l4 all theirs. ballast must see the whole ring before it can plan.
-    pyln.wait_for(
-        lambda: ((l1.rpc.call("rebalance-status").get("graph") or {}).get("channels") or 0) >= 4,
-        timeout=60,
-    )
+    l1, l2, l3, l4 = ring(node_factory, opts, pyln)
     before = {c["short_channel_id"]: c["to_us_msat"] for c in l1.rpc.listpeerchannels()["channels"]}
 
     plan = l1.rpc.call("rebalance-plan", {})
@@ -118,9 +129,6 @@ def test_sigkill_while_a_rebalance_payment_is_in_flight(node_factory, plugin_pat
     it back before the HTLC returns. The payment completes (ballast still has its preimage),
     the attempt is resolved from lightningd without a new execution, its fee counts once,
     and nothing is sent twice."""
-    import os
-    import threading
-
     hold = os.path.join(os.path.dirname(__file__), "plugins", "hold_htlcs.py")
     opts = [
         {
@@ -133,13 +141,7 @@ def test_sigkill_while_a_rebalance_payment_is_in_flight(node_factory, plugin_pat
         {"plugin": hold, "hold-secs": 25},
         {},
     ]
-    l1, l2, l3, l4 = node_factory.line_graph(4, opts=opts, wait_for_announce=True)
-    node_factory.join_nodes([l4, l1], wait_for_announce=True)
-    pyln.wait_for(lambda: len(l1.rpc.listchannels()["channels"]) >= 8)
-    pyln.wait_for(
-        lambda: ((l1.rpc.call("rebalance-status").get("graph") or {}).get("channels") or 0) >= 4,
-        timeout=60,
-    )
+    l1, l2, l3, l4 = ring(node_factory, opts, pyln)
     plan = l1.rpc.call("rebalance-plan", {})
     assert any(m["status"] == "planned" for m in plan["moves"]), plan
 
@@ -154,8 +156,6 @@ def test_sigkill_while_a_rebalance_payment_is_in_flight(node_factory, plugin_pat
     pending = [a for a in l1.rpc.call("rebalance-status")["attempts"] if a["outcome"] == "pending"]
     assert len(pending) == 1, pending
     phash = pending[0]["payment_hash"]
-
-    from test_hodl_faults import sigkill_ballast, start_plugin_again  # same directory
 
     sigkill_ballast(l1, plugin_path, pyln)
     start_plugin_again(l1, plugin_path, pyln)

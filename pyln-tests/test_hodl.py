@@ -6,30 +6,9 @@ Written to run against real daemons; skipped with one line where they are absent
 
 import hashlib
 import os
-import threading
 
 import pytest
-
-
-def pay_in_thread(node, bolt11):
-    """Starts `pay` in a thread (it blocks while the invoice is held); returns a getter."""
-    result = {}
-
-    def run():
-        try:
-            result["ok"] = node.rpc.pay(bolt11)
-        except Exception as e:  # noqa: BLE001 - the test inspects whatever pay raised
-            result["err"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def get(timeout=60):
-        t.join(timeout)
-        assert not t.is_alive(), "pay did not finish"
-        return result
-
-    return get
+from helpers import pay_in_thread
 
 
 def hodl_pair(node_factory, plugin_path):

@@ -109,7 +109,9 @@ def test_second_node_on_the_same_store_disables_ballast(node_factory, plugin_pat
         broken_log=r"ballast",
         allow_warning=True,
     )
-    l2.daemon.wait_for_log(r"ballast.*disabl")
+    # The line comes while lightningd waits for `init`, before the "Server started" line
+    # that wait_for_log would start searching after: search the whole log.
+    pyln.wait_for(lambda: l2.daemon.is_in_log(r"ballast.*disabl", start=0))
 
     assert l2.rpc.getinfo()["id"]
     with pytest.raises(pyln.RpcError):

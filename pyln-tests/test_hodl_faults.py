@@ -67,7 +67,7 @@ def test_sigkill_while_accepted_is_never_settled(node_factory, plugin_path, pyln
     assert inv["state"] == "CANCELED", inv
     assert inv["cancel_reason"] == "htlcs_lost", inv
     assert inv["received_msat"] == 0, inv
-    assert l2.daemon.is_in_log(r"hold invoice {}: ACCEPTED -> CANCELED \(\"htlcs_lost\"\)".format(phash))
+    l2.daemon.wait_for_log(r"hold invoice {}: ACCEPTED -> CANCELED \(\"htlcs_lost\"\)".format(phash))
 
     err = hodl_error(l2, "hodl-settle", {"payment_hash": phash})
     assert err["code"] == ERR_NOT_HELD, err

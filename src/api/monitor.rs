@@ -282,10 +282,11 @@ fn deliver(s: &AppState, t: &Transition) {
         Transition::Updated(_) => return,
     };
     let line = format!("alert {} {} {what} on {}: {}", a.id, a.kind, a.channel, a.message);
-    // A cleared alert is good news: it is logged at info whatever its severity.
+    // A cleared alert is good news: it is logged at info whatever its severity. A critical
+    // one is still `warn`: lightningd shows `error` as **BROKEN**, which operators (and
+    // pyln-testing) read as a bug in ballast, and the channel is not ballast's fault.
     match (what, a.severity) {
-        ("raised", Severity::Critical) => log::error!("{line}"),
-        ("raised", Severity::Warning) => log::warn!("{line}"),
+        ("raised", Severity::Critical | Severity::Warning) => log::warn!("{line}"),
         _ => log::info!("{line}"),
     }
     let body = alert_json(a);

@@ -190,7 +190,7 @@ pub async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorS
                 );
                 tokio::spawn(monitor::serve_metrics(state.clone(), l));
             }
-            Err(e) => log::error!("metrics: cannot listen on {addr}: {e}; metrics are off"),
+            Err(e) => log::warn!("metrics: cannot listen on {addr}: {e}; metrics are off"),
         }
     }
     tokio::spawn(rebalance::run_loop(state.clone()));

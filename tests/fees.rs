@@ -372,13 +372,18 @@ fn fee_policy_is_set_by_json_and_toml_and_a_bad_one_changes_nothing() {
     let node = node_with(&[(A, 250_000_000)]);
     let mut ld = builder(&node).base_dir(base.path()).start();
 
+    // Out of the box: the built-in policy, following the balance.
     let shown = ld.rpc_ok("fee-policy", json!({}));
-    assert_eq!(shown["source"], "none", "{shown:#}");
-    assert!(array(&shown, "/policy/rules").is_empty(), "{shown:#}");
+    assert_eq!(shown["source"], "default", "{shown:#}");
+    assert_eq!(array(&shown, "/policy/rules").len(), 1, "{shown:#}");
+    assert_eq!(status(&ld)["fees"]["policy_source"], "default");
     let p = preview(&ld, A);
-    assert!(p["rule"].is_null(), "{p:#}");
-    assert_eq!(p["status"]["kind"], "no_rule", "{p:#}");
-    assert_eq!(p["target"], p["current"], "{p:#}");
+    assert_eq!(p["rule"]["name"], "builtin-balance", "{p:#}");
+    // A quarter full: well above the 10 ppm of a full channel, below the 1000 of an empty one.
+    let ppm = p["target"]["ppm"].as_u64().unwrap();
+    assert!((200..=500).contains(&ppm), "{p:#}");
+    // ...and not before the start-up hold is over.
+    assert_eq!(p["would_apply_now"], false, "{p:#}");
 
     // JSON, as an object.
     let flat = json!({
@@ -540,7 +545,22 @@ fn json_policy_errors_inside_a_rule_name_the_rule() {
         "neither line {line} nor the rule is named: {:?}",
         e.message
     );
-    assert_eq!(ld.rpc_ok("fee-policy", json!({}))["source"], "none");
+    assert_eq!(ld.rpc_ok("fee-policy", json!({}))["source"], "default");
+}
+
+#[test]
+fn the_built_in_policy_can_be_turned_off_and_brought_back() {
+    let node = node_with(&[(A, 250_000_000)]);
+    let ld = builder(&node).option("ballast-fee-policy-file", "off").start();
+    let shown = ld.rpc_ok("fee-policy", json!({}));
+    assert!(shown["source"].as_str().unwrap().starts_with("off"), "{shown:#}");
+    assert!(array(&shown, "/policy/rules").is_empty(), "{shown:#}");
+    let p = preview(&ld, A);
+    assert_eq!(p["status"]["kind"], "no_rule", "{p:#}");
+    assert_eq!(p["target"], p["current"], "{p:#}");
+    let shown = ld.rpc_ok("fee-policy", json!({"policy": "default"}));
+    assert_eq!(shown["source"], "default", "{shown:#}");
+    assert_eq!(preview(&ld, A)["rule"]["name"], "builtin-balance");
 }
 
 #[test]

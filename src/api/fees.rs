@@ -5,7 +5,7 @@ use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::counters::bump;
-use crate::engine::fees::{FeeDecision, Policy, Trigger};
+use crate::engine::fees::{FeeDecision, Policy, Trigger, BUILTIN_SOURCE};
 use crate::node::{Channel, ChannelState, FeeUpdate, Node};
 use crate::service::fees::{read_policy_file, FeeServiceError};
 use crate::types::{Msat, PaymentHash, Scid};
@@ -362,7 +362,14 @@ pub async fn policy(p: AppState, params: Value) -> Result<Value, RpcError> {
                 "{POLICY}: give one of 'policy', 'toml' or 'file'"
             )));
         }
-        let new = if let Some(v) = prm.raw("policy") {
+        let new = if let Some(Value::String(t)) = prm.raw("policy").filter(|v| *v == BUILTIN_SOURCE) {
+            // `fee-policy default`: back to the built-in policy.
+            let policy = Policy::builtin().map_err(|e| RpcError {
+                code: ERR_INTERNAL,
+                message: format!("built-in policy: {e}"),
+            })?;
+            Some((policy, t.clone()))
+        } else if let Some(v) = prm.raw("policy") {
             // JSON text (as lightning-cli passes it) keeps line numbers in its errors.
             let parsed = match v {
                 Value::String(t) => {

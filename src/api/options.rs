@@ -44,8 +44,13 @@ pub const HODL_CLTV: DefaultIntegerConfigOption = ConfigOption::new_i64_with_def
 
 pub const FEE_POLICY_FILE: StringConfigOption = ConfigOption::new_str_no_default(
     "ballast-fee-policy-file",
-    "TOML fee policy (see contrib/fee-policy.sample.toml); a bad file is refused and the previous policy kept",
+    "TOML fee policy (see contrib/fee-policy.sample.toml) replacing the built-in one; 'off' turns automatic fees off",
 );
+
+/// `ballast-fee-policy-file=off`: no automatic fee changes at all.
+pub fn policy_off(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("off")
+}
 
 pub const FEE_DRY_RUN: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
     "ballast-fee-dry-run",

@@ -64,9 +64,11 @@ fn open_services(p: &StartParams, hodl_params: crate::engine::hodl::HodlParams) 
         now_unix(),
     )?;
     let income = Income::open(&store)?;
+    let off = s.policy_file.as_deref().is_some_and(options::policy_off);
     let policy_path = s
         .policy_file
         .as_ref()
+        .filter(|_| !off)
         .map(|f| options::resolve_db_path(&p.base_dir.to_string_lossy(), f));
     let (fees, fee_warnings) = FeeService::load(
         store.clone(),
@@ -75,6 +77,9 @@ fn open_services(p: &StartParams, hodl_params: crate::engine::hodl::HodlParams) 
         policy_path.as_deref(),
         now_unix(),
     )?;
+    if off {
+        fees.turn_off(format!("off ({}=off)", options::FEE_POLICY_FILE.name));
+    }
     let rebalance = RebalanceService::load(store.clone(), p.claims.clone(), s.halflife)?;
     Ok(Opened {
         store,

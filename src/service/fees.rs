@@ -3,7 +3,7 @@
 
 use crate::engine::fees::{
     decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeChange, FeeConfig, FeeDecision, Flow, Policy,
-    PolicyError, Trigger,
+    PolicyError, Trigger, BUILTIN_SOURCE,
 };
 use crate::node::Channel;
 use crate::store::{Record, Store, StoreError, TypedTree};
@@ -104,16 +104,21 @@ impl FeeService {
         let last_tree: TypedTree<LastUpdate> = store.tree(LAST_TREE)?;
         let mut warnings = Vec::new();
         let (mut policy, mut source) = match policy_tree.get(POLICY_KEY)? {
+            // Chosen again by name: the built-in policy of this version, not a stored copy.
+            Some(sp) if sp.source == BUILTIN_SOURCE => (Policy::builtin()?, sp.source),
             Some(sp) => match Policy::from_json_value(sp.policy.clone()) {
                 Ok(p) => (p, sp.source),
                 Err(e) => {
+                    // The operator's own policy is broken: no fee changes until they fix
+                    // it, rather than a default they did not choose.
                     warnings.push(format!(
                         "stored fee policy no longer validates ({e}); no policy in force"
                     ));
                     (Policy::new(Vec::new())?, "none".to_string())
                 }
             },
-            None => (Policy::new(Vec::new())?, "none".to_string()),
+            // Nothing set yet: fees follow the balance out of the box.
+            None => (Policy::builtin()?, BUILTIN_SOURCE.to_string()),
         };
         if let Some(path) = policy_file {
             match read_policy_file(path) {
@@ -192,6 +197,14 @@ impl FeeService {
         s.policy = policy;
         s.source = source;
         Ok(())
+    }
+
+    /// Turns automatic fees off for this run (`ballast-fee-policy-file=off`): an empty
+    /// policy, not persisted, so the stored one is back once the option is removed.
+    pub fn turn_off(&self, source: String) {
+        let mut s = self.lock();
+        s.policy = Policy::default();
+        s.source = source;
     }
 
     /// Notes a settled forward: flow on both channels, and a decision scheduled for each.

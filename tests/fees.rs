@@ -638,10 +638,12 @@ name = "peer-steep"
 match.scid = ["{C}", "{D}"]
 min_ppm = 100
 max_ppm = 1500
-strategy = {{ type = "peer", ppm = 500, balance_weight = 3.0 }}
+strategy = {{ type = "peer", ppm = 500, balance_weight = 3.0, reference_channels = 1 }}
 "#
         ),
     );
+    // Each peer has one channel, ours (the graph always holds our own channels), so with
+    // reference_channels = 1 connectivity is neutral and only the balance factor counts.
     // (scid, ratio, raw strategy ppm, bounded target, explanation clause)
     let expect = [
         (A, 0.0, 5000, 2000, "clamped to max 2000 ppm"),

@@ -410,5 +410,5 @@ async fn rebalance_executes_with_send_to_route_to_our_own_invoice() {
     assert_eq!(last.pub_key, fake.with_state(|st| st.id.clone()));
     let st = s.ok("rebalance-status", json!({}));
     assert_eq!(st["attempts"][0]["outcome"], "success", "{st:#}");
-    assert_eq!(st["attempts"][0]["fee"], m["fee_msat"], "{st:#}");
+    assert_eq!(st["attempts"][0]["fee_msat"], m["fee_msat"], "{st:#}");
 }

@@ -37,7 +37,9 @@ pub struct Attempt {
     pub time: u64,
     pub source: Scid,
     pub sink: Scid,
+    #[serde(rename = "amount_msat", alias = "amount")]
     pub amount: Msat,
+    #[serde(rename = "fee_msat", alias = "fee")]
     pub fee: Msat,
     pub route: Vec<Scid>,
     pub payment_hash: PaymentHash,

@@ -426,7 +426,11 @@ fn fee_policy_is_set_by_json_and_toml_and_a_bad_one_changes_nothing() {
              [[rule]]\nname = \"second\"\n{second}\n"
         )
     };
-    let broken_file = base.path().join("broken.toml");
+    let files = ld.lightning_dir().join("ballast-files");
+    std::fs::create_dir_all(&files).unwrap();
+    let broken_file = files.join("broken.toml");
+    let outside = base.path().join("outside.toml");
+    std::fs::write(&outside, FOLLOW).unwrap();
     std::fs::write(
         &broken_file,
         FOLLOW.replace("curve = \"linear\"", "curve = \"wiggly\""),
@@ -485,13 +489,23 @@ fn fee_policy_is_set_by_json_and_toml_and_a_bad_one_changes_nothing() {
         ),
         (
             "file: unknown curve on line 8",
-            json!({ "file": broken_file.to_str().unwrap() }),
+            json!({ "file": "broken.toml" }),
             vec!["line 8", "rule[0] 'follow-balance'", "wiggly", "broken.toml"],
         ),
         (
             "file: does not exist",
-            json!({ "file": base.path().join("missing.toml").to_str().unwrap() }),
+            json!({ "file": "missing.toml" }),
             vec!["missing.toml"],
+        ),
+        (
+            "file: outside ballast-files-dir, by absolute path",
+            json!({ "file": outside.to_str().unwrap() }),
+            vec!["absolute", "ballast-files"],
+        ),
+        (
+            "file: outside ballast-files-dir, by ..",
+            json!({ "file": "../../outside.toml" }),
+            vec!["leaves", "ballast-files"],
         ),
     ];
     for (what, params, needles) in cases {

@@ -8,6 +8,7 @@ use super::{fees, hodl, now_unix, options, rebalance, AppState, Backend, Notifie
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
 use crate::service::fees::FeeService;
+use crate::service::files::FilesDir;
 use crate::service::hodl::{HodlEvent, HodlService};
 use crate::service::income::Income;
 use crate::service::monitor::MonitorService;
@@ -49,6 +50,7 @@ struct Opened {
     fees: FeeService,
     fee_warnings: Vec<String>,
     rebalance: RebalanceService,
+    files: FilesDir,
 }
 
 /// Opens the store and every service (blocking work: run it off the async workers).
@@ -81,6 +83,10 @@ fn open_services(p: &StartParams, hodl_params: crate::engine::hodl::HodlParams) 
         fees.turn_off(format!("off ({}=off)", options::FEE_POLICY_FILE.name));
     }
     let rebalance = RebalanceService::load(store.clone(), p.claims.clone(), s.halflife)?;
+    let files = FilesDir::open(
+        &store,
+        options::resolve_db_path(&p.base_dir.to_string_lossy(), &s.files_dir),
+    )?;
     Ok(Opened {
         store,
         hodl,
@@ -89,6 +95,7 @@ fn open_services(p: &StartParams, hodl_params: crate::engine::hodl::HodlParams) 
         fees,
         fee_warnings,
         rebalance,
+        files,
     })
 }
 
@@ -116,6 +123,7 @@ pub async fn start(
         fees,
         fee_warnings: mut warnings,
         rebalance,
+        files,
     } = opened;
     warnings.iter_mut().for_each(|w| *w = format!("fee policy: {w}"));
     let (monitor, monitor_warnings) = {
@@ -161,6 +169,7 @@ pub async fn start(
         rebalance_lock: tokio::sync::Mutex::new(()),
         network: p.network.clone(),
         base_dir: p.base_dir.clone(),
+        files: Arc::new(files),
         node_id,
         started: std::time::Instant::now(),
         hodl_defaults: HodlDefaults {

@@ -95,6 +95,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         .with_logging(false)
         .dynamic()
         .option(options::DB_PATH)
+        .option(options::FILES_DIR)
         .option(options::HODL_CANCEL_BLOCKS)
         .option(options::HODL_WARN_BLOCKS)
         .option(options::HODL_MPP_TIMEOUT)

@@ -75,6 +75,8 @@ pub struct FeeService {
     flow_window_secs: u64,
     started_at: u64,
     seq: AtomicU64,
+    /// `ballast-fee-policy-file`, resolved: `fee-policy file=` may read it again.
+    configured_file: Option<std::path::PathBuf>,
 }
 
 /// Reads and validates a TOML policy file; the error names the line and the reason.
@@ -164,6 +166,7 @@ impl FeeService {
                 flow_window_secs,
                 started_at: now,
                 seq: AtomicU64::new(seq),
+                configured_file: policy_file.map(Path::to_path_buf),
             },
             warnings,
         ))
@@ -171,6 +174,11 @@ impl FeeService {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The policy file named by `ballast-fee-policy-file`, if any.
+    pub fn configured_file(&self) -> Option<&Path> {
+        self.configured_file.as_deref()
     }
 
     pub fn config(&self) -> &FeeConfig {

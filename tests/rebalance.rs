@@ -1183,9 +1183,9 @@ fn unnamed_integers(
 
 #[test]
 fn every_answer_names_its_msat_amounts() {
-    // A lopsided node with forwards, a hold invoice, alerts and rebalance history, so that
-    // every answer carries its amounts.
-    let node = network(900_000_000, 100_000_000, 500_000_000, 950_000_000);
+    // A lopsided node with forwards, a hold invoice, alerts (D's remote side is below 5 %)
+    // and rebalance history, so that every answer carries its amounts.
+    let node = network(900_000_000, 100_000_000, 500_000_000, 970_000_000);
     node.add_forward(harness::fake_node::Forward::settled(
         CH_A, CH_B, 1_002_000, 1_000_000,
     ));
@@ -1204,6 +1204,10 @@ fn every_answer_names_its_msat_amounts() {
     let plan = ld.rpc_ok("rebalance-plan", json!({}));
     assert!(!planned(&plan).is_empty(), "{plan:#}");
     let plan_id = string(&plan, "/plan_id").to_string();
+    ld.wait_until("an alert", WAIT, |ld| {
+        let st = ld.rpc_ok("monitor-stats", json!({}));
+        (st["active_alerts"]["low_remote"] == 1).then_some(())
+    });
     let calls: Vec<(&str, Value)> = vec![
         ("ballast-status", json!({})),
         (

@@ -109,7 +109,9 @@ def test_second_node_on_the_same_store_disables_ballast(node_factory, plugin_pat
         broken_log=r"ballast",
         allow_warning=True,
     )
-    l2.daemon.wait_for_log(r"ballast.*disabl")
+    # ballast writes its reason before it answers `init`, so the line comes before
+    # "Server started", where wait_for_log would begin: search the whole log.
+    pyln.wait_for(lambda: l2.daemon.is_in_log(r"ballast.*disabl"))
 
     assert l2.rpc.getinfo()["id"]
     with pytest.raises(pyln.RpcError):

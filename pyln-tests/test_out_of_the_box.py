@@ -21,7 +21,9 @@ def _ppm(node, scid):
     )
 
 
-def test_forwards_move_a_fee_with_no_policy_file(node_factory, plugin_path, pyln, monkeypatch):
+def test_forwards_move_a_fee_with_no_policy_file(
+    node_factory, plugin_path, pyln, monkeypatch, forwards_move_fee
+):
     monkeypatch.setenv("BALLAST_DEVELOPER", "1")
     l1, l2, l3 = node_factory.line_graph(
         3,
@@ -43,15 +45,8 @@ def test_forwards_move_a_fee_with_no_policy_file(node_factory, plugin_path, pyln
     assert {c["short_channel_id"] for c in preview} >= {scid23}, preview
     assert all(c["rule"]["name"] == "builtin-balance" for c in preview), preview
     start_ppm = _ppm(l2, scid23)
-    time.sleep(6)  # past the 5 s start-up hold
-    for _ in range(3):
-        inv = l3.rpc.invoice(200_000_000, "f{}".format(time.time()), "fwd")
-        l1.rpc.pay(inv["bolt11"])
-
     # No policy file, no fee-apply: the forwards alone move the drained channel's fee.
-    pyln.wait_for(lambda: l2.rpc.call("fee-history", {"scid": scid23})["changes"])
-    change = l2.rpc.call("fee-history", {"scid": scid23})["changes"][0]
-    assert change["trigger"] == "forward", change
+    change = forwards_move_fee(l1, l2, l3, scid23)
     assert change["rule"]["name"] == "builtin-balance", change
     new_ppm = change["new"]["ppm"]
     assert new_ppm > start_ppm, change

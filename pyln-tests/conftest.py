@@ -10,6 +10,7 @@ The plugin under test is `$BALLAST_PLUGIN`, else `<repo>/target/release/ballast`
 
 import os
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -122,3 +123,22 @@ def cargo_version() -> str:
         elif in_package and line.startswith("version"):
             return line.split("=", 1)[1].strip().strip('"')
     raise AssertionError("no [package] version in Cargo.toml")
+
+
+@pytest.fixture(scope="session")
+def forwards_move_fee(pyln):
+    """`f(l1, l2, l3, scid23)`: after the 5 s start-up hold, pays l3 from l1 three times
+    through l2 (draining l2's channel to l3) and returns l2's first fee change on scid23,
+    which must have been made by the forwards alone (no fee-apply)."""
+
+    def run(l1, l2, l3, scid23):
+        time.sleep(6)  # past the 5 s start-up hold
+        for _ in range(3):
+            inv = l3.rpc.invoice(200_000_000, "f{}".format(time.time()), "fwd")
+            l1.rpc.pay(inv["bolt11"])
+        pyln.wait_for(lambda: l2.rpc.call("fee-history", {"scid": scid23})["changes"])
+        change = l2.rpc.call("fee-history", {"scid": scid23})["changes"][0]
+        assert change["trigger"] == "forward", change
+        return change
+
+    return run

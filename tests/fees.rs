@@ -372,13 +372,18 @@ fn fee_policy_is_set_by_json_and_toml_and_a_bad_one_changes_nothing() {
     let node = node_with(&[(A, 250_000_000)]);
     let mut ld = builder(&node).base_dir(base.path()).start();
 
+    // Out of the box: the built-in policy, following the balance.
     let shown = ld.rpc_ok("fee-policy", json!({}));
-    assert_eq!(shown["source"], "none", "{shown:#}");
-    assert!(array(&shown, "/policy/rules").is_empty(), "{shown:#}");
+    assert_eq!(shown["source"], "default", "{shown:#}");
+    assert_eq!(array(&shown, "/policy/rules").len(), 1, "{shown:#}");
+    assert_eq!(status(&ld)["fees"]["policy_source"], "default");
     let p = preview(&ld, A);
-    assert!(p["rule"].is_null(), "{p:#}");
-    assert_eq!(p["status"]["kind"], "no_rule", "{p:#}");
-    assert_eq!(p["target"], p["current"], "{p:#}");
+    assert_eq!(p["rule"]["name"], "builtin-balance", "{p:#}");
+    // A quarter full: well above the 10 ppm of a full channel, below the 1000 of an empty one.
+    let ppm = p["target"]["ppm"].as_u64().unwrap();
+    assert!((200..=500).contains(&ppm), "{p:#}");
+    // ...and not before the start-up hold is over.
+    assert_eq!(p["would_apply_now"], false, "{p:#}");
 
     // JSON, as an object.
     let flat = json!({
@@ -421,7 +426,11 @@ fn fee_policy_is_set_by_json_and_toml_and_a_bad_one_changes_nothing() {
              [[rule]]\nname = \"second\"\n{second}\n"
         )
     };
-    let broken_file = base.path().join("broken.toml");
+    let files = ld.lightning_dir().join("ballast-files");
+    std::fs::create_dir_all(&files).unwrap();
+    let broken_file = files.join("broken.toml");
+    let outside = base.path().join("outside.toml");
+    std::fs::write(&outside, FOLLOW).unwrap();
     std::fs::write(
         &broken_file,
         FOLLOW.replace("curve = \"linear\"", "curve = \"wiggly\""),
@@ -480,13 +489,23 @@ fn fee_policy_is_set_by_json_and_toml_and_a_bad_one_changes_nothing() {
         ),
         (
             "file: unknown curve on line 8",
-            json!({ "file": broken_file.to_str().unwrap() }),
+            json!({ "file": "broken.toml" }),
             vec!["line 8", "rule[0] 'follow-balance'", "wiggly", "broken.toml"],
         ),
         (
             "file: does not exist",
-            json!({ "file": base.path().join("missing.toml").to_str().unwrap() }),
+            json!({ "file": "missing.toml" }),
             vec!["missing.toml"],
+        ),
+        (
+            "file: outside ballast-files-dir, by absolute path",
+            json!({ "file": outside.to_str().unwrap() }),
+            vec!["absolute", "ballast-files"],
+        ),
+        (
+            "file: outside ballast-files-dir, by ..",
+            json!({ "file": "../../outside.toml" }),
+            vec!["leaves", "ballast-files"],
         ),
     ];
     for (what, params, needles) in cases {
@@ -540,7 +559,22 @@ fn json_policy_errors_inside_a_rule_name_the_rule() {
         "neither line {line} nor the rule is named: {:?}",
         e.message
     );
-    assert_eq!(ld.rpc_ok("fee-policy", json!({}))["source"], "none");
+    assert_eq!(ld.rpc_ok("fee-policy", json!({}))["source"], "default");
+}
+
+#[test]
+fn the_built_in_policy_can_be_turned_off_and_brought_back() {
+    let node = node_with(&[(A, 250_000_000)]);
+    let ld = builder(&node).option("ballast-fee-policy-file", "off").start();
+    let shown = ld.rpc_ok("fee-policy", json!({}));
+    assert!(shown["source"].as_str().unwrap().starts_with("off"), "{shown:#}");
+    assert!(array(&shown, "/policy/rules").is_empty(), "{shown:#}");
+    let p = preview(&ld, A);
+    assert_eq!(p["status"]["kind"], "no_rule", "{p:#}");
+    assert_eq!(p["target"], p["current"], "{p:#}");
+    let shown = ld.rpc_ok("fee-policy", json!({"policy": "default"}));
+    assert_eq!(shown["source"], "default", "{shown:#}");
+    assert_eq!(preview(&ld, A)["rule"]["name"], "builtin-balance");
 }
 
 #[test]
@@ -618,10 +652,12 @@ name = "peer-steep"
 match.scid = ["{C}", "{D}"]
 min_ppm = 100
 max_ppm = 1500
-strategy = {{ type = "peer", ppm = 500, balance_weight = 3.0 }}
+strategy = {{ type = "peer", ppm = 500, balance_weight = 3.0, reference_channels = 1 }}
 "#
         ),
     );
+    // Each peer has one channel, ours (the graph always holds our own channels), so with
+    // reference_channels = 1 connectivity is neutral and only the balance factor counts.
     // (scid, ratio, raw strategy ppm, bounded target, explanation clause)
     let expect = [
         (A, 0.0, 5000, 2000, "clamped to max 2000 ppm"),

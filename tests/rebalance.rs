@@ -167,7 +167,7 @@ fn spent_in(attempts: &[Value]) -> u64 {
     attempts
         .iter()
         .filter(|a| a["outcome"] == "success" || a["outcome"] == "pending")
-        .map(|a| uint(a, "/fee"))
+        .map(|a| uint(a, "/fee_msat"))
         .sum()
 }
 
@@ -219,18 +219,18 @@ fn a_plan_fixes_a_lopsided_node() {
         assert_eq!(string(m, "/sink_scid"), CH_B, "{m:#}");
         assert!([CH_A, CH_D].contains(&string(m, "/source_scid")), "{m:#}");
         assert_ne!(m["source_peer"], m["sink_peer"]);
-        let amount = uint(m, "/amount");
+        let amount = uint(m, "/amount_msat");
         assert!((10_000_000..=400_000_000).contains(&amount), "{m:#}");
-        let (fee, ppm, cap) = (uint(m, "/fee"), uint(m, "/fee_ppm"), uint(m, "/fee_cap_ppm"));
+        let (fee, ppm, cap) = (uint(m, "/fee_msat"), uint(m, "/fee_ppm"), uint(m, "/fee_cap_ppm"));
         assert_eq!(cap, 500, "min(max_ppm 1000, half of the sink's 1000 ppm): {m:#}");
-        assert!(fee > 0 && ppm <= cap && fee <= uint(m, "/max_fee"), "{m:#}");
+        assert!(fee > 0 && ppm <= cap && fee <= uint(m, "/max_fee_msat"), "{m:#}");
         let p = m["probability"].as_f64().unwrap();
         assert!(p > 0.0 && p <= 1.0, "{m:#}");
         assert!(!string(m, "/reason").is_empty());
         let routes = array(m, "/routes");
         assert!(!routes.is_empty(), "{m:#}");
         // The best route is the one the move is priced by.
-        assert_eq!(uint(&routes[0], "/fee"), fee);
+        assert_eq!(uint(&routes[0], "/fee_msat"), fee);
         for r in routes {
             let hops = array(r, "/hops");
             // Out through the source, back in through the sink, to ourselves.
@@ -241,9 +241,12 @@ fn a_plan_fixes_a_lopsided_node() {
                 hops[..hops.len() - 1].iter().all(|h| h["node"] != us.as_str()),
                 "{r:#}"
             );
-            let hop_fees: u64 = hops.iter().map(|h| uint(h, "/fee")).sum();
-            assert_eq!(hop_fees, uint(r, "/fee"), "{r:#}");
-            assert_eq!(uint(r, "/amount_sent"), uint(r, "/amount") + uint(r, "/fee"));
+            let hop_fees: u64 = hops.iter().map(|h| uint(h, "/fee_msat")).sum();
+            assert_eq!(hop_fees, uint(r, "/fee_msat"), "{r:#}");
+            assert_eq!(
+                uint(r, "/amount_sent_msat"),
+                uint(r, "/amount_msat") + uint(r, "/fee_msat")
+            );
             assert!(hops
                 .iter()
                 .all(|h| h.get("delay").is_some() && h.get("cltv_delta").is_some()));
@@ -356,7 +359,7 @@ fn the_budget_covers_every_move_of_a_plan() {
     let plan = ld.rpc_ok("rebalance-plan", json!({}));
     let moves = planned(&plan);
     assert_eq!(moves.len(), 2, "{plan:#}");
-    let budget = uint(moves[0], "/fee") + uint(moves[1], "/fee") / 2;
+    let budget = uint(moves[0], "/fee_msat") + uint(moves[1], "/fee_msat") / 2;
     let r = execute(
         &ld,
         json!({"plan_id": string(&plan, "/plan_id"), "max_fee_msat": budget}),
@@ -474,7 +477,7 @@ fn the_daily_cap_holds() {
 
     // A plan whose moves together cost more than the daily cap.
     let plan = ld.rpc_ok("rebalance-plan", json!({}));
-    let planned_fee: u64 = planned(&plan).iter().map(|m| uint(m, "/fee")).sum();
+    let planned_fee: u64 = planned(&plan).iter().map(|m| uint(m, "/fee_msat")).sum();
     assert!(
         planned_fee > daily,
         "the plan must cost more than the cap: {plan:#}"
@@ -689,11 +692,15 @@ fn a_private_sink_is_paid_with_its_peers_own_policy() {
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("{plan:#}"));
-    let amount = uint(mv, "/amount");
+    let amount = uint(mv, "/amount_msat");
     let route = &array(mv, "/routes")[0];
     let last = array(route, "/hops").last().unwrap();
     assert_eq!(string(last, "/scid"), CH_B);
-    assert_eq!(uint(last, "/fee"), 2_000 + amount * 50 / 1_000_000, "{route:#}");
+    assert_eq!(
+        uint(last, "/fee_msat"),
+        2_000 + amount * 50 / 1_000_000,
+        "{route:#}"
+    );
     assert_eq!(uint(last, "/cltv_delta"), 40, "{route:#}");
     let before = balances(&node);
     let r = execute(&ld, json!({"plan_id": string(&plan, "/plan_id")}));
@@ -789,7 +796,7 @@ fn over_budget_moves_get_a_swap_instead() {
         .unwrap_or_else(|| panic!("{plan:#}"));
     assert_eq!(string(mv, "/status"), "no route within budget", "{mv:#}");
     assert!(uint(mv, "/cheapest_ppm") > uint(mv, "/fee_cap_ppm"), "{mv:#}");
-    assert!(uint(mv, "/cheapest_fee") > 0);
+    assert!(uint(mv, "/cheapest_fee_msat") > 0);
     assert!(string(mv, "/reason").contains("no route within budget"), "{mv:#}");
     // The swaps are priced with lightningd's feerates (perkb: 4 × 2500 perkw).
     assert!(!node.calls_to("feerates").is_empty());
@@ -806,7 +813,7 @@ fn over_budget_moves_get_a_swap_instead() {
     for s in swaps {
         let vbytes = uint(s, "/onchain_vbytes");
         assert_eq!(uint(s, "/onchain_fee_sat"), 10_000 * vbytes / 1000, "{s:#}");
-        assert!(uint(s, "/amount") > 0);
+        assert!(uint(s, "/amount_msat") > 0);
     }
     // Nothing to execute.
     let r = execute(&ld, json!({"plan_id": string(&plan, "/plan_id")}));
@@ -1038,7 +1045,7 @@ fn an_attempt_counts_as_spent_before_its_payment_leaves() {
         "the attempt was not recorded before sending: {seen:#?}"
     );
     assert_eq!(seen[0]["outcome"], "pending", "{seen:#?}");
-    let fee = uint(&seen[0], "/fee");
+    let fee = uint(&seen[0], "/fee_msat");
     assert!(fee > 0, "{seen:#?}");
     assert_eq!(
         uint(&ld.rpc_ok("rebalance-status", json!({})), "/spent_24h_msat"),
@@ -1048,7 +1055,7 @@ fn an_attempt_counts_as_spent_before_its_payment_leaves() {
     // lightningd replays the HTLC. Every hop saw this hash: the preimage goes only to the
     // HTLC that ends at us with the whole amount, never to a smaller or passing one.
     let hash = string(&seen[0], "/payment_hash");
-    let amount = uint(&seen[0], "/amount");
+    let amount = uint(&seen[0], "/amount_msat");
     let height = ld.node().blockheight();
     let short = ld.call_hook(
         "htlc_accepted",
@@ -1127,4 +1134,156 @@ fn a_later_move_failing_does_not_hide_what_earlier_moves_paid() {
     assert!(string(&done[1], "/reason").contains(&second_sink), "{r:#}");
     // What was paid is in the answer, as the node saw it.
     assert_eq!(uint(&r, "/fee_msat"), paid_fees(&node), "{r:#}");
+}
+
+/// Integer fields that are not msat amounts, from `tests/msat_names.json` (the pyln-tests
+/// read the same list).
+fn not_msat_names() -> std::collections::BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/msat_names.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    array(&v, "/not_msat")
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every integer in `v` whose field is neither `msat`, `*_msat` nor a known non-amount, as
+/// `method:/json/pointer = value`. Array elements are judged by their array's field name.
+fn unnamed_integers(
+    at: &str,
+    field: &str,
+    v: &Value,
+    allowed: &std::collections::BTreeSet<String>,
+    out: &mut Vec<String>,
+) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                unnamed_integers(&format!("{at}/{k}"), k, x, allowed, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                unnamed_integers(&format!("{at}/{i}"), field, x, allowed, out);
+            }
+        }
+        // `{"msat": n}` (a monitor limit) names its unit too.
+        Value::Number(n)
+            if (n.is_u64() || n.is_i64())
+                && field != "msat"
+                && !field.ends_with("_msat")
+                && !allowed.contains(field) =>
+        {
+            out.push(format!("{at} = {n}"));
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_answer_names_its_msat_amounts() {
+    // A lopsided node with forwards, a hold invoice, alerts (D's remote side is below 5 %)
+    // and rebalance history, so that every answer carries its amounts.
+    let node = network(900_000_000, 100_000_000, 500_000_000, 970_000_000);
+    node.add_forward(harness::fake_node::Forward::settled(
+        CH_A, CH_B, 1_002_000, 1_000_000,
+    ));
+    let ld = start(&node);
+    let allowed = not_msat_names();
+    let inv = ld.rpc_ok(
+        "hodl-invoice",
+        json!({"amount_msat": 50_000, "description": "walk"}),
+    );
+    let hash = string(&inv, "/payment_hash").to_string();
+    let inv2 = ld.rpc_ok(
+        "hodl-invoice",
+        json!({"amount_msat": 60_000, "description": "walk 2"}),
+    );
+    let hash2 = string(&inv2, "/payment_hash").to_string();
+    let plan = ld.rpc_ok("rebalance-plan", json!({}));
+    assert!(!planned(&plan).is_empty(), "{plan:#}");
+    let plan_id = string(&plan, "/plan_id").to_string();
+    ld.wait_until("an alert", WAIT, |ld| {
+        let st = ld.rpc_ok("monitor-stats", json!({}));
+        (st["active_alerts"]["low_remote"] == 1).then_some(())
+    });
+    let calls: Vec<(&str, Value)> = vec![
+        ("ballast-status", json!({})),
+        (
+            "hodl-invoice",
+            json!({"amount_msat": 70_000, "description": "walk 3"}),
+        ),
+        ("hodl-lookup", json!({"payment_hash": hash})),
+        ("hodl-list", json!({})),
+        ("hodl-cancel", json!({"payment_hash": hash2})),
+        // Settling needs the HTLCs held first; an unpaid invoice answers with error 2002,
+        // which is walked like any answer (hodl.rs covers settling itself).
+        ("hodl-settle", json!({"payment_hash": hash})),
+        ("fee-preview", json!({})),
+        ("fee-apply", json!({"force": true})),
+        ("fee-history", json!({})),
+        ("fee-policy", json!({})),
+        (
+            "route-estimate",
+            json!({"destination": n(E), "amount_msat": 1_000_000}),
+        ),
+        ("rebalance-plan", json!({})),
+        ("rebalance-execute", json!({"plan_id": plan_id})),
+        ("rebalance-set", json!({"scid": CH_C, "target": 0.4})),
+        ("rebalance-status", json!({})),
+        ("monitor-status", json!({})),
+        ("monitor-stats", json!({})),
+        ("monitor-alerts", json!({"which": "all"})),
+        ("monitor-history", json!({"scid": CH_A})),
+        ("monitor-export", json!({"path": "walk.json"})),
+        ("monitor-set", json!({})),
+        ("monitor-report", json!({"path": "walk.html"})),
+    ];
+    let mut bad = Vec::new();
+    let mut walked = std::collections::BTreeSet::new();
+    for (method, params) in calls {
+        let answer = if method == "rebalance-execute" {
+            deliver_htlcs(&ld, || {
+                let r = ld.rpc(method, params.clone());
+                ld.node().wait_payments_settled(WAIT);
+                r
+            })
+        } else {
+            ld.rpc(method, params.clone())
+        };
+        let answer = match answer {
+            Ok(v) => v,
+            Err(e) if method == "hodl-settle" => json!({"code": e.code, "message": e.message}),
+            Err(e) => panic!("{method} {params}: {e}"),
+        };
+        if method == "rebalance-execute" {
+            assert!(
+                uint(&answer, "/fee_msat") > 0,
+                "the walk needs a paid move: {answer:#}"
+            );
+        }
+        unnamed_integers(method, "", &answer, &allowed, &mut bad);
+        walked.insert(method.to_string());
+    }
+    assert!(
+        bad.is_empty(),
+        "integer fields that are msat amounts must be named *_msat (or, if not amounts, listed in tests/msat_names.json):\n{}",
+        bad.join("\n")
+    );
+    // Every method the plugin registers was walked, and each says what it does.
+    let manifest = ld.manifest();
+    assert!(!manifest.rpcmethods.is_empty());
+    for name in &manifest.rpcmethods {
+        assert!(walked.contains(name), "{name} is not walked");
+        let entry = array(&manifest.raw, "/rpcmethods")
+            .iter()
+            .find(|m| m["name"] == *name)
+            .unwrap();
+        let d = entry["description"].as_str().unwrap_or("");
+        assert!(
+            !d.is_empty() && !d.contains('\n'),
+            "{name} needs a one-line description: {d:?}"
+        );
+    }
 }

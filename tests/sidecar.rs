@@ -89,10 +89,15 @@ async fn serves_the_plugin_methods_on_a_private_socket() {
         .find(|c| c["short_channel_id"] == scid(CHAN_A))
         .expect("channel A");
     assert_eq!(a["local_msat"], 900_000_000u64, "{a:#}");
-    // Relative paths are taken from <datadir>/<network>, not from wherever it was started.
+    // Files go into <datadir>/<network>/ballast-files, not wherever it was started.
     let rel = s.ok("monitor-export", json!({"path": "sidecar-history.json"}));
-    let expected = s.datadir.join("regtest").join("sidecar-history.json");
+    let expected = s
+        .datadir
+        .join("regtest")
+        .join("ballast-files")
+        .join("sidecar-history.json");
     assert!(expected.is_file(), "{rel:#}");
+    assert_eq!(rel["path"], expected.display().to_string(), "{rel:#}");
     // And the `call` subcommand reaches the same socket.
     let (st, err) = run_to_exit(&[
         format!("--datadir={}", s.datadir.display()),
@@ -631,5 +636,5 @@ async fn rebalance_executes_with_send_to_route_to_our_own_invoice() {
     assert_eq!(last.pub_key, fake.with_state(|st| st.id.clone()));
     let st = s.ok("rebalance-status", json!({}));
     assert_eq!(st["attempts"][0]["outcome"], "success", "{st:#}");
-    assert_eq!(st["attempts"][0]["fee"], m["fee_msat"], "{st:#}");
+    assert_eq!(st["attempts"][0]["fee_msat"], m["fee_msat"], "{st:#}");
 }

@@ -5,7 +5,7 @@ use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::counters::bump;
-use crate::engine::fees::{FeeDecision, Policy, Trigger};
+use crate::engine::fees::{FeeDecision, Policy, Trigger, BUILTIN_SOURCE};
 use crate::node::{Channel, ChannelState, FeeUpdate, Node};
 use crate::service::fees::{read_policy_file, FeeServiceError};
 use crate::types::{Msat, PaymentHash, Scid};
@@ -345,6 +345,24 @@ fn failing_rule(doc: &Value) -> Option<String> {
     })
 }
 
+/// Where `fee-policy file=` may read: the configured `ballast-fee-policy-file` (named as
+/// in the option or by its full path), or a file inside `ballast-files-dir`. Nothing
+/// else: a policy error quotes the offending line, which would otherwise let a caller
+/// read any file the node can.
+fn policy_file_path(s: &AppState, given: &str) -> Result<std::path::PathBuf, RpcError> {
+    if let Some(configured) = s.fees.configured_file() {
+        let as_option = crate::api::options::resolve_db_path(&s.base_dir.to_string_lossy(), given);
+        if as_option == configured {
+            return Ok(as_option);
+        }
+    }
+    s.files.path_for_reading(given).map_err(|e| {
+        RpcError::invalid(format!(
+            "{POLICY}: {e} (or name the configured ballast-fee-policy-file)"
+        ))
+    })
+}
+
 pub const POLICY: &str = "fee-policy";
 
 /// `fee-policy` alone shows the policy; with `policy` (JSON object) or `toml` (text) or
@@ -362,7 +380,14 @@ pub async fn policy(p: AppState, params: Value) -> Result<Value, RpcError> {
                 "{POLICY}: give one of 'policy', 'toml' or 'file'"
             )));
         }
-        let new = if let Some(v) = prm.raw("policy") {
+        let new = if let Some(Value::String(t)) = prm.raw("policy").filter(|v| *v == BUILTIN_SOURCE) {
+            // `fee-policy default`: back to the built-in policy.
+            let policy = Policy::builtin().map_err(|e| RpcError {
+                code: ERR_INTERNAL,
+                message: format!("built-in policy: {e}"),
+            })?;
+            Some((policy, t.clone()))
+        } else if let Some(v) = prm.raw("policy") {
             // JSON text (as lightning-cli passes it) keeps line numbers in its errors.
             let parsed = match v {
                 Value::String(t) => {
@@ -383,9 +408,10 @@ pub async fn policy(p: AppState, params: Value) -> Result<Value, RpcError> {
                 "rpc (toml)".to_string(),
             ))
         } else if let Some(path) = prm.str("file")? {
+            let full = policy_file_path(&s, path)?;
             Some((
-                read_policy_file(&s.base_dir.join(path)).map_err(service_error)?,
-                format!("file {path}"),
+                read_policy_file(&full).map_err(service_error)?,
+                format!("file {}", full.display()),
             ))
         } else {
             None

@@ -20,13 +20,13 @@ use crate::engine::monitor::{
 };
 use crate::node::Node;
 use crate::report::{self, ReportData};
+use crate::service::files::{confine, FileError};
 use crate::service::monitor::MonitorError;
 use crate::types::{Msat, Scid};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -282,10 +282,11 @@ fn deliver(s: &AppState, t: &Transition) {
         Transition::Updated(_) => return,
     };
     let line = format!("alert {} {} {what} on {}: {}", a.id, a.kind, a.channel, a.message);
-    // A cleared alert is good news: it is logged at info whatever its severity.
+    // A cleared alert is good news: it is logged at info whatever its severity. A critical
+    // one is still `warn`: lightningd shows `error` as **BROKEN**, which operators (and
+    // pyln-testing) read as a bug in ballast, and the channel is not ballast's fault.
     match (what, a.severity) {
-        ("raised", Severity::Critical) => log::error!("{line}"),
-        ("raised", Severity::Warning) => log::warn!("{line}"),
+        ("raised", Severity::Critical | Severity::Warning) => log::warn!("{line}"),
         _ => log::info!("{line}"),
     }
     let body = alert_json(a);
@@ -609,73 +610,24 @@ pub async fn history(p: AppState, params: Value) -> Result<Value, RpcError> {
     })
 }
 
-/// Resolves a user-given path like lightningd would read it: relative to the plugin's
-/// working directory, which lightningd sets to `<lightning-dir>/<network>`.
-fn absolute(s: &AppState, path: &str) -> Result<PathBuf, RpcError> {
-    if path.is_empty() {
-        return Err(RpcError::invalid("path must not be empty"));
-    }
-    Ok(s.base_dir.join(path))
-}
-
-fn file_error(path: &Path, e: std::io::Error) -> RpcError {
-    let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-        "; pass overwrite=true to replace it"
-    } else {
-        ""
+/// A files-directory error as the caller sees it: a path that is not allowed is a bad
+/// parameter; a file that exists or cannot be written is 2103.
+fn file_error(e: FileError) -> RpcError {
+    let code = match e {
+        FileError::Empty | FileError::Absolute(..) | FileError::Escapes(..) => -32602,
+        FileError::Store(_) => -1,
+        FileError::Exists(_) | FileError::NotOurs(_) | FileError::Io(..) => ERR_FILE,
     };
     RpcError {
-        code: ERR_FILE,
-        message: format!("cannot write {}: {e}{hint}", path.display()),
+        code,
+        message: e.to_string(),
     }
 }
 
-/// Writes a file readable by its owner only (0600). Without `overwrite`, an existing path
-/// (file, directory or symlink) is refused. With it, the content goes to a new file beside
-/// it that is then renamed over it, so a reader never sees half a file and a symlink at
-/// `path` is replaced, not followed.
-pub fn write_private(
-    path: &Path,
-    overwrite: bool,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<u64> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |p: &Path| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(p)
-    };
-    let target = if overwrite {
-        let name = path
-            .file_name()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"))?;
-        let mut tmp = name.to_os_string();
-        tmp.push(format!(".ballast-tmp-{}-{}", std::process::id(), now_unix()));
-        path.with_file_name(tmp)
-    } else {
-        path.to_path_buf()
-    };
-    let file = open(&target)?;
-    let written = (|| {
-        let mut w = std::io::BufWriter::new(file);
-        fill(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        file.metadata().map(|m| m.len())
-    })();
-    let done = written.and_then(|n| {
-        if overwrite {
-            std::fs::rename(&target, path)?;
-        }
-        Ok(n)
-    });
-    if done.is_err() {
-        // Do not leave a half-written file behind.
-        let _ = std::fs::remove_file(&target);
-    }
-    done
+/// Checks a `path` parameter before any work is done for it.
+fn file_param(s: &AppState, path: &str) -> Result<String, RpcError> {
+    confine(path, &s.files.root().display().to_string()).map_err(file_error)?;
+    Ok(path.to_string())
 }
 
 pub const EXPORT: &str = "monitor-export";
@@ -688,7 +640,7 @@ pub async fn export(p: AppState, params: Value) -> Result<Value, RpcError> {
             &["path", "format", "data", "scid", "overwrite"],
             1,
         )?;
-        let path = absolute(&s, prm.required(prm.str("path")?, "path")?)?;
+        let path = file_param(&s, prm.required(prm.str("path")?, "path")?)?;
         let format: ExportFormat = prm.parsed("format", "json or csv")?.unwrap_or_default();
         let history = match prm.str("data")? {
             None | Some("history") => true,
@@ -712,8 +664,8 @@ pub async fn export(p: AppState, params: Value) -> Result<Value, RpcError> {
             }
         }
         let svc = s.monitor.clone();
-        let target = path.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(u64, u64), RpcError> {
+        let files = s.files.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(PathBuf, u64, u64), RpcError> {
             let scids = match only {
                 Some(c) => vec![c],
                 None => svc.channels_with_history().map_err(service_error)?,
@@ -724,59 +676,60 @@ pub async fn export(p: AppState, params: Value) -> Result<Value, RpcError> {
                 .filter(|sn| only.is_none_or(|c| sn.scid() == Some(c)))
                 .collect();
             let mut records = 0u64;
-            let bytes = write_private(&target, overwrite, |w| {
-                let io = |e: String| std::io::Error::other(e);
-                match (history, format) {
-                    (true, ExportFormat::Csv) => {
-                        writeln!(w, "{HISTORY_CSV_HEADER}")?;
-                        // Channel by channel, so memory stays one channel's history.
-                        for scid in &scids {
-                            let pts = svc.channel_history(*scid).map_err(|e| io(e.to_string()))?;
-                            records += pts.len() as u64;
-                            let csv = history_to_csv(&pts);
-                            w.write_all(csv.split_once('\n').map_or("", |(_, rest)| rest).as_bytes())?;
-                        }
-                    }
-                    (true, ExportFormat::Json) => {
-                        w.write_all(b"[")?;
-                        for scid in &scids {
-                            for pt in svc.channel_history(*scid).map_err(|e| io(e.to_string()))? {
-                                if records > 0 {
-                                    w.write_all(b",")?;
-                                }
-                                w.write_all(b"\n")?;
-                                serde_json::to_writer(&mut *w, &pt)?;
-                                records += 1;
+            let (written, bytes) = files
+                .write(&path, overwrite, now_unix(), |w| {
+                    let io = |e: String| std::io::Error::other(e);
+                    match (history, format) {
+                        (true, ExportFormat::Csv) => {
+                            writeln!(w, "{HISTORY_CSV_HEADER}")?;
+                            // Channel by channel, so memory stays one channel's history.
+                            for scid in &scids {
+                                let pts = svc.channel_history(*scid).map_err(|e| io(e.to_string()))?;
+                                records += pts.len() as u64;
+                                let csv = history_to_csv(&pts);
+                                w.write_all(csv.split_once('\n').map_or("", |(_, rest)| rest).as_bytes())?;
                             }
                         }
-                        w.write_all(b"\n]\n")?;
+                        (true, ExportFormat::Json) => {
+                            w.write_all(b"[")?;
+                            for scid in &scids {
+                                for pt in svc.channel_history(*scid).map_err(|e| io(e.to_string()))? {
+                                    if records > 0 {
+                                        w.write_all(b",")?;
+                                    }
+                                    w.write_all(b"\n")?;
+                                    serde_json::to_writer(&mut *w, &pt)?;
+                                    records += 1;
+                                }
+                            }
+                            w.write_all(b"\n]\n")?;
+                        }
+                        (false, ExportFormat::Csv) => {
+                            records = snaps.len() as u64;
+                            let csv = snapshots_to_csv(&snaps);
+                            debug_assert!(csv.starts_with(SNAPSHOT_CSV_HEADER));
+                            w.write_all(csv.as_bytes())?;
+                        }
+                        (false, ExportFormat::Json) => {
+                            records = snaps.len() as u64;
+                            serde_json::to_writer_pretty(&mut *w, &snaps)?;
+                            w.write_all(b"\n")?;
+                        }
                     }
-                    (false, ExportFormat::Csv) => {
-                        records = snaps.len() as u64;
-                        let csv = snapshots_to_csv(&snaps);
-                        debug_assert!(csv.starts_with(SNAPSHOT_CSV_HEADER));
-                        w.write_all(csv.as_bytes())?;
-                    }
-                    (false, ExportFormat::Json) => {
-                        records = snaps.len() as u64;
-                        serde_json::to_writer_pretty(&mut *w, &snaps)?;
-                        w.write_all(b"\n")?;
-                    }
-                }
-                Ok(())
-            })
-            .map_err(|e| file_error(&target, e))?;
-            Ok((bytes, records))
+                    Ok(())
+                })
+                .map_err(file_error)?;
+            Ok((written, bytes, records))
         })
         .await
         .map_err(internal)??;
-        log::info!("monitor export written to {}", path.display());
+        log::info!("monitor export written to {}", result.0.display());
         Ok(json!({
-            "path": path.display().to_string(),
+            "path": result.0.display().to_string(),
             "format": format.to_string(),
             "data": if history { "history" } else { "snapshots" },
-            "records": result.1,
-            "bytes": result.0,
+            "records": result.2,
+            "bytes": result.1,
         }))
     })
 }
@@ -884,7 +837,7 @@ pub const REPORT: &str = "monitor-report";
 pub async fn report(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(REPORT, &params, &["path", "days", "overwrite"], 1)?;
-        let path = absolute(&s, prm.required(prm.str("path")?, "path")?)?;
+        let path = file_param(&s, prm.required(prm.str("path")?, "path")?)?;
         let days = prm.u64("days")?.unwrap_or(7);
         if !(1..=180).contains(&days) {
             return Err(RpcError::invalid(format!(
@@ -904,46 +857,48 @@ pub async fn report(p: AppState, params: Value) -> Result<Value, RpcError> {
         let income = s.income.clone();
         let node_id = s.node_id.map(|n| n.to_hex());
         let network = s.network.clone();
-        let target = path.clone();
-        let (bytes, charted) = tokio::task::spawn_blocking(move || -> Result<(u64, usize), RpcError> {
-            let channels = svc.snapshots();
-            let since = now.saturating_sub(days * 86_400);
-            let mut history = BTreeMap::new();
-            for scid in channels.iter().filter_map(ChannelSnapshot::scid) {
-                let pts = svc.history(scid, since, now, now).map_err(service_error)?;
-                history.insert(scid, pts);
-            }
-            let mut alerts = svc.active_alerts();
-            alerts.sort_by_key(|a| std::cmp::Reverse(a.id));
-            let recent = svc.all_alerts(200).map_err(service_error)?;
-            alerts.extend(recent.into_iter().filter(|a| !a.is_active()));
-            let paid = income
-                .paid_since(now.saturating_sub(month))
-                .map_err(|e| internal(format!("store: {e}")))?;
-            let data = ReportData {
-                generated_at: now,
-                node_id,
-                network,
-                totals: balance_totals(&channels),
-                fees: fee_income(&forwards, now),
-                income: invoice_income(&paid, now),
-                daily_fees: report::daily_fees(&forwards, now, 30),
-                alerts,
-                charted_days: days,
-                channels,
-                history,
-            };
-            let html = report::render(&data).map_err(internal)?;
-            let charted = data.history.values().filter(|p| !p.is_empty()).count();
-            let bytes = write_private(&target, overwrite, |w| w.write_all(html.as_bytes()))
-                .map_err(|e| file_error(&target, e))?;
-            Ok((bytes, charted.min(report::MAX_CHARTED_CHANNELS)))
-        })
-        .await
-        .map_err(internal)??;
-        log::info!("monitor report written to {}", path.display());
+        let files = s.files.clone();
+        let (written, bytes, charted) =
+            tokio::task::spawn_blocking(move || -> Result<(PathBuf, u64, usize), RpcError> {
+                let channels = svc.snapshots();
+                let since = now.saturating_sub(days * 86_400);
+                let mut history = BTreeMap::new();
+                for scid in channels.iter().filter_map(ChannelSnapshot::scid) {
+                    let pts = svc.history(scid, since, now, now).map_err(service_error)?;
+                    history.insert(scid, pts);
+                }
+                let mut alerts = svc.active_alerts();
+                alerts.sort_by_key(|a| std::cmp::Reverse(a.id));
+                let recent = svc.all_alerts(200).map_err(service_error)?;
+                alerts.extend(recent.into_iter().filter(|a| !a.is_active()));
+                let paid = income
+                    .paid_since(now.saturating_sub(month))
+                    .map_err(|e| internal(format!("store: {e}")))?;
+                let data = ReportData {
+                    generated_at: now,
+                    node_id,
+                    network,
+                    totals: balance_totals(&channels),
+                    fees: fee_income(&forwards, now),
+                    income: invoice_income(&paid, now),
+                    daily_fees: report::daily_fees(&forwards, now, 30),
+                    alerts,
+                    charted_days: days,
+                    channels,
+                    history,
+                };
+                let html = report::render(&data).map_err(internal)?;
+                let charted = data.history.values().filter(|p| !p.is_empty()).count();
+                let (written, bytes) = files
+                    .write(&path, overwrite, now, |w| w.write_all(html.as_bytes()))
+                    .map_err(file_error)?;
+                Ok((written, bytes, charted.min(report::MAX_CHARTED_CHANNELS)))
+            })
+            .await
+            .map_err(internal)??;
+        log::info!("monitor report written to {}", written.display());
         Ok(json!({
-            "path": path.display().to_string(),
+            "path": written.display().to_string(),
             "bytes": bytes,
             "channels_charted": charted,
             "days": days,
@@ -1207,7 +1162,7 @@ async fn answer_scrape(s: &AppState, mut conn: tokio::net::TcpStream) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]
@@ -1363,6 +1318,7 @@ mod tests {
 
     #[test]
     fn private_files_refuse_to_overwrite_unless_asked() {
+        use crate::service::files::write_private;
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.json");

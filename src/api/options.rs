@@ -12,6 +12,12 @@ pub const DB_PATH: DefaultStringConfigOption = ConfigOption::new_str_with_defaul
     "Directory of ballast's store; a relative path is taken from <lightning-dir>/<network>",
 );
 
+pub const FILES_DIR: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+    "ballast-files-dir",
+    "ballast-files",
+    "The only directory monitor-export and monitor-report write into (and fee-policy file= reads from); relative to <lightning-dir>/<network>",
+);
+
 pub const HODL_CANCEL_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-hodl-cancel-blocks",
     10,
@@ -44,8 +50,13 @@ pub const HODL_CLTV: DefaultIntegerConfigOption = ConfigOption::new_i64_with_def
 
 pub const FEE_POLICY_FILE: StringConfigOption = ConfigOption::new_str_no_default(
     "ballast-fee-policy-file",
-    "TOML fee policy (see contrib/fee-policy.sample.toml); a bad file is refused and the previous policy kept",
+    "TOML fee policy (see contrib/fee-policy.sample.toml) replacing the built-in one; 'off' turns automatic fees off",
 );
+
+/// `ballast-fee-policy-file=off`: no automatic fee changes at all.
+pub fn policy_off(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("off")
+}
 
 pub const FEE_DRY_RUN: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
     "ballast-fee-dry-run",
@@ -267,6 +278,7 @@ pub fn all() -> Vec<(&'static str, Option<String>, &'static str)> {
     let mut v: Vec<(&'static str, Option<String>, &'static str)> = Vec::new();
     for o in [
         &DB_PATH,
+        &FILES_DIR,
         &REBALANCE_HIGH,
         &REBALANCE_LOW,
         &REBALANCE_TARGET,

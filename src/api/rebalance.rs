@@ -9,6 +9,7 @@ use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::counters::bump;
+use crate::engine::local_edges::merge_local;
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
 use crate::engine::route::{cheapest, fastest, find_routes, Route, RouteParams};
 use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
@@ -54,16 +55,50 @@ fn node_error(what: &str, e: NodeError) -> RpcError {
     }
 }
 
-/// Loads the graph if it is not there yet (first use before the refresher ran).
-async fn ensure_graph(s: &AppState) -> Result<(), RpcError> {
-    if s.rebalance.has_graph() {
-        return Ok(());
+/// At most one refresh per this interval is started by calls naming what the graph lacks.
+const DEMAND_REFRESH_EVERY: Duration = Duration::from_secs(10);
+
+/// Loads the graph if it is not there yet (first use before the refresher ran), and
+/// refreshes it first when it lacks a channel or node the call is about (a channel opened
+/// since the last refresh, a node gossip just brought), at most once per
+/// [`DEMAND_REFRESH_EVERY`]. A failed refresh leaves the graph as it was: the call then
+/// says what is missing.
+async fn ensure_graph(s: &AppState, scids: &[Scid], nodes: &[NodeId]) -> Result<(), RpcError> {
+    if !s.rebalance.has_graph() {
+        return refresh_graph(s).await;
     }
-    refresh_graph(s).await
+    if s.rebalance.graph_lacks(scids, nodes) && s.rebalance.claim_demand_refresh(DEMAND_REFRESH_EVERY) {
+        log::debug!("graph lacks a channel or node asked for: refreshing it now");
+        if let Err(e) = refresh_graph(s).await {
+            log::warn!("graph refresh on demand failed: {}", e.message);
+        }
+    }
+    Ok(())
+}
+
+/// The channels and peers a call is about, for [`ensure_graph`].
+fn ends(channels: &[Channel], scids: impl IntoIterator<Item = Scid>) -> (Vec<Scid>, Vec<NodeId>) {
+    let scids: Vec<Scid> = scids.into_iter().collect();
+    let peers = channels
+        .iter()
+        .filter(|c| c.scid.is_some_and(|x| scids.contains(&x)))
+        .map(|c| c.peer)
+        .collect();
+    (scids, peers)
 }
 
 async fn refresh_graph(s: &AppState) -> Result<(), RpcError> {
-    let edges = s.node.graph().await.map_err(|e| node_error("listchannels", e))?;
+    let mut edges = s.node.graph().await.map_err(|e| node_error("listchannels", e))?;
+    // Our own channels as the node knows them, so new and private ones are never missing
+    // and our side of each is current.
+    if let Some(me) = s.node_id {
+        match s.node.channels().await {
+            Ok(channels) => edges = merge_local(edges, me, &channels, now_unix()),
+            Err(e) => {
+                log::warn!("graph refresh: listpeerchannels failed ({e}); our channels as gossip has them")
+            }
+        }
+    }
     let svc = s.rebalance.clone();
     let (nodes, channels) = tokio::task::spawn_blocking(move || svc.refresh_graph(&edges))
         .await
@@ -171,7 +206,7 @@ pub async fn estimate(p: AppState, params: Value) -> Result<Value, RpcError> {
             return Err(RpcError::invalid(format!("{ESTIMATE}: 'maxhops' must be 1..27")));
         }
         let me = ours(&s)?;
-        ensure_graph(&s).await?;
+        ensure_graph(&s, &[], &[dest]).await?;
         // Gossip knows our channels' capacity, not what they can send now: leave out the
         // first hops that could not carry the amount.
         let channels = s
@@ -219,12 +254,20 @@ async fn make_plan(
 ) -> Result<(String, crate::engine::planner::Plan), RpcError> {
     cfg.overrides = s.rebalance.overrides().map_err(store_error)?;
     let me = ours(s)?;
-    ensure_graph(s).await?;
     let channels = s
         .node
         .channels()
         .await
         .map_err(|e| node_error("listpeerchannels", e))?;
+    let (scids, peers) = ends(
+        &channels,
+        channels
+            .iter()
+            .filter(|c| c.state == ChannelState::Normal)
+            .filter_map(|c| c.scid)
+            .filter(|x| cfg.channels.as_ref().is_none_or(|only| only.contains(x))),
+    );
+    ensure_graph(s, &scids, &peers).await?;
     // Swaps are priced with the node's own estimate; a node without one still gets a plan.
     let feerate = s.node.feerate_perkb().await.unwrap_or_else(|e| {
         log::debug!("feerates unavailable for swap estimates: {e}");
@@ -525,7 +568,13 @@ async fn execute_moves(
         });
     }
     let me = ours(s)?;
-    ensure_graph(s).await?;
+    let channels = s
+        .node
+        .channels()
+        .await
+        .map_err(|e| node_error("listpeerchannels", e))?;
+    let (scids, peers) = ends(&channels, moves.iter().flat_map(|m| [m.0, m.1]));
+    ensure_graph(s, &scids, &peers).await?;
     if from_plan {
         let svc = s.rebalance.clone();
         let id = exec_id.to_string();
@@ -542,11 +591,6 @@ async fn execute_moves(
             });
         }
     }
-    let channels = s
-        .node
-        .channels()
-        .await
-        .map_err(|e| node_error("listpeerchannels", e))?;
     let mut budget_left = max_fee.unwrap_or(Msat(u64::MAX));
     let mut results = Vec::new();
     let mut spent_total = Msat(0);

@@ -23,6 +23,8 @@ pub struct Settings {
     pub fee_interval: u64,
     pub flow_window: u64,
     pub policy_file: Option<String>,
+    /// `ballast-files-dir` as given (relative to the base directory unless absolute).
+    pub files_dir: String,
     pub rebalance: RebalanceSettings,
     pub halflife: u64,
 }
@@ -113,6 +115,10 @@ impl Settings {
             fee_interval: int(&options::FEE_INTERVAL, 60, 30 * 86_400)? as u64,
             flow_window: int(&options::FEE_FLOW_WINDOW, 300, 90 * 86_400)? as u64,
             policy_file: c.maybe_text(&options::FEE_POLICY_FILE)?.filter(|p| !p.is_empty()),
+            files_dir: match c.text(&options::FILES_DIR)? {
+                d if d.trim().is_empty() => return Err("ballast-files-dir must not be empty".into()),
+                d => d,
+            },
             rebalance: RebalanceSettings {
                 planner,
                 daily_budget: Msat(int(&options::REBALANCE_DAILY_BUDGET, 0, i64::MAX)? as u64),

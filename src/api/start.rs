@@ -8,6 +8,7 @@ use super::{fees, hodl, now_unix, options, rebalance, AppState, Backend, Notifie
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
 use crate::service::fees::FeeService;
+use crate::service::files::FilesDir;
 use crate::service::hodl::{HodlEvent, HodlService};
 use crate::service::income::Income;
 use crate::service::monitor::MonitorService;
@@ -49,6 +50,7 @@ struct Opened {
     fees: FeeService,
     fee_warnings: Vec<String>,
     rebalance: RebalanceService,
+    files: FilesDir,
 }
 
 /// Opens the store and every service (blocking work: run it off the async workers).
@@ -69,9 +71,11 @@ fn open_services(
     )?;
     let hodl = if hook_held { hodl } else { hodl.held_by_node() };
     let income = Income::open(&store)?;
+    let off = s.policy_file.as_deref().is_some_and(options::policy_off);
     let policy_path = s
         .policy_file
         .as_ref()
+        .filter(|_| !off)
         .map(|f| options::resolve_db_path(&p.base_dir.to_string_lossy(), f));
     let (fees, fee_warnings) = FeeService::load(
         store.clone(),
@@ -80,7 +84,14 @@ fn open_services(
         policy_path.as_deref(),
         now_unix(),
     )?;
+    if off {
+        fees.turn_off(format!("off ({}=off)", options::FEE_POLICY_FILE.name));
+    }
     let rebalance = RebalanceService::load(store.clone(), p.claims.clone(), s.halflife)?;
+    let files = FilesDir::open(
+        &store,
+        options::resolve_db_path(&p.base_dir.to_string_lossy(), &s.files_dir),
+    )?;
     Ok(Opened {
         store,
         hodl,
@@ -89,6 +100,7 @@ fn open_services(
         fees,
         fee_warnings,
         rebalance,
+        files,
     })
 }
 
@@ -117,6 +129,7 @@ pub async fn start(
         fees,
         fee_warnings: mut warnings,
         rebalance,
+        files,
     } = opened;
     warnings.iter_mut().for_each(|w| *w = format!("fee policy: {w}"));
     let (monitor, monitor_warnings) = {
@@ -162,6 +175,7 @@ pub async fn start(
         rebalance_lock: tokio::sync::Mutex::new(()),
         network: p.network.clone(),
         base_dir: p.base_dir.clone(),
+        files: Arc::new(files),
         node_id,
         started: std::time::Instant::now(),
         hodl_defaults: HodlDefaults {
@@ -205,7 +219,7 @@ pub async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorS
                 );
                 tokio::spawn(monitor::serve_metrics(state.clone(), l));
             }
-            Err(e) => log::error!("metrics: cannot listen on {addr}: {e}; metrics are off"),
+            Err(e) => log::warn!("metrics: cannot listen on {addr}: {e}; metrics are off"),
         }
     }
     tokio::spawn(rebalance::run_loop(state.clone()));

@@ -37,9 +37,11 @@ pub struct Shared {
     /// Forwards a pending fee decision waits to see settled in `listpeerchannels`.
     pub awaited: super::fees::AwaitedForwards,
     pub network: String,
-    /// Relative paths in method parameters are taken from here: lightningd's network
-    /// directory for the plugin, `<datadir>/<network>` for the sidecar.
+    /// lightningd's network directory for the plugin, `<datadir>/<network>` for the
+    /// sidecar: relative option paths are taken from here.
     pub base_dir: std::path::PathBuf,
+    /// The only directory methods write files into (`ballast-files-dir`).
+    pub files: Arc<crate::service::files::FilesDir>,
     pub node_id: Option<NodeId>,
     pub started: Instant,
     /// Defaults for new hold invoices, from options.

@@ -4,6 +4,7 @@
 mod events;
 mod hodl_hook;
 mod hooks;
+mod logger;
 pub mod node;
 pub mod stdio;
 
@@ -107,6 +108,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let claims = Arc::new(ClaimSet::new());
     let stdout = stdio::SharedStdout::new();
+    logger::init(stdout.clone());
     let input = stdio::spawn_stdin_reader(
         stdio::FastPath {
             claims: claims.clone(),
@@ -117,8 +119,12 @@ pub async fn run_plugin() -> anyhow::Result<()> {
     .context("starting the stdin reader")?;
 
     let builder = Builder::new(input, stdio::StdoutSink(stdout))
+        // Our logger writes each line itself (see logger.rs): cln-plugin's panics at
+        // shutdown once its log task is gone.
+        .with_logging(false)
         .dynamic()
         .option(options::DB_PATH)
+        .option(options::FILES_DIR)
         .option(options::HODL_CANCEL_BLOCKS)
         .option(options::HODL_WARN_BLOCKS)
         .option(options::HODL_MPP_TIMEOUT)

@@ -49,7 +49,7 @@ impl SharedStdout {
     }
 
     /// Writes complete frames in one go, so no other writer can land in the middle.
-    fn write_frames(&self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_frames(&self, bytes: &[u8]) -> io::Result<()> {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         out.write_all(bytes)
     }

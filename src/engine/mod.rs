@@ -10,6 +10,7 @@ pub mod fees;
 pub mod graph;
 pub mod hodl;
 pub mod listchannels;
+pub mod local_edges;
 pub mod monitor;
 pub mod planner;
 pub mod route;

@@ -133,7 +133,9 @@ pub enum Class {
 pub struct ChannelReport {
     pub scid: Scid,
     pub peer: NodeId,
+    #[serde(rename = "capacity_msat", alias = "capacity")]
     pub capacity: Msat,
+    #[serde(rename = "local_msat", alias = "local")]
     pub local: Msat,
     pub ratio: f64,
     pub low: f64,
@@ -141,6 +143,7 @@ pub struct ChannelReport {
     pub target: f64,
     pub class: Class,
     /// For a source: local above target; for a sink: local below target; else zero.
+    #[serde(rename = "imbalance_msat", alias = "imbalance")]
     pub imbalance: Msat,
 }
 
@@ -159,7 +162,9 @@ pub struct Payback {
     /// The sink channel's outgoing fee rate: what the moved liquidity earns when routed.
     pub sink_fee_ppm: u32,
     /// Fees earned once the whole amount has been routed out through the sink again.
+    #[serde(rename = "expected_earnings_msat", alias = "expected_earnings")]
     pub expected_earnings: Msat,
+    #[serde(rename = "fee_msat", alias = "fee")]
     pub fee: Msat,
     /// `expected_earnings - fee`, msat; negative when the move cannot pay for itself.
     pub net_msat: i64,
@@ -174,16 +179,20 @@ pub struct Move {
     pub source_peer: NodeId,
     pub sink_scid: Scid,
     pub sink_peer: NodeId,
+    #[serde(rename = "amount_msat", alias = "amount")]
     pub amount: Msat,
     pub status: MoveStatus,
     pub fee_cap_ppm: u32,
+    #[serde(rename = "max_fee_msat", alias = "max_fee")]
     pub max_fee: Msat,
     /// Of the best route, when planned.
+    #[serde(rename = "fee_msat", alias = "fee")]
     pub fee: Option<Msat>,
     pub fee_ppm: Option<u64>,
     pub probability: Option<f64>,
     pub routes: Vec<Route>,
     /// When over budget: the cheapest route found without the cap.
+    #[serde(rename = "cheapest_fee_msat", alias = "cheapest_fee")]
     pub cheapest_fee: Option<Msat>,
     pub cheapest_ppm: Option<u64>,
     pub payback: Option<Payback>,
@@ -204,6 +213,7 @@ pub struct SwapRecommendation {
     pub scid: Scid,
     pub peer: NodeId,
     pub kind: SwapKind,
+    #[serde(rename = "amount_msat", alias = "amount")]
     pub amount: Msat,
     pub onchain_vbytes: u64,
     pub onchain_fee_sat: Option<u64>,
@@ -221,8 +231,11 @@ pub struct SkippedChannel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlanTotals {
     pub planned_moves: usize,
+    #[serde(rename = "amount_msat", alias = "amount")]
     pub amount: Msat,
+    #[serde(rename = "fee_msat", alias = "fee")]
     pub fee: Msat,
+    #[serde(rename = "expected_earnings_msat", alias = "expected_earnings")]
     pub expected_earnings: Msat,
 }
 

@@ -118,9 +118,11 @@ pub struct Hop {
     pub scid: Scid,
     pub node: NodeId,
     /// Amount delivered to `node`.
+    #[serde(rename = "amount_msat", alias = "amount")]
     pub amount: Msat,
     /// What the previous node charges to forward over `scid` (zero on the first hop: we do
     /// not pay ourselves).
+    #[serde(rename = "fee_msat", alias = "fee")]
     pub fee: Msat,
     /// The previous node's CLTV delta on `scid` (zero on the first hop).
     pub cltv_delta: u32,
@@ -132,9 +134,12 @@ pub struct Hop {
 pub struct Route {
     pub hops: Vec<Hop>,
     /// Delivered to the destination.
+    #[serde(rename = "amount_msat", alias = "amount")]
     pub amount: Msat,
     /// Leaves our node: `amount + fee`.
+    #[serde(rename = "amount_sent_msat", alias = "amount_sent")]
     pub amount_sent: Msat,
+    #[serde(rename = "fee_msat", alias = "fee")]
     pub fee: Msat,
     /// Fee per million of `amount`, rounded up.
     pub fee_ppm: u64,
@@ -142,6 +147,7 @@ pub struct Route {
     pub total_cltv: u32,
     pub probability: f64,
     /// The ranking cost (fee + risk + probability terms), msat.
+    #[serde(rename = "cost_msat", alias = "cost")]
     pub cost: u64,
 }
 

@@ -3,7 +3,7 @@
 
 use crate::engine::fees::{
     decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeChange, FeeConfig, FeeDecision, Flow, Policy,
-    PolicyError, Trigger,
+    PolicyError, Trigger, BUILTIN_SOURCE,
 };
 use crate::node::Channel;
 use crate::store::{Record, Store, StoreError, TypedTree};
@@ -75,6 +75,8 @@ pub struct FeeService {
     flow_window_secs: u64,
     started_at: u64,
     seq: AtomicU64,
+    /// `ballast-fee-policy-file`, resolved: `fee-policy file=` may read it again.
+    configured_file: Option<std::path::PathBuf>,
 }
 
 /// Reads and validates a TOML policy file; the error names the line and the reason.
@@ -103,23 +105,33 @@ impl FeeService {
         let history = store.tree(HISTORY_TREE)?;
         let last_tree: TypedTree<LastUpdate> = store.tree(LAST_TREE)?;
         let mut warnings = Vec::new();
-        // Fee records hold no money: an unreadable one is reported and passed over.
+        // Fee records hold no money: an unreadable one is reported and passed over. Like a
+        // policy that no longer validates, it leaves no policy in force rather than a
+        // default the operator did not choose.
+        let mut unreadable = false;
         let stored = policy_tree.get_readable(POLICY_KEY, |e| {
+            unreadable = true;
             warnings.push(format!(
                 "stored fee policy is unreadable ({e}); no policy in force"
             ))
         })?;
         let (mut policy, mut source) = match stored {
+            None if unreadable => (Policy::new(Vec::new())?, "none".to_string()),
+            // Chosen again by name: the built-in policy of this version, not a stored copy.
+            Some(sp) if sp.source == BUILTIN_SOURCE => (Policy::builtin()?, sp.source),
             Some(sp) => match Policy::from_json_value(sp.policy.clone()) {
                 Ok(p) => (p, sp.source),
                 Err(e) => {
+                    // The operator's own policy is broken: no fee changes until they fix
+                    // it, rather than a default they did not choose.
                     warnings.push(format!(
                         "stored fee policy no longer validates ({e}); no policy in force"
                     ));
                     (Policy::new(Vec::new())?, "none".to_string())
                 }
             },
-            None => (Policy::new(Vec::new())?, "none".to_string()),
+            // Nothing set yet: fees follow the balance out of the box.
+            None => (Policy::builtin()?, BUILTIN_SOURCE.to_string()),
         };
         if let Some(path) = policy_file {
             match read_policy_file(path) {
@@ -171,6 +183,7 @@ impl FeeService {
                 flow_window_secs,
                 started_at: now,
                 seq: AtomicU64::new(seq),
+                configured_file: policy_file.map(Path::to_path_buf),
             },
             warnings,
         ))
@@ -178,6 +191,11 @@ impl FeeService {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The policy file named by `ballast-fee-policy-file`, if any.
+    pub fn configured_file(&self) -> Option<&Path> {
+        self.configured_file.as_deref()
     }
 
     pub fn config(&self) -> &FeeConfig {
@@ -204,6 +222,14 @@ impl FeeService {
         s.policy = policy;
         s.source = source;
         Ok(())
+    }
+
+    /// Turns automatic fees off for this run (`ballast-fee-policy-file=off`): an empty
+    /// policy, not persisted, so the stored one is back once the option is removed.
+    pub fn turn_off(&self, source: String) {
+        let mut s = self.lock();
+        s.policy = Policy::default();
+        s.source = source;
     }
 
     /// Notes a settled forward: flow on both channels, and a decision scheduled for each.

@@ -4,6 +4,7 @@
 
 pub mod execute;
 pub mod fees;
+pub mod files;
 pub mod hodl;
 pub mod income;
 pub mod monitor;

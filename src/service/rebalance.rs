@@ -37,7 +37,9 @@ pub struct Attempt {
     pub time: u64,
     pub source: Scid,
     pub sink: Scid,
+    #[serde(rename = "amount_msat", alias = "amount")]
     pub amount: Msat,
+    #[serde(rename = "fee_msat", alias = "fee")]
     pub fee: Msat,
     pub route: Vec<Scid>,
     pub payment_hash: PaymentHash,
@@ -112,6 +114,8 @@ pub struct RebalanceService {
     /// asks for each channel decision and the attempt loop before every attempt, and
     /// decoding the stored history each time was most of their cost.
     ledger: Mutex<Vec<Spend>>,
+    /// When the last refresh asked for on demand (a channel or node missing) started.
+    demand_refresh: Mutex<Option<std::time::Instant>>,
 }
 
 /// An attempt as the budget and cost figures see it.
@@ -200,6 +204,7 @@ impl RebalanceService {
             claims,
             seq: AtomicU64::new(seq),
             ledger: Mutex::new(ledger),
+            demand_refresh: Mutex::new(None),
         })
     }
 
@@ -241,6 +246,31 @@ impl RebalanceService {
         // Build the adjacency now, under the write lock, not in the first reader's path.
         graph.prepare();
         Ok((graph.node_count(), graph.channel_count()))
+    }
+
+    /// True when the graph lacks one of `scids` (in either direction) or `nodes`; also
+    /// before the graph is loaded.
+    pub fn graph_lacks(&self, scids: &[Scid], nodes: &[NodeId]) -> bool {
+        let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        let Some(graph) = g.as_ref() else {
+            return true;
+        };
+        scids
+            .iter()
+            .any(|s| graph.channel(*s).iter().all(Option::is_none))
+            || nodes.iter().any(|n| graph.node_index(n).is_none())
+    }
+
+    /// Claims the right to refresh the graph on demand: true at most once per `every`, so
+    /// a stream of calls naming an unknown node cannot turn into a stream of `listchannels`.
+    pub fn claim_demand_refresh(&self, every: std::time::Duration) -> bool {
+        let mut last = lock(&self.demand_refresh);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     pub fn has_graph(&self) -> bool {

@@ -13,7 +13,9 @@
 //! * [`Coalescer`]: turns a stream of forward events into at most one decision per channel
 //!   per coalescing window, and no earlier than the rate limit allows.
 //! * [`FeeChange`]: the history record of an applied (or dry-run) change.
+//! * [`Policy::builtin`]: the policy in force until the operator sets one.
 
+mod builtin;
 mod decide;
 mod history;
 mod limiter;
@@ -24,6 +26,7 @@ mod strategy;
 #[cfg(test)]
 mod tests;
 
+pub use builtin::{BUILTIN_POLICY_TOML, BUILTIN_SOURCE};
 pub use decide::{
     decide, ChannelFee, ChannelInputs, ConfigError, DecideCtx, FeeConfig, FeeDecision, Flow, Status,
 };

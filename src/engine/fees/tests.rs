@@ -1133,3 +1133,21 @@ proptest! {
         prop_assert_eq!(co.pending_len(), 0);
     }
 }
+
+#[test]
+fn the_builtin_policy_follows_the_balance_within_its_bounds() {
+    let p = Policy::builtin().unwrap();
+    let at = |local_sat: u64| decide(&p, &FeeConfig::default(), &ch(local_sat), ctx());
+    let (empty, half, full) = (at(0), at(500_000), at(1_000_000));
+    assert_eq!((empty.target.ppm, full.target.ppm), (1000, 10));
+    assert!((90..=110).contains(&half.target.ppm), "{half}");
+    // The base fee stays as the operator set it.
+    assert_eq!(half.target.base_msat, Msat(0), "{half}");
+    // Less local balance never means a lower fee, and never outside 10..1000 ppm.
+    let mut last = u32::MAX;
+    for i in 0..=20 {
+        let t = at(i * 50_000).target.ppm;
+        assert!(t <= last && (10..=1000).contains(&t), "{i}: {t}");
+        last = t;
+    }
+}

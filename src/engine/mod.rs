@@ -13,3 +13,4 @@ pub mod listchannels;
 pub mod monitor;
 pub mod planner;
 pub mod route;
+pub mod sizing;

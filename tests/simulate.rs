@@ -193,9 +193,16 @@ fn the_binary_writes_a_report_with_svg_charts_and_events() {
         stdout.contains("default") && stdout.contains("flat") && stdout.contains("comparison"),
         "both policies side by side: {stdout}"
     );
+    assert!(
+        stdout.contains("rebalancers (default, same seed, same traffic): ballast")
+            && stdout.contains("; baseline"),
+        "the two rebalancers side by side: {stdout}"
+    );
     for (report, events) in [
         ("report.html", "events.jsonl"),
         ("report-b.html", "events-b.jsonl"),
+        ("report-baseline.html", "events-baseline.jsonl"),
+        ("report-b-baseline.html", "events-b-baseline.jsonl"),
     ] {
         let html = std::fs::read_to_string(out.join(report)).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>"), "{report}");
@@ -207,6 +214,7 @@ fn the_binary_writes_a_report_with_svg_charts_and_events() {
             "Fee changes",
             "Earnings vs rebalance cost",
             "Alerts timeline",
+            "Rebalancers compared",
         ] {
             assert!(html.contains(section), "{report}: no {section}");
         }
@@ -222,7 +230,61 @@ fn the_binary_writes_a_report_with_svg_charts_and_events() {
     }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary.as_array().map(Vec::len), Some(2));
+    // Two policies, each with both rebalancers.
+    let runs = summary.as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    let names: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r["policy"].as_str().unwrap(), r["rebalancer"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("default", "ballast"),
+            ("default", "baseline"),
+            ("flat", "ballast"),
+            ("flat", "baseline")
+        ]
+    );
+    for r in runs {
+        for field in [
+            "rebalance_attempts",
+            "rebalance_success_rate",
+            "rebalance_moved_msat",
+            "rebalance_spend_msat",
+            "rebalance_avg_ppm",
+            "imbalance_end_msat",
+        ] {
+            assert!(r.get(field).is_some(), "{field} in {r}");
+        }
+        assert_eq!(
+            r["imbalance_start_msat"], runs[0]["imbalance_start_msat"],
+            "same start"
+        );
+    }
+    // One rebalancer alone: one run per policy.
+    let one = dir.path().join("one");
+    let run = bin()
+        .args([
+            "simulate",
+            "--nodes",
+            "30",
+            "--hours",
+            "2",
+            "--quiet",
+            "--rebalancer",
+            "baseline",
+            "--out",
+        ])
+        .arg(&one)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.as_array().map(Vec::len), Some(1));
+    assert_eq!(summary[0]["rebalancer"], "baseline");
+    assert!(one.join("report-baseline.html").exists() && !one.join("report.html").exists());
 }
 
 #[test]
@@ -233,6 +295,8 @@ fn bad_flags_get_a_usage_error() {
         vec!["simulate", "--frobnicate"],
         vec!["simulate", "--nodes", "1"],
         vec!["simulate", "--policy", "a", "--policy", "b", "--policy", "c"],
+        vec!["simulate", "--rebalancer", "clever"],
+        vec!["simulate", "--rebalancer"],
     ] {
         let run = bin().args(&bad).output().unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);

@@ -131,8 +131,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// One of our normal channels, by scid.
-pub fn find(channels: &[Channel], scid: Scid) -> Result<&Channel, ExecError> {
+fn find(channels: &[Channel], scid: Scid) -> Result<&Channel, ExecError> {
     channels
         .iter()
         .find(|c| c.scid == Some(scid) && c.state == ChannelState::Normal)
@@ -145,6 +144,39 @@ pub enum AttemptResult {
     Success,
     Failed,
     Pending,
+}
+
+/// A move about to start: its two channels and its report so far.
+pub struct Begun<'c> {
+    pub src: &'c Channel,
+    pub dst: &'c Channel,
+    /// Status `Refused` (with the reason) when the move must not be attempted at all.
+    pub report: MoveReport,
+}
+
+impl<'a, N: Node> Executor<'a, N> {
+    /// Looks up a move's channels and starts its report; refuses a move that would leave
+    /// and return through the same peer (that moves nothing and burns fees).
+    pub fn begin(&self, source: Scid, sink: Scid, amount: Msat) -> Result<Begun<'a>, ExecError> {
+        let src = find(self.channels, source)?;
+        let dst = find(self.channels, sink)?;
+        let mut report = MoveReport {
+            source,
+            sink,
+            requested: amount,
+            moved: Msat(0),
+            fee: Msat(0),
+            attempts: 0,
+            status: ExecStatus::Failed,
+            reason: String::new(),
+            recorded: Vec::new(),
+        };
+        if src.peer == dst.peer {
+            report.status = ExecStatus::Refused;
+            report.reason = "source and sink are channels to the same peer".into();
+        }
+        Ok(Begun { src, dst, report })
+    }
 }
 
 impl<N: Node> Executor<'_, N> {
@@ -225,23 +257,8 @@ impl<N: Node> Executor<'_, N> {
         max_ppm: u32,
         budget_left: &mut Msat,
     ) -> Result<MoveReport, ExecError> {
-        let src = find(self.channels, source)?;
-        let dst = find(self.channels, sink)?;
-        let mut report = MoveReport {
-            source,
-            sink,
-            requested: amount,
-            moved: Msat(0),
-            fee: Msat(0),
-            attempts: 0,
-            status: ExecStatus::Failed,
-            reason: String::new(),
-            recorded: Vec::new(),
-        };
-        if src.peer == dst.peer {
-            // Out and back through the same peer moves nothing and burns fees.
-            report.status = ExecStatus::Refused;
-            report.reason = "source and sink are channels to the same peer".into();
+        let Begun { src, dst, mut report } = self.begin(source, sink, amount)?;
+        if report.status == ExecStatus::Refused {
             return Ok(report);
         }
         let min_part = self.planner.min_amount.0.max(1);

@@ -16,7 +16,7 @@
 
 use crate::engine::route::{CostModel, RouteParams};
 use crate::node::Node;
-use crate::service::execute::{find, AttemptResult, ExecError, ExecStatus, Executor, MoveReport};
+use crate::service::execute::{AttemptResult, Begun, ExecError, ExecStatus, Executor, MoveReport};
 use crate::types::{Msat, Scid};
 
 /// Payments per move at most, the first included.
@@ -32,22 +32,8 @@ pub async fn execute_move<N: Node>(
     max_ppm: u32,
     budget_left: &mut Msat,
 ) -> Result<MoveReport, ExecError> {
-    let src = find(exec.channels, source)?;
-    let dst = find(exec.channels, sink)?;
-    let mut report = MoveReport {
-        source,
-        sink,
-        requested: amount,
-        moved: Msat(0),
-        fee: Msat(0),
-        attempts: 0,
-        status: ExecStatus::Failed,
-        reason: String::new(),
-        recorded: Vec::new(),
-    };
-    if src.peer == dst.peer {
-        report.status = ExecStatus::Refused;
-        report.reason = "source and sink are channels to the same peer".into();
+    let Begun { src, dst, mut report } = exec.begin(source, sink, amount)?;
+    if report.status == ExecStatus::Refused {
         return Ok(report);
     }
     // Cheapest means fees only: no CLTV risk, no probability term.

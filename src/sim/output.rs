@@ -214,6 +214,9 @@ pub fn report(o: &Outcome, policy: &SimPolicy, all: &[&Summary]) -> Result<Strin
     report::render_with(&data, Some(&title), &sections)
 }
 
+/// A figure of the rebalancer comparison: its label and how to read it from a summary.
+type Row = (&'static str, fn(&Summary) -> String);
+
 /// The rebalance figures of every run on this seed, one column each.
 fn rebalancers(all: &[&Summary]) -> String {
     let mut h = String::from(
@@ -224,7 +227,7 @@ fn rebalancers(all: &[&Summary]) -> String {
     }
     h.push_str("</tr>\n");
     let per_fee = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-    let rows: [(&str, fn(&Summary) -> String); 9] = [
+    let rows: [Row; 9] = [
         ("attempts", |s| group(s.rebalance_attempts)),
         ("successful", |s| group(s.rebalance_ok)),
         ("success rate", |s| {

@@ -1,6 +1,6 @@
 //! `ballast simulate`: determinism, conservation, budgets, the report, and usage errors.
 
-use ballast::sim::{simulate, Args, SimPolicy};
+use ballast::sim::{simulate, simulate_with, Args, Rebalancer, SimPolicy};
 use std::process::Command;
 
 fn args(seed: u64, hours: u64) -> Args {
@@ -403,5 +403,48 @@ fn the_same_seed_gives_the_same_events_line_by_line() {
         "runs differ at event {first_diff:?}: {:?} vs {:?}",
         first_diff.map(|i| &ea[i]),
         first_diff.map(|i| &eb[i])
+    );
+}
+
+#[test]
+fn ballast_attempts_succeed_more_often_than_the_baseline_on_the_same_traffic() {
+    let policy = SimPolicy::default_policy();
+    let (mut ours, mut plain) = ((0u64, 0u64, 0u64), (0u64, 0u64, 0u64));
+    for seed in 1..=4 {
+        let a = simulate_with(&args(seed, 48), &policy, Rebalancer::Ballast)
+            .unwrap()
+            .summary;
+        let b = simulate_with(&args(seed, 48), &policy, Rebalancer::Baseline)
+            .unwrap()
+            .summary;
+        assert_eq!(
+            (a.rebalancer.as_str(), b.rebalancer.as_str()),
+            ("ballast", "baseline")
+        );
+        assert_eq!(a.payments, b.payments, "seed {seed}: the same traffic");
+        assert_eq!(a.imbalance_start_msat, b.imbalance_start_msat, "seed {seed}");
+        for s in [&a, &b] {
+            assert!(s.max_24h_spend_msat <= s.daily_budget_msat, "{s:?}");
+            assert!(s.rebalance_max_ppm <= u64::from(s.max_ppm), "{s:?}");
+        }
+        ours = (
+            ours.0 + a.rebalance_ok,
+            ours.1 + a.rebalance_attempts,
+            ours.2 + a.rebalance_moved_msat,
+        );
+        plain = (
+            plain.0 + b.rebalance_ok,
+            plain.1 + b.rebalance_attempts,
+            plain.2 + b.rebalance_moved_msat,
+        );
+    }
+    let rate = |(ok, tried, _): (u64, u64, u64)| ok as f64 / tried.max(1) as f64;
+    assert!(
+        rate(ours) > 2.0 * rate(plain) && ours.1 < plain.1,
+        "sized, learning attempts succeed more often, with fewer of them: ballast {ours:?}, baseline {plain:?}"
+    );
+    assert!(
+        ours.2 >= plain.2,
+        "and move at least as much: ballast {ours:?}, baseline {plain:?}"
     );
 }

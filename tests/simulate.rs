@@ -1,6 +1,6 @@
 //! `ballast simulate`: determinism, conservation, budgets, the report, and usage errors.
 
-use ballast::sim::{simulate, Args, SimPolicy};
+use ballast::sim::{simulate, simulate_with, Args, Rebalancer, SimPolicy};
 use std::process::Command;
 
 fn args(seed: u64, hours: u64) -> Args {
@@ -193,9 +193,16 @@ fn the_binary_writes_a_report_with_svg_charts_and_events() {
         stdout.contains("default") && stdout.contains("flat") && stdout.contains("comparison"),
         "both policies side by side: {stdout}"
     );
+    assert!(
+        stdout.contains("rebalancers (default, same seed, same traffic): ballast")
+            && stdout.contains("; baseline"),
+        "the two rebalancers side by side: {stdout}"
+    );
     for (report, events) in [
         ("report.html", "events.jsonl"),
         ("report-b.html", "events-b.jsonl"),
+        ("report-baseline.html", "events-baseline.jsonl"),
+        ("report-b-baseline.html", "events-b-baseline.jsonl"),
     ] {
         let html = std::fs::read_to_string(out.join(report)).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>"), "{report}");
@@ -207,6 +214,7 @@ fn the_binary_writes_a_report_with_svg_charts_and_events() {
             "Fee changes",
             "Earnings vs rebalance cost",
             "Alerts timeline",
+            "Rebalancers compared",
         ] {
             assert!(html.contains(section), "{report}: no {section}");
         }
@@ -222,7 +230,61 @@ fn the_binary_writes_a_report_with_svg_charts_and_events() {
     }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary.as_array().map(Vec::len), Some(2));
+    // Two policies, each with both rebalancers.
+    let runs = summary.as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    let names: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r["policy"].as_str().unwrap(), r["rebalancer"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("default", "ballast"),
+            ("default", "baseline"),
+            ("flat", "ballast"),
+            ("flat", "baseline")
+        ]
+    );
+    for r in runs {
+        for field in [
+            "rebalance_attempts",
+            "rebalance_success_rate",
+            "rebalance_moved_msat",
+            "rebalance_spend_msat",
+            "rebalance_avg_ppm",
+            "imbalance_end_msat",
+        ] {
+            assert!(r.get(field).is_some(), "{field} in {r}");
+        }
+        assert_eq!(
+            r["imbalance_start_msat"], runs[0]["imbalance_start_msat"],
+            "same start"
+        );
+    }
+    // One rebalancer alone: one run per policy.
+    let one = dir.path().join("one");
+    let run = bin()
+        .args([
+            "simulate",
+            "--nodes",
+            "30",
+            "--hours",
+            "2",
+            "--quiet",
+            "--rebalancer",
+            "baseline",
+            "--out",
+        ])
+        .arg(&one)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.as_array().map(Vec::len), Some(1));
+    assert_eq!(summary[0]["rebalancer"], "baseline");
+    assert!(one.join("report-baseline.html").exists() && !one.join("report.html").exists());
 }
 
 #[test]
@@ -233,6 +295,8 @@ fn bad_flags_get_a_usage_error() {
         vec!["simulate", "--frobnicate"],
         vec!["simulate", "--nodes", "1"],
         vec!["simulate", "--policy", "a", "--policy", "b", "--policy", "c"],
+        vec!["simulate", "--rebalancer", "clever"],
+        vec!["simulate", "--rebalancer"],
     ] {
         let run = bin().args(&bad).output().unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
@@ -339,5 +403,48 @@ fn the_same_seed_gives_the_same_events_line_by_line() {
         "runs differ at event {first_diff:?}: {:?} vs {:?}",
         first_diff.map(|i| &ea[i]),
         first_diff.map(|i| &eb[i])
+    );
+}
+
+#[test]
+fn ballast_attempts_succeed_more_often_than_the_baseline_on_the_same_traffic() {
+    let policy = SimPolicy::default_policy();
+    let (mut ours, mut plain) = ((0u64, 0u64, 0u64), (0u64, 0u64, 0u64));
+    for seed in 1..=4 {
+        let a = simulate_with(&args(seed, 48), &policy, Rebalancer::Ballast)
+            .unwrap()
+            .summary;
+        let b = simulate_with(&args(seed, 48), &policy, Rebalancer::Baseline)
+            .unwrap()
+            .summary;
+        assert_eq!(
+            (a.rebalancer.as_str(), b.rebalancer.as_str()),
+            ("ballast", "baseline")
+        );
+        assert_eq!(a.payments, b.payments, "seed {seed}: the same traffic");
+        assert_eq!(a.imbalance_start_msat, b.imbalance_start_msat, "seed {seed}");
+        for s in [&a, &b] {
+            assert!(s.max_24h_spend_msat <= s.daily_budget_msat, "{s:?}");
+            assert!(s.rebalance_max_ppm <= u64::from(s.max_ppm), "{s:?}");
+        }
+        ours = (
+            ours.0 + a.rebalance_ok,
+            ours.1 + a.rebalance_attempts,
+            ours.2 + a.rebalance_moved_msat,
+        );
+        plain = (
+            plain.0 + b.rebalance_ok,
+            plain.1 + b.rebalance_attempts,
+            plain.2 + b.rebalance_moved_msat,
+        );
+    }
+    let rate = |(ok, tried, _): (u64, u64, u64)| ok as f64 / tried.max(1) as f64;
+    assert!(
+        rate(ours) > 2.0 * rate(plain) && ours.1 < plain.1,
+        "sized, learning attempts succeed more often, with fewer of them: ballast {ours:?}, baseline {plain:?}"
+    );
+    assert!(
+        ours.2 >= plain.2,
+        "and move at least as much: ballast {ours:?}, baseline {plain:?}"
     );
 }

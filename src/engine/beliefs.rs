@@ -193,9 +193,47 @@ impl Beliefs {
         );
     }
 
+    /// `amount` went through `ch` and settled: its source had at least that much before,
+    /// and now has exactly that much less, which the other direction gained. (A success
+    /// that merely forwarded and was failed back later, as on the hops before a failure,
+    /// is [`Beliefs::record_success`]: nothing moved.)
+    pub fn record_settled(&mut self, ch: DirectedChannel, capacity: Msat, amount: Msat, now: u64) {
+        let cur = self.current(ch, capacity, now);
+        let had_lower = cur.lower.max(amount);
+        // What it had is at most the capacity, or the (stale-checked) upper bound.
+        let had_upper = cur.upper.map_or(capacity, |u| u.max(had_lower)).max(had_lower);
+        self.entries.insert(
+            ch,
+            Bounds {
+                lower: had_lower.saturating_sub(amount),
+                upper: Some(had_upper.saturating_sub(amount)),
+                updated: now,
+            },
+        );
+        let back = DirectedChannel {
+            scid: ch.scid,
+            direction: ch.direction ^ 1,
+        };
+        let rev = self.current(back, capacity, now);
+        let lower = Msat(rev.lower.0.saturating_add(amount.0).min(capacity.0));
+        let upper = rev
+            .upper
+            .map(|u| Msat(u.0.saturating_add(amount.0).min(capacity.0)).max(lower));
+        self.entries.insert(
+            back,
+            Bounds {
+                lower,
+                upper,
+                updated: now,
+            },
+        );
+    }
+
     /// Records one payment attempt along `hops` (each with its capacity and the amount it
-    /// carried). With `failed_at = Some(i)`, hops before `i` forwarded and hop `i` lacked the
-    /// liquidity; later hops never saw the HTLC and teach nothing.
+    /// carried). With `failed_at = Some(i)`, hops before `i` forwarded (and were failed
+    /// back: their liquidity is where it was) and hop `i` lacked the liquidity; later hops
+    /// never saw the HTLC and teach nothing. With `None` the payment settled: every hop's
+    /// liquidity moved by its amount.
     pub fn record_attempt(
         &mut self,
         hops: &[(DirectedChannel, Msat, Msat)],
@@ -209,7 +247,8 @@ impl Beliefs {
                     return;
                 }
                 Some(f) if i > f => return,
-                _ => self.record_success(ch, capacity, amount, now),
+                Some(_) => self.record_success(ch, capacity, amount, now),
+                None => self.record_settled(ch, capacity, amount, now),
             }
         }
     }
@@ -477,7 +516,39 @@ mod tests {
         assert_eq!(b.liquidity(ch(2), CAP, 7).upper, Msat(3999));
         assert!(b.raw(ch(3)).is_none());
         b.record_attempt(&hops, None, 8);
-        assert_eq!(b.liquidity(ch(3), CAP, 8).lower, Msat(3000));
+        // Settled: each hop had its amount and now has that much less; the way back gained it.
+        let l = b.liquidity(ch(3), CAP, 8);
+        assert_eq!((l.lower, l.upper), (Msat(0), Msat(CAP.0 - 3000)));
+        let l = b.liquidity(ch(1), CAP, 8);
+        assert_eq!((l.lower, l.upper), (Msat(0), Msat(CAP.0 - 5000)));
+        let back = DirectedChannel {
+            scid: scid(2),
+            direction: 1,
+        };
+        assert_eq!(b.liquidity(back, CAP, 8).lower, Msat(4000));
+    }
+
+    #[test]
+    fn a_settled_payment_moves_the_bounds_it_narrowed() {
+        let mut b = Beliefs::new(H);
+        // Known to hold 300k..=600k; 200k settles through it.
+        b.record_success(ch(1), CAP, Msat(300_000), 0);
+        b.record_failure(ch(1), CAP, Msat(600_001), 0);
+        b.record_settled(ch(1), CAP, Msat(200_000), 0);
+        let l = b.liquidity(ch(1), CAP, 0);
+        assert_eq!((l.lower, l.upper), (Msat(100_000), Msat(400_000)));
+        // The same amount again is no longer certain, as it was before the first settled.
+        assert!(b.probability(ch(1), CAP, Msat(200_000), 0) < 1.0);
+        // More than the whole capacity never makes the bounds cross or wrap.
+        b.record_settled(ch(1), CAP, Msat(5_000_000), 0);
+        let l = b.liquidity(ch(1), CAP, 0);
+        assert!(l.lower <= l.upper, "{l:?}");
+        let back = DirectedChannel {
+            scid: scid(1),
+            direction: 1,
+        };
+        let r = b.liquidity(back, CAP, 0);
+        assert!(r.lower <= r.upper && r.upper <= CAP, "{r:?}");
     }
 
     #[test]

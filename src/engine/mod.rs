@@ -14,3 +14,4 @@ pub mod local_edges;
 pub mod monitor;
 pub mod planner;
 pub mod route;
+pub mod sizing;

@@ -8,6 +8,7 @@
 //! summary table, `report.html` (the monitor's report, with the simulation's charts) and
 //! the raw events as JSON lines. Two policies on one seed see the same traffic.
 
+pub mod baseline;
 pub mod network;
 pub mod node;
 pub mod output;
@@ -27,6 +28,7 @@ pub use summary::{Conservation, Summary};
 pub const USAGE: &str = "\
 usage: ballast simulate [--nodes N] [--channels M] [--hours H] [--seed S]
                         [--policy FILE] [--policy-b FILE] [--graph FILE] [--out DIR] [--quiet]
+                        [--rebalancer baseline|ballast|both]
 
 Runs ballast's engine (fee policy, monitoring and alerts, rebalancing within budgets, hold
 invoices) on a simulated Lightning network. No lightningd needed.
@@ -41,6 +43,10 @@ invoices) on a simulated Lightning network. No lightningd needed.
   --policy-b FILE  the second policy of a comparison
   --graph FILE     a `lightning-cli listchannels` JSON dump to use as the network
   --out DIR        where report.html and events.jsonl go (default ./ballast-sim)
+  --rebalancer R   who executes the planned moves: ballast (sized parts, learning),
+                   baseline (a plain rebalancer: cheapest route, fixed amount, retry
+                   around the failing channel), or both on the same traffic, side by side
+                   (default both; the baseline's files end in -baseline)
   --quiet          no progress bar";
 
 /// The embedded default: follow the balance, pricier as our side empties.
@@ -58,6 +64,44 @@ strategy = { type = "balance", curve = "exponential", empty_ppm = 1000, full_ppm
 daily_budget_msat = 20000000
 max_ppm = 500
 "#;
+
+/// Who executes the planned rebalance moves in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Rebalancer {
+    /// `service::execute`, as the plugin runs it.
+    #[default]
+    Ballast,
+    /// The plain rebalancer of [`baseline`].
+    Baseline,
+}
+
+impl Rebalancer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rebalancer::Ballast => "ballast",
+            Rebalancer::Baseline => "baseline",
+        }
+    }
+}
+
+/// `--rebalancer`: one of them, or both on the same seed and traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RebalancerChoice {
+    Ballast,
+    Baseline,
+    #[default]
+    Both,
+}
+
+impl RebalancerChoice {
+    pub fn runs(self) -> &'static [Rebalancer] {
+        match self {
+            RebalancerChoice::Ballast => &[Rebalancer::Ballast],
+            RebalancerChoice::Baseline => &[Rebalancer::Baseline],
+            RebalancerChoice::Both => &[Rebalancer::Ballast, Rebalancer::Baseline],
+        }
+    }
+}
 
 /// A fee policy with the rebalance budgets the simulation enforces.
 #[derive(Debug, Clone)]
@@ -129,6 +173,7 @@ pub struct Args {
     pub out: PathBuf,
     pub quiet: bool,
     pub help: bool,
+    pub rebalancer: RebalancerChoice,
 }
 
 impl Default for Args {
@@ -143,6 +188,7 @@ impl Default for Args {
             out: PathBuf::from("./ballast-sim"),
             quiet: false,
             help: false,
+            rebalancer: RebalancerChoice::Both,
         }
     }
 }
@@ -196,6 +242,18 @@ impl Args {
                 }
                 "--graph" => a.graph = Some(PathBuf::from(value("--graph")?)),
                 "--out" => a.out = PathBuf::from(value("--out")?),
+                "--rebalancer" => {
+                    a.rebalancer = match value("--rebalancer")?.as_str() {
+                        "ballast" => RebalancerChoice::Ballast,
+                        "baseline" => RebalancerChoice::Baseline,
+                        "both" => RebalancerChoice::Both,
+                        other => {
+                            return Err(format!(
+                                "--rebalancer must be baseline, ballast or both, got '{other}'"
+                            ))
+                        }
+                    }
+                }
                 "--quiet" | "-q" => a.quiet = true,
                 "--help" | "-h" => a.help = true,
                 other => return Err(format!("unknown argument '{other}'")),
@@ -205,7 +263,7 @@ impl Args {
     }
 }
 
-fn run_params(a: &Args, nodes: usize) -> RunParams {
+fn run_params(a: &Args, nodes: usize, rebalancer: Rebalancer) -> RunParams {
     RunParams {
         seed: a.seed,
         hours: a.hours,
@@ -213,6 +271,7 @@ fn run_params(a: &Args, nodes: usize) -> RunParams {
         payments_per_min: (nodes as f64 / 40.0).max(1.0),
         hodl_per_min: 1.0 / 20.0,
         rebalance_every_mins: 60,
+        rebalancer,
     }
 }
 
@@ -230,10 +289,16 @@ pub fn build_network(a: &Args) -> Result<Network, String> {
     }
 }
 
-/// Runs one policy without output files: what the tests and the comparison use.
+/// Runs one policy without output files: what the tests and the comparison use. The
+/// rebalancer is the first `a.rebalancer` names (ballast for `both`).
 pub fn simulate(a: &Args, policy: &SimPolicy) -> Result<Outcome, String> {
+    simulate_with(a, policy, a.rebalancer.runs()[0])
+}
+
+/// Runs one policy with the given rebalancer, without output files.
+pub fn simulate_with(a: &Args, policy: &SimPolicy, rebalancer: Rebalancer) -> Result<Outcome, String> {
     let net = build_network(a)?;
-    let p = run_params(a, net.ids.len());
+    let p = run_params(a, net.ids.len(), rebalancer);
     run(net, policy, &p, None, None).map_err(|e| e.to_string())
 }
 
@@ -276,7 +341,6 @@ fn main_inner(a: &Args) -> Result<(), String> {
         policies[1].name.push_str(" (B)");
     }
     let net = build_network(a)?;
-    let params = run_params(a, net.ids.len());
     std::fs::create_dir_all(&a.out).map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
     println!(
         "ballast simulate: {} nodes, {} channels ({} ours), {} h, seed {}; output in {}",
@@ -287,9 +351,20 @@ fn main_inner(a: &Args) -> Result<(), String> {
         a.seed,
         a.out.display()
     );
-    let mut results = Vec::new();
+    // Every policy with every chosen rebalancer, all on the same network and traffic.
+    let mut runs = Vec::new();
     for (i, policy) in policies.iter().enumerate() {
-        let suffix = if i == 0 { "" } else { "-b" };
+        for &rebalancer in a.rebalancer.runs() {
+            let mut suffix = if i == 0 { String::new() } else { "-b".into() };
+            if rebalancer == Rebalancer::Baseline {
+                suffix.push_str("-baseline");
+            }
+            runs.push((policy, rebalancer, suffix));
+        }
+    }
+    let mut results = Vec::new();
+    for (policy, rebalancer, suffix) in &runs {
+        let params = run_params(a, net.ids.len(), *rebalancer);
         let events_path = a.out.join(format!("events{suffix}.jsonl"));
         let file = std::fs::File::create(&events_path)
             .map_err(|e| format!("cannot write {}: {e}", events_path.display()))?;
@@ -301,12 +376,12 @@ fn main_inner(a: &Args) -> Result<(), String> {
         };
         pb.set_style(
             indicatif::ProgressStyle::with_template(
-                "{prefix:>12} [{bar:40}] {pos}/{len} h {elapsed_precise}",
+                "{prefix:>20} [{bar:40}] {pos}/{len} h {elapsed_precise}",
             )
             .map_err(|e| e.to_string())?
             .progress_chars("=> "),
         );
-        pb.set_prefix(policy.name.clone());
+        pb.set_prefix(format!("{} / {}", policy.name, rebalancer.as_str()));
         let started = Instant::now();
         let outcome = run(net.clone(), policy, &params, Some(&mut w), Some(&pb))
             .map_err(|e| format!("writing {}: {e}", events_path.display()))?;
@@ -314,17 +389,21 @@ fn main_inner(a: &Args) -> Result<(), String> {
         pb.finish_and_clear();
         std::io::Write::flush(&mut w).map_err(|e| format!("writing {}: {e}", events_path.display()))?;
         let report_path = a.out.join(format!("report{suffix}.html"));
-        let html = output::report(&outcome, policy).map_err(|e| e.to_string())?;
-        std::fs::write(&report_path, html)
-            .map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;
         results.push((outcome, secs, report_path, events_path));
     }
     let sums: Vec<&Summary> = results.iter().map(|r| &r.0.summary).collect();
+    // Reports once every run is done: each shows the rebalancers side by side.
+    for ((outcome, _, report_path, _), (policy, ..)) in results.iter().zip(&runs) {
+        let html = output::report(outcome, policy, &sums).map_err(|e| e.to_string())?;
+        std::fs::write(report_path, html)
+            .map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;
+    }
     println!("\n{}", summary::table(&sums));
     for (o, secs, report, events) in &results {
         println!(
-            "{}: {} events in {:.2} s ({} simulated events/s); report {}, events {}",
+            "{} / {}: {} events in {:.2} s ({} simulated events/s); report {}, events {}",
             o.summary.policy,
+            o.summary.rebalancer,
             summary::group(o.events),
             secs,
             summary::group((o.events as f64 / secs.max(1e-9)) as u64),
@@ -332,17 +411,22 @@ fn main_inner(a: &Args) -> Result<(), String> {
             events.display()
         );
     }
-    if let [(a_, ..), (b_, ..)] = results.as_slice() {
-        let (a_, b_) = (&a_.summary, &b_.summary);
-        println!(
-            "comparison (same seed, same traffic): net {} vs {} sat, fees earned {} vs {} sat, rebalance spend {} vs {} sat",
-            a_.net_msat() / 1_000,
-            b_.net_msat() / 1_000,
-            a_.fees_earned_msat / 1_000,
-            b_.fees_earned_msat / 1_000,
-            a_.rebalance_spend_msat / 1_000,
-            b_.rebalance_spend_msat / 1_000
-        );
+    if let Some(line) = summary::rebalancer_comparison(&sums) {
+        println!("{line}");
+    }
+    if policies.len() == 2 {
+        let first = |name: &str| sums.iter().find(|s| s.policy == name).copied();
+        if let (Some(a_), Some(b_)) = (first(&policies[0].name), first(&policies[1].name)) {
+            println!(
+                "comparison (same seed, same traffic): net {} vs {} sat, fees earned {} vs {} sat, rebalance spend {} vs {} sat",
+                a_.net_msat() / 1_000,
+                b_.net_msat() / 1_000,
+                a_.fees_earned_msat / 1_000,
+                b_.fees_earned_msat / 1_000,
+                a_.rebalance_spend_msat / 1_000,
+                b_.rebalance_spend_msat / 1_000
+            );
+        }
     }
     let json = serde_json::to_string_pretty(&sums).map_err(|e| e.to_string())?;
     std::fs::write(a.out.join("summary.json"), json)
@@ -375,6 +459,18 @@ mod tests {
         assert_eq!(a.policies, vec![PathBuf::from("a.toml"), PathBuf::from("b.toml")]);
         assert_eq!(parse(&[]).unwrap(), Args::default());
         assert_eq!(
+            Args::default().rebalancer.runs(),
+            [Rebalancer::Ballast, Rebalancer::Baseline]
+        );
+        for (v, want) in [
+            ("ballast", RebalancerChoice::Ballast),
+            ("baseline", RebalancerChoice::Baseline),
+            ("both", RebalancerChoice::Both),
+        ] {
+            assert_eq!(parse(&["--rebalancer", v]).unwrap().rebalancer, want);
+            assert_eq!(parse(&[&format!("--rebalancer={v}")]).unwrap().rebalancer, want);
+        }
+        assert_eq!(
             parse(&["--policy-b", "b.toml"]).unwrap().policies.len(),
             2,
             "B against the default"
@@ -386,6 +482,8 @@ mod tests {
             &["--what"],
             &["simulate"],
             &["--seed", "-1"],
+            &["--rebalancer", "plain"],
+            &["--rebalancer"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

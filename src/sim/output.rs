@@ -3,7 +3,7 @@
 //! cost, alerts timeline) added through `report::render_with`.
 
 use super::run::{Outcome, T0};
-use super::summary::group;
+use super::summary::{group, Summary};
 use super::SimPolicy;
 use crate::engine::monitor::{balance_totals, fee_income, invoice_income, ChannelKey};
 use crate::report::{self, escape, line_chart, timeline_chart, ReportData, ReportError, Section, Series};
@@ -13,7 +13,9 @@ use std::fmt::Write;
 /// At most this many alerts are listed (most recent first); the timeline shows them all.
 const MAX_LISTED_ALERTS: usize = 300;
 
-pub fn report(o: &Outcome, policy: &SimPolicy) -> Result<String, ReportError> {
+/// `all`: the summaries of every run on this seed (this one included), for the rebalancer
+/// comparison.
+pub fn report(o: &Outcome, policy: &SimPolicy, all: &[&Summary]) -> Result<String, ReportError> {
     let t = &o.trace;
     let s = &o.summary;
     let end = t.end;
@@ -105,6 +107,10 @@ pub fn report(o: &Outcome, policy: &SimPolicy) -> Result<String, ReportError> {
     sections.push(Section {
         title: "Simulation".into(),
         html: h,
+    });
+    sections.push(Section {
+        title: "Rebalancers compared".into(),
+        html: rebalancers(all),
     });
 
     // Fee changes: our ppm per channel over time.
@@ -206,4 +212,66 @@ pub fn report(o: &Outcome, policy: &SimPolicy) -> Result<String, ReportError> {
 
     let title = format!("ballast simulate: policy {}", policy.name);
     report::render_with(&data, Some(&title), &sections)
+}
+
+/// A figure of the rebalancer comparison: its label and how to read it from a summary.
+type Row = (&'static str, fn(&Summary) -> String);
+
+/// The rebalance figures of every run on this seed, one column each.
+fn rebalancers(all: &[&Summary]) -> String {
+    let mut h = String::from(
+        "<p class=\"meta\">Same seed, same traffic. Imbalance: the sum over our channels of |local ratio − target| × capacity.</p>\n<table>\n<tr><th class=\"l\">figure</th>",
+    );
+    for s in all {
+        let _ = write!(h, "<th>{} / {}</th>", escape(&s.policy), escape(&s.rebalancer));
+    }
+    h.push_str("</tr>\n");
+    let per_fee = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let rows: [Row; 9] = [
+        ("attempts", |s| group(s.rebalance_attempts)),
+        ("successful", |s| group(s.rebalance_ok)),
+        ("success rate", |s| {
+            format!("{:.1} %", s.rebalance_success_rate * 100.0)
+        }),
+        ("moved (sat)", |s| group(s.rebalance_moved_msat / 1_000)),
+        ("fees paid (sat)", |s| group(s.rebalance_spend_msat / 1_000)),
+        ("average ppm paid", |s| s.rebalance_avg_ppm.to_string()),
+        ("imbalance start → end (sat)", |s| {
+            format!(
+                "{} → {}",
+                group(s.imbalance_start_msat / 1_000),
+                group(s.imbalance_end_msat / 1_000)
+            )
+        }),
+        ("imbalance, hourly average (sat)", |s| {
+            group(s.imbalance_avg_msat / 1_000)
+        }),
+        ("net: fees earned minus rebalance spend (sat)", |s| {
+            format!("{}", s.net_msat() / 1_000)
+        }),
+    ];
+    for (k, f) in rows {
+        let _ = write!(h, "<tr><td class=\"l\">{}</td>", escape(k));
+        for s in all {
+            let _ = write!(h, "<td>{}</td>", escape(&f(s)));
+        }
+        h.push_str("</tr>\n");
+    }
+    for (k, f) in [
+        (
+            "moved per fee sat (sat)",
+            (|s: &Summary| s.moved_per_fee_sat) as fn(&Summary) -> Option<f64>,
+        ),
+        ("imbalance left per fee sat (sat)", |s: &Summary| {
+            s.imbalance_left_per_fee_sat
+        }),
+    ] {
+        let _ = write!(h, "<tr><td class=\"l\">{}</td>", escape(k));
+        for s in all {
+            let _ = write!(h, "<td>{}</td>", escape(&per_fee(f(s))));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    h
 }

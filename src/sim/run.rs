@@ -13,7 +13,7 @@ use super::network::{held_htlc, htlc, Network, PathHop, Sent};
 use super::node::SimNode;
 use super::rng::Rng;
 use super::summary::{Conservation, Summary};
-use super::SimPolicy;
+use super::{baseline, Rebalancer, SimPolicy};
 use crate::engine::claims::ClaimSet;
 use crate::engine::fees::{FeeConfig, Trigger};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlParams, HodlState, HtlcKey, IncomingHtlc};
@@ -74,6 +74,8 @@ pub struct RunParams {
     /// Hold invoices created on our node per simulated minute.
     pub hodl_per_min: f64,
     pub rebalance_every_mins: u64,
+    /// Which rebalancer executes the planned moves.
+    pub rebalancer: Rebalancer,
 }
 
 /// What the report draws, collected while running.
@@ -259,6 +261,9 @@ pub fn run<'a>(
         rt,
     };
     sim.refresh_graph();
+    sim.s.imbalance_start_msat = sim.imbalance();
+    let mut imbalance_sum = 0u128;
+    let mut imbalance_samples = 0u128;
     let initial = sim.net.wealth();
     let total = sim.net.total_capacity();
     for ch in sim.net.our_channels(&HashMap::new()) {
@@ -286,6 +291,8 @@ pub fn run<'a>(
             sim.trace
                 .money
                 .push((sim.now, sim.s.fees_earned_msat, sim.s.rebalance_spend_msat));
+            imbalance_sum += u128::from(sim.imbalance());
+            imbalance_samples += 1;
             if let Some(pb) = progress {
                 pb.inc(1);
             }
@@ -293,6 +300,9 @@ pub fn run<'a>(
     }
     sim.now = T0 + steps * STEP_SECS;
     sim.finish();
+    sim.s.imbalance_end_msat = sim.imbalance();
+    sim.s.imbalance_avg_msat = u64::try_from(imbalance_sum / imbalance_samples.max(1)).unwrap_or(u64::MAX);
+    sim.s.finish_rebalance_figures();
     if let Some(e) = sim.ev.error.take() {
         return Err(e);
     }
@@ -335,6 +345,20 @@ fn sim_hash_seed(id: u64) -> [u8; 32] {
 }
 
 impl Sim<'_> {
+    /// How far our channels are from the rebalance target: the sum over our channels of
+    /// |local ratio - target| x capacity, msat (HTLCs we offered count as still ours).
+    fn imbalance(&self) -> u64 {
+        let target = self.planner.target;
+        self.net.adj[self.net.ours as usize]
+            .iter()
+            .map(|&(ci, _)| {
+                let (local, capacity) = self.net.our_side(ci);
+                let want = (capacity as f64 * target).round() as u64;
+                local.abs_diff(want)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     fn pick_node(&mut self) -> u32 {
         // Anyone but us; rng use does not depend on engine state.
         let n = self.net.ids.len() as u64;
@@ -927,14 +951,19 @@ impl Sim<'_> {
         let mut reports = Vec::new();
         let mut budget_left = Msat(u64::MAX);
         for mv in pl.moves.iter().filter(|m| m.status == MoveStatus::Planned) {
-            let run = exec.execute_move(
-                mv.source_scid,
-                mv.sink_scid,
-                mv.amount,
-                self.policy.max_ppm.min(mv.fee_cap_ppm),
-                &mut budget_left,
-            );
-            match self.rt.block_on(run) {
+            let max_ppm = self.policy.max_ppm.min(mv.fee_cap_ppm);
+            let (src, snk) = (mv.source_scid, mv.sink_scid);
+            let done = match self.p.rebalancer {
+                Rebalancer::Ballast => {
+                    let run = exec.execute_move(src, snk, mv.amount, max_ppm, &mut budget_left);
+                    self.rt.block_on(run)
+                }
+                Rebalancer::Baseline => {
+                    let run = baseline::execute_move(&exec, src, snk, mv.amount, max_ppm, &mut budget_left);
+                    self.rt.block_on(run)
+                }
+            };
+            match done {
                 Ok(r) => reports.push(r),
                 Err(e) => {
                     self.ev
@@ -944,6 +973,9 @@ impl Sim<'_> {
         }
         drop(node);
         for r in reports {
+            self.ev.emit(json!({"t": now, "type": "rebalance_move", "source": r.source.to_string(), "sink": r.sink.to_string(),
+                "requested_msat": r.requested.0, "moved_msat": r.moved.0, "fee_msat": r.fee.0, "attempts": r.attempts,
+                "status": r.status.as_str(), "reason": r.reason}));
             if r.reason.starts_with("daily budget") {
                 self.s.rebalance_budget_stops += 1;
             }

@@ -8,9 +8,11 @@ use serde::Serialize;
 use std::fmt::Write;
 
 /// Everything printed at the end of a run. Deterministic for a seed: no wall-clock values.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub policy: String,
+    /// `ballast` or `baseline` (see `sim::baseline`).
+    pub rebalancer: String,
     pub seed: u64,
     pub hours: u64,
     pub nodes: u64,
@@ -35,6 +37,19 @@ pub struct Summary {
     pub rebalance_max_ppm: u64,
     pub max_ppm: u32,
     pub rebalance_budget_stops: u64,
+    /// Successful attempts over attempts (0 when none were made).
+    pub rebalance_success_rate: f64,
+    /// Fee paid per million moved, over all successful attempts (rounded down).
+    pub rebalance_avg_ppm: u64,
+    /// Sum over our channels of |local ratio - target| x capacity: at the start, at the
+    /// end, and averaged over hourly samples.
+    pub imbalance_start_msat: u64,
+    pub imbalance_end_msat: u64,
+    pub imbalance_avg_msat: u64,
+    /// Imbalance left at the end per sat of rebalance fees paid; `None` when nothing was paid.
+    pub imbalance_left_per_fee_sat: Option<f64>,
+    /// Sat moved per sat of fees paid; `None` when nothing was paid.
+    pub moved_per_fee_sat: Option<f64>,
     pub disconnects: u64,
     pub alerts_raised: u64,
     pub alerts_critical: u64,
@@ -56,6 +71,7 @@ impl Summary {
     pub fn new(policy: &SimPolicy, p: &RunParams, net: &Network) -> Summary {
         Summary {
             policy: policy.name.clone(),
+            rebalancer: p.rebalancer.as_str().to_string(),
             seed: p.seed,
             hours: p.hours,
             nodes: net.ids.len() as u64,
@@ -65,6 +81,23 @@ impl Summary {
             max_ppm: policy.max_ppm,
             ..Summary::default()
         }
+    }
+
+    /// The rebalance figures derived from the counted ones, once the run is over.
+    pub fn finish_rebalance_figures(&mut self) {
+        self.rebalance_success_rate = if self.rebalance_attempts == 0 {
+            0.0
+        } else {
+            self.rebalance_ok as f64 / self.rebalance_attempts as f64
+        };
+        self.rebalance_avg_ppm = u64::try_from(
+            self.rebalance_spend_msat as u128 * 1_000_000 / self.rebalance_moved_msat.max(1) as u128,
+        )
+        .unwrap_or(u64::MAX);
+        let fee_sat = self.rebalance_spend_msat as f64 / 1_000.0;
+        let per_fee = |msat: u64| (fee_sat > 0.0).then(|| msat as f64 / 1_000.0 / fee_sat);
+        self.imbalance_left_per_fee_sat = per_fee(self.imbalance_end_msat);
+        self.moved_per_fee_sat = per_fee(self.rebalance_moved_msat);
     }
 
     /// Fees earned minus rebalance spend.
@@ -86,12 +119,37 @@ impl Summary {
             ("  forwarded", sat(self.forwarded_msat)),
             ("fees earned", msat_sat(self.fees_earned_msat)),
             ("fee changes", group(self.fee_changes)),
+            ("rebalancer", self.rebalancer.clone()),
             (
                 "rebalances (ok / tried)",
                 format!("{} / {}", self.rebalance_ok, self.rebalance_attempts),
             ),
+            (
+                "  success rate",
+                format!("{:.1} %", self.rebalance_success_rate * 100.0),
+            ),
             ("  moved", sat(self.rebalance_moved_msat)),
             ("rebalance spend", msat_sat(self.rebalance_spend_msat)),
+            ("  avg ppm paid", self.rebalance_avg_ppm.to_string()),
+            (
+                "  moved per fee sat",
+                self.moved_per_fee_sat
+                    .map_or("-".into(), |v| format!("{v:.0} sat")),
+            ),
+            (
+                "imbalance start -> end",
+                format!(
+                    "{} -> {}",
+                    sat(self.imbalance_start_msat),
+                    sat(self.imbalance_end_msat)
+                ),
+            ),
+            ("  hourly average", sat(self.imbalance_avg_msat)),
+            (
+                "  left per fee sat",
+                self.imbalance_left_per_fee_sat
+                    .map_or("-".into(), |v| format!("{v:.0} sat")),
+            ),
             (
                 "  max 24h spend / budget",
                 format!(
@@ -174,6 +232,39 @@ pub fn table(summaries: &[&Summary]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One line per policy run with both rebalancers: their rebalance figures side by side.
+pub fn rebalancer_comparison(summaries: &[&Summary]) -> Option<String> {
+    let mut lines = Vec::new();
+    for s in summaries.iter().filter(|s| s.rebalancer == "ballast") {
+        let Some(b) = summaries
+            .iter()
+            .find(|b| b.rebalancer == "baseline" && b.policy == s.policy)
+        else {
+            continue;
+        };
+        let side = |x: &Summary| {
+            format!(
+                "{} {} / {} ok ({:.1} %), moved {} sat for {} sat ({} ppm), imbalance left {} sat",
+                x.rebalancer,
+                x.rebalance_ok,
+                x.rebalance_attempts,
+                x.rebalance_success_rate * 100.0,
+                group(x.rebalance_moved_msat / 1_000),
+                group(x.rebalance_spend_msat / 1_000),
+                x.rebalance_avg_ppm,
+                group(x.imbalance_end_msat / 1_000)
+            )
+        };
+        lines.push(format!(
+            "rebalancers ({}, same seed, same traffic): {}; {}",
+            s.policy,
+            side(s),
+            side(b)
+        ));
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 /// The msat bookkeeping of a run, for the conservation check.

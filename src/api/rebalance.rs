@@ -733,6 +733,15 @@ pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
 /// fee are known without waiting for the next execution. Never sends anything.
 pub async fn resolve_pending_after_start(s: AppState) {
     loop {
+        // Nothing in flight (the usual case): done, without ever taking the lock an
+        // execution needs.
+        let svc = s.rebalance.clone();
+        match tokio::task::spawn_blocking(move || svc.pending_attempts()).await {
+            Ok(Ok(p)) if p.is_empty() => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!("cannot read pending rebalance attempts: {e}"),
+            Err(e) => log::warn!("pending rebalance attempts task failed: {e}"),
+        }
         // An execution resolves pending attempts itself, under the same lock.
         if let Ok(_guard) = s.rebalance_lock.try_lock() {
             match resolve_pending(&s).await {

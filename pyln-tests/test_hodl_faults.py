@@ -67,7 +67,10 @@ def test_sigkill_while_accepted_is_never_settled(node_factory, plugin_path, pyln
     assert inv["state"] == "CANCELED", inv
     assert inv["cancel_reason"] == "htlcs_lost", inv
     assert inv["received_msat"] == 0, inv
-    l2.daemon.wait_for_log(r"hold invoice {}: ACCEPTED -> CANCELED \(\"htlcs_lost\"\)".format(phash))
+    # Logged once, possibly while lightningd is still starting (before the "Server started"
+    # line wait_for_log would search after): search the whole log.
+    line = r"hold invoice {}: ACCEPTED -> CANCELED \(\"htlcs_lost\"\)".format(phash)
+    pyln.wait_for(lambda: l2.daemon.is_in_log(line))
 
     err = hodl_error(l2, "hodl-settle", {"payment_hash": phash})
     assert err["code"] == ERR_NOT_HELD, err

@@ -391,6 +391,14 @@ pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
                 })?;
             return Ok(invoice_json(&inv, s.blockheight()));
         }
+        // An unknown hash is answered without asking lightningd anything.
+        let target = preimage.map(|p| p.payment_hash()).or(hash);
+        if let Some(h) = target.filter(|h| s.hodl.get(h).is_none()) {
+            return Err(RpcError {
+                code: ERR_UNKNOWN,
+                message: format!("{SETTLE}: unknown payment_hash {h}"),
+            });
+        }
         // lightningd, not ballast's memory, says what is still held; and the height that
         // matters is lightningd's, which may be a block ahead of the last block_added.
         let height = current_height(&s).await;

@@ -21,7 +21,7 @@ pub const FILES_DIR: DefaultStringConfigOption = ConfigOption::new_str_with_defa
 pub const HODL_CANCEL_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-hodl-cancel-blocks",
     10,
-    "Cancel an accepted hold invoice when its earliest HTLC is this many blocks from expiry",
+    "Cancel an accepted hold invoice (and refuse to settle it) when its earliest HTLC is this many blocks from expiry; on Core Lightning raised to (cltv-delta+1)/2+2 if lower",
 );
 
 pub const HODL_WARN_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(

@@ -33,7 +33,7 @@ impl Settings {
     /// Raises the hold-invoice cancel window to the node's fulfilment deadline (see
     /// [`effective_cancel_blocks`]) and the default invoice CLTV with it, so that a default
     /// invoice still leaves a settle window. Returns a line to log for each change.
-    pub fn fit_to_node_deadline(&mut self, cltv_delta: Option<u32>) -> Vec<String> {
+    pub fn fit_to_node_deadline(&mut self, cltv_delta: u32) -> Vec<String> {
         let mut said = Vec::new();
         let configured = self.hodl.cancel_blocks;
         let (window, raised) = effective_cancel_blocks(configured, cltv_delta);
@@ -42,7 +42,7 @@ impl Settings {
                 "ballast-hodl-cancel-blocks raised from {configured} to {window}: with cltv-delta {} \
                  lightningd force-closes a channel whose fulfilled HTLC is unacknowledged {} blocks \
                  before expiry, so ballast stops settling 2 blocks before that",
-                cltv_delta.unwrap_or_default(),
+                cltv_delta,
                 window - 2
             ));
         }

@@ -218,7 +218,7 @@ pub async fn run_plugin() -> anyhow::Result<()> {
             DEFAULT_CLTV_DELTA
         }
     };
-    for line in settings.fit_to_node_deadline(Some(cltv_delta)) {
+    for line in settings.fit_to_node_deadline(cltv_delta) {
         log::info!("{line}");
     }
     // Learn the chain tip now so deadlines are right before the first block_added.

@@ -203,10 +203,12 @@ pub fn fulfil_deadline_floor(cltv_delta: u32) -> u32 {
 
 /// The cancel window ballast applies: the configured one, raised to the node's fulfilment
 /// deadline floor when that is larger. Returns the window and whether it was raised.
-pub fn effective_cancel_blocks(configured: u32, cltv_delta: Option<u32>) -> (u32, bool) {
-    match cltv_delta.map(fulfil_deadline_floor) {
-        Some(floor) if floor > configured => (floor, true),
-        _ => (configured, false),
+pub fn effective_cancel_blocks(configured: u32, cltv_delta: u32) -> (u32, bool) {
+    let floor = fulfil_deadline_floor(cltv_delta);
+    if floor > configured {
+        (floor, true)
+    } else {
+        (configured, false)
     }
 }
 

@@ -265,10 +265,9 @@ fn cancel_window_is_raised_to_lightningds_fulfilment_deadline() {
     // expiry; ballast stops settling at 19.
     assert_eq!(fulfil_deadline_floor(34), 19);
     assert_eq!(fulfil_deadline_floor(6), 5);
-    assert_eq!(effective_cancel_blocks(10, Some(34)), (19, true));
-    assert_eq!(effective_cancel_blocks(25, Some(34)), (25, false));
-    assert_eq!(effective_cancel_blocks(10, Some(6)), (10, false));
-    assert_eq!(effective_cancel_blocks(10, None), (10, false));
+    assert_eq!(effective_cancel_blocks(10, 34), (19, true));
+    assert_eq!(effective_cancel_blocks(25, 34), (25, false));
+    assert_eq!(effective_cancel_blocks(10, 6), (10, false));
 }
 
 #[test]

@@ -32,11 +32,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ERR_NODE: i64 = 2005;
-const ERR_UNKNOWN_CHANNEL: i64 = 2101;
-const ERR_ALERT: i64 = 2102;
-const ERR_FILE: i64 = 2103;
-const ERR_INTERNAL: i64 = -1;
+use super::error::{internal, node_error, ERR_ALERT_NOT_ACTIVE, ERR_FILE, ERR_NOT_MONITORED, INVALID_PARAMS};
 
 /// Events within this long make one snapshot round.
 pub const DEBOUNCE: Duration = Duration::from_secs(2);
@@ -341,26 +337,9 @@ pub async fn run_loop(s: AppState, interval: Duration) {
     }
 }
 
-fn node_error(what: &str, e: impl std::fmt::Display) -> RpcError {
-    RpcError {
-        code: ERR_NODE,
-        message: format!("{what}: {e}"),
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> RpcError {
-    RpcError {
-        code: ERR_INTERNAL,
-        message: e.to_string(),
-    }
-}
-
 fn service_error(e: MonitorError) -> RpcError {
     match e {
-        MonitorError::Ack(a) => RpcError {
-            code: ERR_ALERT,
-            message: a.to_string(),
-        },
+        MonitorError::Ack(a) => RpcError::new(ERR_ALERT_NOT_ACTIVE, a.to_string()),
         MonitorError::Config(c) => RpcError::invalid(c.to_string()),
         other => internal(format!("monitor: {other}")),
     }
@@ -385,10 +364,10 @@ async fn ensure_snapshot(p: &AppState) -> Result<(), RpcError> {
 }
 
 fn unknown_channel(method: &str, scid: Scid) -> RpcError {
-    RpcError {
-        code: ERR_UNKNOWN_CHANNEL,
-        message: format!("{method}: {scid} is not one of our channels"),
-    }
+    RpcError::new(
+        ERR_NOT_MONITORED,
+        format!("{method}: {scid} is not one of our channels"),
+    )
 }
 
 fn snapshot_json(s: &ChannelSnapshot, alerts: &[Alert]) -> Value {
@@ -614,14 +593,11 @@ pub async fn history(p: AppState, params: Value) -> Result<Value, RpcError> {
 /// parameter; a file that exists or cannot be written is 2103.
 fn file_error(e: FileError) -> RpcError {
     let code = match e {
-        FileError::Empty | FileError::Absolute(..) | FileError::Escapes(..) => -32602,
-        FileError::Store(_) => -1,
+        FileError::Empty | FileError::Absolute(..) | FileError::Escapes(..) => INVALID_PARAMS,
+        FileError::Store(_) => return internal(e),
         FileError::Exists(_) | FileError::NotOurs(_) | FileError::Io(..) => ERR_FILE,
     };
-    RpcError {
-        code,
-        message: e.to_string(),
-    }
+    RpcError::new(code, e.to_string())
 }
 
 /// Checks a `path` parameter before any work is done for it.

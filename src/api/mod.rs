@@ -17,6 +17,7 @@ macro_rules! rpc_body {
 pub mod error;
 pub mod fees;
 pub mod hodl;
+pub mod metrics;
 pub mod monitor;
 pub mod options;
 pub mod params;

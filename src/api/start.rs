@@ -221,7 +221,7 @@ pub async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorS
                     "metrics: serving http://{}/metrics",
                     l.local_addr().unwrap_or(addr)
                 );
-                tokio::spawn(monitor::serve_metrics(state.clone(), l));
+                tokio::spawn(super::metrics::serve(state.clone(), l));
             }
             Err(e) => log::warn!("metrics: cannot listen on {addr}: {e}; metrics are off"),
         }

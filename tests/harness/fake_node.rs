@@ -24,6 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub type RpcResult = Result<Value, JsonRpcError>;
 
+/// How the fake answers one request: checked against the response schema, or not.
+enum Answer {
+    Checked(RpcResult),
+    Unchecked(Value),
+    Wire(Wire),
+}
+
 /// A test-provided implementation of one RPC method; receives the params
 /// already converted to an object (positional params are mapped by name
 /// for the methods the fake knows).
@@ -97,8 +104,25 @@ pub struct RpcCall {
 /// A canned answer.
 #[derive(Clone, Debug)]
 pub enum Scripted {
+    /// A `result`, which must satisfy the method's response schema.
     Result(Value),
     Error(JsonRpcError),
+    /// A `result` that deliberately breaks the response schema (a malformed answer).
+    Unchecked(Value),
+    /// A whole JSON-RPC envelope, written as is.
+    Envelope(Value),
+    /// Raw bytes instead of JSON.
+    Bytes(String),
+    /// Close the connection without answering.
+    Hangup,
+}
+
+/// What goes back on the socket for one request.
+#[derive(Clone, Debug)]
+pub enum Wire {
+    Json(Value),
+    Bytes(Vec<u8>),
+    Hangup,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1016,10 +1040,20 @@ impl FakeNode {
     /// Handles one request end to end: checks, records, answers, checks the
     /// answer. Returns the full JSON-RPC response to write back.
     pub fn handle_request(&self, request: &Value, connection: usize) -> Value {
+        match self.handle_request_wire(request, connection) {
+            Wire::Json(v) => v,
+            Wire::Bytes(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
+            Wire::Hangup => Value::Null,
+        }
+    }
+
+    /// [`FakeNode::handle_request`], with the scripted answers that are no JSON-RPC
+    /// response (raw bytes, a hang-up) as they go on the wire.
+    pub fn handle_request_wire(&self, request: &Value, connection: usize) -> Wire {
         if let Err(e) = check_rpc_request_envelope(request) {
             self.violation(e.clone());
             let id = request.get("id").cloned().unwrap_or(Value::Null);
-            return json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": e}});
+            return Wire::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": e}}));
         }
         let id = request["id"].clone();
         let method = request["method"].as_str().unwrap_or_default().to_string();
@@ -1033,7 +1067,11 @@ impl FakeNode {
                 at: Instant::now(),
             })
         });
-        let outcome = self.answer(&method, &raw_params);
+        let outcome = match self.answer(&method, &raw_params) {
+            Answer::Checked(r) => r,
+            Answer::Unchecked(v) => return Wire::Json(json!({"jsonrpc": "2.0", "id": id, "result": v})),
+            Answer::Wire(w) => return w,
+        };
         match outcome {
             Ok(result) => {
                 if schemas().has_rpc(&method) {
@@ -1041,13 +1079,13 @@ impl FakeNode {
                         self.violation(format!("our own answer is invalid: {e}"));
                     }
                 }
-                json!({"jsonrpc": "2.0", "id": id, "result": result})
+                Wire::Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
             }
-            Err(err) => json!({"jsonrpc": "2.0", "id": id, "error": err.to_json()}),
+            Err(err) => Wire::Json(json!({"jsonrpc": "2.0", "id": id, "error": err.to_json()})),
         }
     }
 
-    fn answer(&self, method: &str, raw_params: &Value) -> RpcResult {
+    fn answer(&self, method: &str, raw_params: &Value) -> Answer {
         let known = schemas().has_rpc(method);
         let params = match named_params(method, raw_params) {
             Ok(p) => p,
@@ -1055,14 +1093,14 @@ impl FakeNode {
                 if known {
                     self.violation(format!("`{method}` params {raw_params}: {}", e.message));
                 }
-                return Err(e);
+                return Answer::Checked(Err(e));
             }
         };
         if known {
             if let Err(e) = schemas().check_rpc_request(method, &params) {
                 // lightningd's parameter parser would refuse the call.
                 self.violation(e.clone());
-                return Err(JsonRpcError::new(INVALID_PARAMS, e));
+                return Answer::Checked(Err(JsonRpcError::new(INVALID_PARAMS, e)));
             }
         }
         let (scripted, handler) = {
@@ -1073,14 +1111,18 @@ impl FakeNode {
         };
         if let Some(answer) = scripted {
             return match answer {
-                Scripted::Result(v) => Ok(v),
-                Scripted::Error(e) => Err(e),
+                Scripted::Result(v) => Answer::Checked(Ok(v)),
+                Scripted::Error(e) => Answer::Checked(Err(e)),
+                Scripted::Unchecked(v) => Answer::Unchecked(v),
+                Scripted::Envelope(v) => Answer::Wire(Wire::Json(v)),
+                Scripted::Bytes(b) => Answer::Wire(Wire::Bytes(b.into_bytes())),
+                Scripted::Hangup => Answer::Wire(Wire::Hangup),
             };
         }
         if let Some(h) = handler {
-            return h(&params);
+            return Answer::Checked(h(&params));
         }
-        self.builtin(method, &params)
+        Answer::Checked(self.builtin(method, &params))
     }
 
     fn builtin(&self, method: &str, p: &Value) -> RpcResult {
@@ -2701,8 +2743,14 @@ fn serve_connection(node: FakeNode, stream: UnixStream, connection: usize) {
     for item in serde_json::Deserializer::from_reader(reader).into_iter::<Value>() {
         match item {
             Ok(request) => {
-                let response = node.handle_request(&request, connection);
-                let mut bytes = serde_json::to_vec(&response).expect("serializable");
+                let mut bytes = match node.handle_request_wire(&request, connection) {
+                    Wire::Json(response) => serde_json::to_vec(&response).expect("serializable"),
+                    Wire::Bytes(bytes) => bytes,
+                    Wire::Hangup => {
+                        let _ = writer.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                };
                 bytes.extend_from_slice(b"\n\n");
                 if writer.write_all(&bytes).and_then(|_| writer.flush()).is_err() {
                     return;

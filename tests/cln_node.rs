@@ -56,6 +56,30 @@ fn sc(s: &str) -> Scid {
     s.parse().unwrap()
 }
 
+/// `err` is a failure to talk to lightningd during `method`.
+fn assert_transport(err: &NodeError, method: &str) {
+    assert!(
+        matches!(err, NodeError::Transport { method: m, .. } if *m == method),
+        "{err}"
+    );
+}
+
+/// `err` is an answer to `method` we could not read.
+fn assert_malformed(err: &NodeError, method: &str) {
+    assert!(
+        matches!(err, NodeError::Malformed { method: m, .. } if *m == method),
+        "{err}"
+    );
+}
+
+/// `err` is lightningd refusing `method` with `code`.
+fn assert_rejected(err: &NodeError, method: &str, code: Option<i64>) {
+    assert!(
+        matches!(err, NodeError::Rejected { method: m, code: c, .. } if *m == method && *c == code),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_schema_check_bites() {
     assert!(schemas()
@@ -573,16 +597,7 @@ async fn paging_stops_on_a_page_that_does_not_move_forward() {
     )]);
     let node = cln(&ld).with_page_size(2);
     let err = node.forwards(0).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Malformed {
-                method: "listforwards",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_malformed(&err, "listforwards");
     assert_eq!(ld.methods().len(), 2);
 }
 
@@ -696,16 +711,7 @@ async fn set_fee_that_changed_nothing_is_malformed() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Malformed {
-                method: "setchannel",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_malformed(&err, "setchannel");
 }
 
 #[tokio::test]
@@ -855,17 +861,7 @@ async fn pay_route_timeout_is_not_a_failure() {
         ("waitsendpay", error(200, "Timed out", None)),
     ]);
     let err = cln(&ld).pay_route(&route(), hash, 0).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Rejected {
-                method: "waitsendpay",
-                code: Some(200),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_rejected(&err, "waitsendpay", Some(200));
 }
 
 #[tokio::test]
@@ -880,17 +876,7 @@ async fn pay_route_other_refusals_are_rejected() {
         ),
     )]);
     let err = cln(&ld).pay_route(&route(), hash, 60).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Rejected {
-                method: "sendpay",
-                code: Some(201),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_rejected(&err, "sendpay", Some(201));
 }
 
 #[tokio::test]
@@ -904,33 +890,14 @@ async fn pay_route_with_a_preimage_that_does_not_match_is_malformed() {
         ),
     ]);
     let err = cln(&ld).pay_route(&route(), hash, 60).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Malformed {
-                method: "waitsendpay",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_malformed(&err, "waitsendpay");
 }
 
 #[tokio::test]
 async fn pay_route_refuses_an_empty_route_without_asking() {
     let ld = serve(vec![("sendpay", Scripted::Hangup)]);
     let err = cln(&ld).pay_route(&[], hash_of([1; 32]), 60).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Rejected {
-                method: "sendpay",
-                code: None,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_rejected(&err, "sendpay", None);
     assert!(ld.requests().is_empty());
 }
 
@@ -1017,32 +984,14 @@ async fn no_socket_is_a_transport_failure() {
         .info()
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Transport {
-                method: "getinfo",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_transport(&err, "getinfo");
 }
 
 #[tokio::test]
 async fn a_closed_connection_is_a_transport_failure() {
     let ld = serve(vec![("listpeerchannels", Scripted::Hangup)]);
     let err = cln(&ld).channels().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Transport {
-                method: "listpeerchannels",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_transport(&err, "listpeerchannels");
 }
 
 #[tokio::test]
@@ -1053,16 +1002,7 @@ async fn a_closed_connection_mid_payment_is_a_transport_failure() {
         ("waitsendpay", Scripted::Hangup),
     ]);
     let err = cln(&ld).pay_route(&route(), hash, 60).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Transport {
-                method: "waitsendpay",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_transport(&err, "waitsendpay");
 }
 
 /// cln-rpc's codec drops the reason when a frame is not JSON, leaving it
@@ -1071,16 +1011,7 @@ async fn a_closed_connection_mid_payment_is_a_transport_failure() {
 async fn bytes_that_are_not_json_are_a_transport_failure() {
     let ld = serve(vec![("getinfo", Scripted::Bytes("this is not JSON".into()))]);
     let err = cln(&ld).info().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Transport {
-                method: "getinfo",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_transport(&err, "getinfo");
 }
 
 #[tokio::test]
@@ -1090,16 +1021,7 @@ async fn json_that_is_no_json_rpc_answer_is_malformed() {
         Scripted::Envelope(json!({"jsonrpc": "2.0", "id": 1})),
     )]);
     let err = cln(&ld).info().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Malformed {
-                method: "getinfo",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_malformed(&err, "getinfo");
 }
 
 #[tokio::test]
@@ -1118,48 +1040,21 @@ async fn answers_missing_or_mangling_fields_are_malformed() {
     bad_graph["channels"][1]["source"] = json!("02");
     let ld = serve(vec![("listchannels", Scripted::Unchecked(bad_graph))]);
     let err = cln(&ld).graph().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Malformed {
-                method: "listchannels",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_malformed(&err, "listchannels");
 
     let ld = serve(vec![(
         "listpeerchannels",
         Scripted::Unchecked(json!({"channels": [{"state": "NOT_A_STATE"}]})),
     )]);
     let err = cln(&ld).channels().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Malformed {
-                method: "listpeerchannels",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_malformed(&err, "listpeerchannels");
 
     let ld = serve(vec![(
         "listinvoices",
         Scripted::Unchecked(json!(["not", "an", "object"])),
     )]);
     let err = cln(&ld).invoices().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NodeError::Malformed {
-                method: "listinvoices",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_malformed(&err, "listinvoices");
 }
 
 #[tokio::test]

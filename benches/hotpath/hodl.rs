@@ -130,19 +130,11 @@ pub(super) fn hex32(v: &Value, field: &str) -> Result<([u8; 32], String)> {
 pub(super) fn final_hop_payload(amount_msat: u64, cltv: u64, secret: &[u8; 32], total_msat: u64) -> Vec<u8> {
     let mut payment_data = secret.to_vec();
     payment_data.extend_from_slice(&truncated(total_msat));
-    let mut tlv = Vec::new();
-    for (typ, value) in [
+    tlv_payload([
         (2u8, truncated(amount_msat)),
         (4u8, truncated(cltv)),
         (8u8, payment_data),
-    ] {
-        tlv.push(typ);
-        tlv.push(value.len() as u8);
-        tlv.extend_from_slice(&value);
-    }
-    let mut out = vec![tlv.len() as u8]; // BigSize length, < 0xfd here.
-    out.extend_from_slice(&tlv);
-    out
+    ])
 }
 
 /// An `htlc_accepted` request for one part of a payment to `inv`, as lightningd sends it

@@ -25,12 +25,17 @@ pub(super) fn truncated(v: u64) -> Vec<u8> {
 /// Forwarding hop payload: length-prefixed TLV stream with `amt_to_forward`
 /// (2), `outgoing_cltv_value` (4) and `short_channel_id` (6).
 pub(super) fn hop_payload(forward_msat: u64, outgoing_cltv: u64, next_scid: u64) -> Vec<u8> {
-    let mut tlv = Vec::new();
-    for (typ, value) in [
+    tlv_payload([
         (2u8, truncated(forward_msat)),
         (4u8, truncated(outgoing_cltv)),
         (6u8, next_scid.to_be_bytes().to_vec()),
-    ] {
+    ])
+}
+
+/// A hop payload: the length-prefixed TLV stream of `records` (type, value), in order.
+pub(super) fn tlv_payload<const N: usize>(records: [(u8, Vec<u8>); N]) -> Vec<u8> {
+    let mut tlv = Vec::new();
+    for (typ, value) in records {
         tlv.push(typ);
         tlv.push(value.len() as u8);
         tlv.extend_from_slice(&value);

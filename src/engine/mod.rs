@@ -1,7 +1,17 @@
-//! Pure decision logic: no I/O, no async, no clocks read behind the caller's back.
+//! Pure decision logic: no I/O, no async, no clocks read behind the caller's back. The
+//! caller passes the time in.
 //!
-//! Each feature's state machine or planner lives in its own module here and is driven with
-//! plain data by the adapters in `cln` (and later `lnd` and the simulator).
+//! Each job's state machine or planner lives in its own module and is driven with plain
+//! data by `service` (for the plugin, the sidecar and the simulator alike):
+//!
+//! - hold invoices: [`hodl`] (the invoice state machine and its deadlines), [`claims`],
+//!   [`bolt11`] (building and checking the invoices ballast signs);
+//! - rebalancing: [`graph`], [`listchannels`] and [`local_edges`] (the gossip graph and our
+//!   own channels in it), [`beliefs`] (what attempts taught about liquidity), [`route`]
+//!   (circular routes by cost and probability), [`sizing`] (how much a route will likely
+//!   carry), [`planner`] (which channels to fix, by which moves, within which budget);
+//! - fee policy: [`fees`] (policy files, strategies, decisions and their rate limit);
+//! - balance monitoring: [`monitor`] (snapshots, rules, alerts, history, stats, export).
 
 pub mod beliefs;
 pub mod bolt11;

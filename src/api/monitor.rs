@@ -1004,7 +1004,10 @@ pub fn metrics_text(s: &AppState) -> Result<String, std::fmt::Error> {
     match s.rebalance.attempts(None, usize::MAX) {
         Ok(attempts) => {
             let (mut day, mut total) = (0u64, 0u64);
-            for a in attempts.iter().filter(|a| a.outcome == "success") {
+            for a in attempts
+                .iter()
+                .filter(|a| a.outcome == crate::service::rebalance::AttemptOutcome::Success)
+            {
                 total = total.saturating_add(a.fee.0);
                 if a.time >= day_ago {
                     day = day.saturating_add(a.fee.0);

@@ -47,6 +47,8 @@ const PAY_IN_PROGRESS: i32 = 200;
 const PAY_UNPARSEABLE_ONION: i32 = 202;
 const PAY_DESTINATION_PERM_FAIL: i32 = 203;
 const PAY_TRY_OTHER_ROUTE: i32 = 204;
+/// waitsendpay knows no payment with this hash: it never left, or its record is gone.
+const PAY_NO_SUCH_PAYMENT: i32 = 208;
 /// The payment failed long ago and the reason was not kept.
 const PAY_UNSPECIFIED_ERROR: i32 = 209;
 
@@ -237,8 +239,9 @@ impl Node for ClnNode {
     ///
     /// A route failure, whether lightningd reports it straight away (first hop unusable) or
     /// once the HTLC comes back, is `Ok(PayOutcome::Failed)`. When `timeout_secs` passes with
-    /// the HTLC still in flight the answer is `Rejected` with code 200: the payment may yet
-    /// succeed, so it must not be read as a failed route.
+    /// the HTLC still in flight (waitsendpay's code 200) the answer is
+    /// `Ok(PayOutcome::InFlight)`: the payment may yet succeed, so it must not be read as a
+    /// failed route.
     async fn pay_route(
         &self,
         route: &[RouteHop],
@@ -555,15 +558,20 @@ fn settled(method: &'static str, preimage: Option<Secret>, hash: PaymentHash) ->
     Ok(PayOutcome::Success { preimage })
 }
 
-/// lightningd's error for a payment: a failed attempt is an outcome, anything else (a
-/// timeout, a duplicate payment, bad parameters) is a refusal.
+/// lightningd's error for a payment: a failed attempt or one still in flight is an
+/// outcome, a payment it does not know is [`NodeError::UnknownPayment`], anything else (a
+/// duplicate payment, bad parameters) is a refusal.
 fn payment_error(method: &'static str, e: RpcError) -> NodeResult<PayOutcome> {
     match e.code {
         Some(
             PAY_UNPARSEABLE_ONION | PAY_DESTINATION_PERM_FAIL | PAY_TRY_OTHER_ROUTE | PAY_UNSPECIFIED_ERROR,
         ) => Ok(route_failure(e)),
         // A waitsendpay timeout: the HTLC is still in flight and may yet succeed.
-        Some(PAY_IN_PROGRESS) => Err(rejected(method, e)),
+        Some(PAY_IN_PROGRESS) => Ok(PayOutcome::InFlight { message: e.message }),
+        Some(PAY_NO_SUCH_PAYMENT) => Err(NodeError::UnknownPayment {
+            method,
+            message: e.message,
+        }),
         _ => Err(rejected(method, e)),
     }
 }
@@ -1767,13 +1775,24 @@ mod tests {
             "sendpay" => Reply::Result(sendpay_pending(hash)),
             _ => Reply::Error(200, "Timed out", None),
         });
-        let err = ld.node().pay_route(&route(), hash, 0).await.unwrap_err();
+        let outcome = ld.node().pay_route(&route(), hash, 0).await.unwrap();
+        assert_eq!(
+            outcome,
+            PayOutcome::InFlight {
+                message: "Timed out".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_payment_for_a_payment_lightningd_does_not_know_is_unknown() {
+        let ld = FakeLightningd::start(|_, _| Reply::Error(208, "payment_hash not found", None));
+        let err = ld.node().wait_payment(hash_of([9; 32]), 1).await.unwrap_err();
         assert!(
             matches!(
                 err,
-                NodeError::Rejected {
+                NodeError::UnknownPayment {
                     method: "waitsendpay",
-                    code: Some(200),
                     ..
                 }
             ),

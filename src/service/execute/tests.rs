@@ -3,7 +3,8 @@
 use super::*;
 use crate::engine::claims::ClaimSet;
 use crate::engine::graph::tests::{chan, nid, scid};
-use crate::node::{GraphEdge, PendingHtlc};
+use crate::engine::planner::tests::channel;
+use crate::node::GraphEdge;
 use crate::service::testnode::{Pay, ScriptedNode};
 use crate::store::Store;
 use crate::types::PaymentHash;
@@ -15,26 +16,6 @@ const MAX_PPM: u32 = 1_000;
 
 fn now() -> u64 {
     NOW
-}
-
-fn our_channel(s: u32, peer: u8) -> Channel {
-    Channel {
-        scid: Some(scid(s)),
-        peer: nid(peer),
-        peer_connected: true,
-        state: ChannelState::Normal,
-        raw_state: "CHANNELD_NORMAL".into(),
-        capacity: Msat(10_000_000_000),
-        local: Msat(5_000_000_000),
-        remote: Msat(5_000_000_000),
-        spendable: Msat(4_900_000_000),
-        receivable: Msat(4_900_000_000),
-        htlcs: Vec::<PendingHtlc>::new(),
-        fee_base: Msat(0),
-        fee_ppm: 0,
-        remote_policy: None,
-        private: false,
-    }
 }
 
 /// Us = 1 with peers 2 (the source, scid 1) and 3 (the sink, scid 2). The peers are joined
@@ -65,7 +46,7 @@ fn setup(answers: impl IntoIterator<Item = Pay>) -> Setup {
     let service =
         RebalanceService::load(Store::temporary().unwrap(), Arc::new(ClaimSet::new()), 3_600).unwrap();
     service.refresh_graph(&network()).unwrap();
-    let channels = vec![our_channel(1, 2), our_channel(2, 3)];
+    let channels = vec![channel(1, 2, 500_000_000, 0), channel(2, 3, 500_000_000, 0)];
     Setup {
         service,
         node: ScriptedNode::new(nid(1), channels.clone()).pays(answers),

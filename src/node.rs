@@ -4,9 +4,13 @@
 //! gRPC; tests and the simulator implement it in memory. Nothing here mentions cln-rpc or
 //! tonic types, so the engine stays independent of either daemon.
 
+use crate::engine::bolt11::InvoiceSpec;
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+
+mod any;
+pub use any::AnyNode;
 
 /// The node's identity and chain view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +204,17 @@ pub enum NodeError {
 
 pub type NodeResult<T> = Result<T, NodeError>;
 
+/// Why a hold invoice could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HoldInvoiceError {
+    /// The request cannot be expressed as an invoice: the caller's parameters are at fault.
+    #[error("{0}")]
+    Invalid(String),
+    /// The node refused, failed, or returned an invoice for something else.
+    #[error("{0}")]
+    Node(String),
+}
+
 /// Everything the engine asks of a node. Futures are `Send` so adapters can be driven from
 /// any runtime thread.
 pub trait Node: Send + Sync {
@@ -260,4 +275,27 @@ pub trait Node: Send + Sync {
     ) -> impl Future<Output = NodeResult<()>> + Send {
         async { Ok(()) }
     }
+    /// Which daemon this is, as `ballast-status` names it (`core-lightning`, `lnd`).
+    fn implementation(&self) -> &'static str;
+    /// The smallest final CLTV delta the node lets a hold invoice ask for, beyond ballast's
+    /// own rules (LND refuses a `cltv_expiry` under its `routing.MinCLTVDelta`).
+    fn min_invoice_cltv(&self) -> u32 {
+        0
+    }
+    /// True when the node picks the route hints of its hold invoices itself and can only be
+    /// told whether to add any (LND); false when ballast chooses the channels and puts
+    /// them into `InvoiceSpec::hints` (Core Lightning signs the invoice ballast built).
+    fn chooses_route_hints(&self) -> bool {
+        false
+    }
+    /// Makes the BOLT11 string of a hold invoice for `spec` and returns it with its payment
+    /// secret (the node may choose its own). `private` asks a node that chooses its own
+    /// route hints to add hints for private channels. The invoice is checked to pay
+    /// `spec`'s hash and amount before it is returned: nobody may be shown an invoice for
+    /// something else.
+    fn create_hold_invoice(
+        &self,
+        spec: &InvoiceSpec,
+        private: bool,
+    ) -> impl Future<Output = Result<(String, [u8; 32]), HoldInvoiceError>> + Send;
 }

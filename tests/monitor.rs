@@ -879,12 +879,7 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 
 #[test]
 fn metrics_are_scraped_over_loopback() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let node = FakeNode::new();
     node.add_channel(channel(1, CAP / 100));
     let mut busy = channel(2, HALF);
@@ -929,17 +924,19 @@ fn metrics_are_scraped_over_loopback() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
-/// A successful rebalance shows up in the metrics: its fee in the 24 h and all-time spend,
-/// and one more success.
-#[test]
-fn metrics_show_rebalance_spend() {
+/// A loopback address nothing listens on (for `ballast-metrics-bind`).
+fn free_addr() -> String {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let addr = format!("127.0.0.1:{port}");
-    // Our channels to A (full) and B (empty), each charging 1000 ppm, and A - E - B.
+    format!("127.0.0.1:{port}")
+}
+
+/// Our channels to A (full) and B (empty), each charging 1000 ppm, and A - E - B: a circle
+/// a rebalance from A to B can take.
+fn circle_node() -> FakeNode {
     let node = FakeNode::new();
     let (a, b, e) = (pubkey(1), pubkey(2), pubkey(5));
     for (peer, sc, local) in [(&a, "100x1x0", CAP * 9 / 10), (&b, "101x1x0", CAP / 10)] {
@@ -949,17 +946,31 @@ fn metrics_show_rebalance_spend() {
     }
     node.add_network_channel(&a, &e, "200x1x0", 2 * CAP, CAP);
     node.add_network_channel(&e, &b, "201x1x0", 2 * CAP, CAP);
-    let ld = builder(&node)
-        .option("ballast-metrics-bind", addr.as_str())
-        .start();
-    ld.wait_for_log("metrics: serving", WAIT);
-    // The fake node hands the circle's last HTLC to the plugin's hook while this runs.
-    let r = harness::fake_node::deliver_htlcs(&ld, || {
+    node
+}
+
+/// `rebalance-execute` of 100k sat from A to B round [`circle_node`]'s circle; the fake
+/// node hands the circle's last HTLC to the plugin's hook while it runs.
+fn move_a_to_b(ld: &Lightningd) -> Value {
+    harness::fake_node::deliver_htlcs(ld, || {
         ld.rpc_ok(
             "rebalance-execute",
             json!({"source": "100x1x0", "sink": "101x1x0", "amount_msat": 100_000_000u64, "max_fee_msat": 1_000_000}),
         )
-    });
+    })
+}
+
+/// A successful rebalance shows up in the metrics: its fee in the 24 h and all-time spend,
+/// and one more success.
+#[test]
+fn metrics_show_rebalance_spend() {
+    let addr = free_addr();
+    let node = circle_node();
+    let ld = builder(&node)
+        .option("ballast-metrics-bind", addr.as_str())
+        .start();
+    ld.wait_for_log("metrics: serving", WAIT);
+    let r = move_a_to_b(&ld);
     let fee = r["fee_msat"].as_u64().unwrap_or(0);
     assert!(fee > 0, "a move through E pays fees: {r:#}");
     let (head, body) = http_get(&addr, "/metrics");
@@ -974,6 +985,130 @@ fn metrics_show_rebalance_spend() {
         format!("ballast_rebalances_total {successes}"),
     ] {
         assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
+    }
+}
+
+/// The metrics cover every job, not only monitoring: hold invoices and the HTLCs held for
+/// them, fee changes, and rebalance attempts by outcome with what they cost and moved. The
+/// all-time rebalance figures come from the stored attempts, so they survive a restart.
+#[test]
+fn metrics_cover_hodl_fees_and_rebalancing() {
+    let addr = free_addr();
+    let base = tempfile::tempdir().unwrap();
+    let node = circle_node();
+    let start = || {
+        builder(&node)
+            .base_dir(base.path())
+            .option("ballast-metrics-bind", addr.as_str())
+            .start()
+    };
+    let has = |body: &str, line: &str| {
+        assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
+    };
+    let mut ld = start();
+    ld.wait_for_log("metrics: serving", WAIT);
+
+    // Rebalancing: one execution, whose attempts rebalance-status lists.
+    let r = move_a_to_b(&ld);
+    let attempts = ld.rpc_ok("rebalance-status", json!({}))["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let of = |outcome: &'static str| attempts.iter().filter(move |x| x["outcome"] == outcome);
+    let (succeeded, failed) = (of("success").count(), of("failed").count());
+    let moved: u64 = of("success").map(|x| x["amount_msat"].as_u64().unwrap()).sum();
+    let paid: u64 = of("success").map(|x| x["fee_msat"].as_u64().unwrap()).sum();
+    assert!(succeeded >= 1 && moved > 0 && paid > 0, "{r:#}");
+    assert_eq!(of("pending").count(), 0, "{attempts:#?}");
+
+    // Fee policy: one change, forced on one channel.
+    ld.rpc_ok(
+        "fee-policy",
+        json!({"toml": "[defaults]\nmin_ppm = 0\nmax_ppm = 2000\n\n[[rule]]\nname = \"flat\"\nmatch.scid = [\"101x1x0\"]\nstrategy = { type = \"static\", ppm = 500 }\n"}),
+    );
+    let applied = ld.rpc_ok("fee-apply", json!({"scid": "101x1x0", "force": true}));
+    assert_eq!(
+        ld.rpc_ok("fee-history", json!({}))["changes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{applied:#}"
+    );
+
+    // Hold invoices: one paid and held, one canceled, one left open.
+    let held = ld.rpc_ok(
+        "hodl-invoice",
+        json!({"amount_msat": 70_000, "description": "held"}),
+    );
+    let gone = ld.rpc_ok(
+        "hodl-invoice",
+        json!({"amount_msat": 1_000, "description": "gone"}),
+    );
+    ld.rpc_ok(
+        "hodl-invoice",
+        json!({"amount_msat": 2_000, "description": "open"}),
+    );
+    ld.rpc_ok("hodl-cancel", json!({"payment_hash": gone["payment_hash"]}));
+    let height = node.blockheight();
+    let hash = held["payment_hash"].as_str().unwrap();
+    let mut htlc = payloads::htlc_accepted(hash, 70_000, height + 100, height);
+    htlc["onion"]["payment_secret"] = held["payment_secret"].clone();
+    htlc["htlc"]["short_channel_id"] = json!("101x1x0");
+    let pending = ld.send_hook("htlc_accepted", htlc);
+    ld.wait_until("the invoice to be ACCEPTED", WAIT, |ld| {
+        (ld.rpc_ok("hodl-lookup", json!({"payment_hash": hash}))["state"] == "ACCEPTED").then_some(())
+    });
+    assert!(!ld.hook_answered(&pending), "the HTLC is held");
+
+    let (head, body) = http_get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for line in [
+        "ballast_hodl_invoices{state=\"OPEN\"} 1".to_string(),
+        "ballast_hodl_invoices{state=\"ACCEPTED\"} 1".to_string(),
+        "ballast_hodl_invoices{state=\"CANCELED\"} 1".to_string(),
+        "ballast_hodl_invoices{state=\"SETTLED\"} 0".to_string(),
+        "ballast_hodl_held_htlcs 1".to_string(),
+        "ballast_hodl_held_msat 70000".to_string(),
+        "ballast_fee_changes_total 1".to_string(),
+        "ballast_fee_decisions_pending 0".to_string(),
+        format!("ballast_rebalances_total {succeeded}"),
+        format!("ballast_rebalance_attempts_total{{outcome=\"success\"}} {succeeded}"),
+        format!("ballast_rebalance_attempts_total{{outcome=\"failed\"}} {failed}"),
+        "ballast_rebalance_pending_attempts 0".to_string(),
+        "ballast_rebalance_pending_fees_msat 0".to_string(),
+        format!("ballast_rebalance_fees_msat_total {paid}"),
+        format!("ballast_rebalance_fees_24h_msat {paid}"),
+        format!("ballast_rebalance_moved_msat_total {moved}"),
+    ] {
+        has(&body, &line);
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("ballast_forward_events_total ")),
+        "{body}"
+    );
+
+    // Canceling answers the held HTLC; after a restart the all-time figures are read back
+    // from the store while the since-start counters begin again.
+    ld.rpc_ok("hodl-cancel", json!({"payment_hash": hash}));
+    ld.wait_hook(&pending, WAIT);
+    ld.stop(WAIT);
+    drop(ld);
+    let ld = start();
+    ld.wait_for_log("metrics: serving", WAIT);
+    let (_, body) = http_get(&addr, "/metrics");
+    for line in [
+        "ballast_hodl_invoices{state=\"CANCELED\"} 2".to_string(),
+        "ballast_hodl_held_htlcs 0".to_string(),
+        "ballast_hodl_held_msat 0".to_string(),
+        "ballast_fee_changes_total 0".to_string(),
+        "ballast_rebalances_total 0".to_string(),
+        format!("ballast_rebalance_attempts_total{{outcome=\"success\"}} {succeeded}"),
+        format!("ballast_rebalance_attempts_total{{outcome=\"failed\"}} {failed}"),
+        format!("ballast_rebalance_fees_msat_total {paid}"),
+        format!("ballast_rebalance_moved_msat_total {moved}"),
+    ] {
+        has(&body, &line);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fee policy: settled forwards in, fee updates out, and the `fee-*` methods to preview,
 //! apply, explain and change it.
 
+use super::error::{internal, node_error, ERR_UNKNOWN_CHANNEL};
 use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
@@ -13,10 +14,6 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-
-const ERR_NODE: i64 = 2005;
-const ERR_UNKNOWN_CHANNEL: i64 = 2006;
-const ERR_INTERNAL: i64 = -1;
 
 /// How long a decision waits for `listpeerchannels` to stop showing a forward's HTLC
 /// (lightningd/plugins#525: the event can arrive before the balance moves).
@@ -48,21 +45,11 @@ impl AwaitedForwards {
     }
 }
 
-fn node_error(what: &str, e: impl std::fmt::Display) -> RpcError {
-    RpcError {
-        code: ERR_NODE,
-        message: format!("{what}: {e}"),
-    }
-}
-
 fn service_error(e: FeeServiceError) -> RpcError {
     match e {
         FeeServiceError::Policy(p) => RpcError::invalid(format!("fee-policy: {p}")),
         FeeServiceError::File { .. } => RpcError::invalid(e.to_string()),
-        FeeServiceError::Store(s) => RpcError {
-            code: ERR_INTERNAL,
-            message: format!("store: {s}"),
-        },
+        FeeServiceError::Store(s) => internal(format!("store: {s}")),
     }
 }
 
@@ -149,10 +136,7 @@ async fn act(s: &AppState, d: &FeeDecision, trigger: Trigger) -> Result<Option<V
     let d2 = d.clone();
     let change = tokio::task::spawn_blocking(move || svc.record(&d2, trigger, now))
         .await
-        .map_err(|e| RpcError {
-            code: ERR_INTERNAL,
-            message: e.to_string(),
-        })?
+        .map_err(internal)?
         .map_err(service_error)?;
     Ok(change.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)))
 }
@@ -322,10 +306,7 @@ pub async fn history(p: AppState, params: Value) -> Result<Value, RpcError> {
         let svc = s.fees.clone();
         let changes = tokio::task::spawn_blocking(move || svc.history(only, limit))
             .await
-            .map_err(|e| RpcError {
-                code: ERR_INTERNAL,
-                message: e.to_string(),
-            })?
+            .map_err(internal)?
             .map_err(service_error)?;
         Ok(json!({"changes": changes}))
     })
@@ -382,10 +363,7 @@ pub async fn policy(p: AppState, params: Value) -> Result<Value, RpcError> {
         }
         let new = if let Some(Value::String(t)) = prm.raw("policy").filter(|v| *v == BUILTIN_SOURCE) {
             // `fee-policy default`: back to the built-in policy.
-            let policy = Policy::builtin().map_err(|e| RpcError {
-                code: ERR_INTERNAL,
-                message: format!("built-in policy: {e}"),
-            })?;
+            let policy = Policy::builtin().map_err(|e| internal(format!("built-in policy: {e}")))?;
             Some((policy, t.clone()))
         } else if let Some(v) = prm.raw("policy") {
             // JSON text (as lightning-cli passes it) keeps line numbers in its errors.
@@ -420,10 +398,7 @@ pub async fn policy(p: AppState, params: Value) -> Result<Value, RpcError> {
             let svc = s.fees.clone();
             tokio::task::spawn_blocking(move || svc.set_policy(policy, source, now_unix()))
                 .await
-                .map_err(|e| RpcError {
-                    code: ERR_INTERNAL,
-                    message: e.to_string(),
-                })?
+                .map_err(internal)?
                 .map_err(service_error)?;
             log::info!("fee policy replaced");
         }

@@ -1,47 +1,61 @@
 //! The `hodl-*` methods, the claimed-HTLC hook path, and the timers and notifications of
 //! hold invoices on Core Lightning.
 
-use super::backend::HoldInvoiceError;
+use super::error::{
+    internal, task_failed, ERR_DUPLICATE, ERR_INVOICE_STATE, ERR_NODE, ERR_NOT_HELD, ERR_TOO_LATE,
+    ERR_UNKNOWN_INVOICE, ERR_WAIT_TIMEOUT, INVALID_PARAMS,
+};
 use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
-use super::Backend;
 use crate::engine::bolt11::{Description, HintHop, InvoiceSpec};
 use crate::engine::hodl::{CancelReason, HodlError, HodlInvoice, HodlState};
-use crate::node::{ChannelState, Node};
+use crate::node::{ChannelState, HoldInvoiceError, Node};
 use crate::service::hodl::{HodlEvent, ServiceError};
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
 use serde_json::{json, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
-
-/// Application error codes for the hodl methods (CLN leaves positive codes to plugins).
-const ERR_UNKNOWN: i64 = 2001;
-const ERR_STATE: i64 = 2002;
-const ERR_DUPLICATE: i64 = 2003;
-const ERR_WAIT_TIMEOUT: i64 = 2004;
-const ERR_NODE: i64 = 2005;
-/// `hodl-settle`: lightningd does not hold every part for ballast right now (not yet
-/// replayed after a restart, or lost: then the invoice is canceled, `htlcs_lost`).
-const ERR_NOT_HELD: i64 = 2010;
-/// `hodl-settle`: too close to the HTLCs' expiry to settle safely; the invoice is canceled.
-const ERR_TOO_LATE: i64 = 2011;
-const ERR_INTERNAL: i64 = -1;
 
 fn service_error(e: ServiceError) -> RpcError {
     let code = match &e {
-        ServiceError::Unknown(_) => ERR_UNKNOWN,
+        ServiceError::Unknown(_) => ERR_UNKNOWN_INVOICE,
         ServiceError::Duplicate(_) | ServiceError::DuplicateLabel(_) => ERR_DUPLICATE,
         ServiceError::NotHeld { .. } | ServiceError::HtlcsLost(_) => ERR_NOT_HELD,
         ServiceError::Hodl(HodlError::TooLate { .. }) => ERR_TOO_LATE,
-        ServiceError::Hodl(_) => ERR_STATE,
+        ServiceError::Hodl(_) => ERR_INVOICE_STATE,
         // The caller must pass the preimage: a parameter problem, not a state one.
-        ServiceError::NoPreimage(_) => super::params::INVALID_PARAMS,
-        ServiceError::Store(_) => ERR_INTERNAL,
+        ServiceError::NoPreimage(_) => INVALID_PARAMS,
+        ServiceError::Store(_) => return internal(e),
     };
-    RpcError {
-        code,
-        message: e.to_string(),
-    }
+    RpcError::new(code, e.to_string())
+}
+
+/// How `hodl-settle` settles where the node holds a hold invoice's HTLCs itself (LND): the
+/// node must settle and confirm before the invoice is SETTLED, and what it takes (a durable
+/// intent, retries after a lost answer) is the adapter's, so the adapter supplies the whole
+/// step. Where ballast holds the HTLCs through the node's hook there is none.
+pub trait NodeSettler: Send + Sync {
+    /// Settles the invoice of `preimage` (or of `hash`, with the preimage ballast made).
+    fn settle(
+        &self,
+        state: AppState,
+        preimage: Option<Preimage>,
+        hash: Option<PaymentHash>,
+    ) -> Pin<Box<dyn Future<Output = Result<HodlInvoice, NodeSettleError>> + Send>>;
+}
+
+/// Why a [`NodeSettler`] did not answer SETTLED.
+#[derive(Debug)]
+pub enum NodeSettleError {
+    /// Ballast's own rules refused it before the node was asked.
+    Service(ServiceError),
+    /// The node refused: nothing was settled. The message says why, and the invoice's state
+    /// on the node.
+    Refused(String),
+    /// The node's answer was lost, or ballast could not record it.
+    Failed(String),
 }
 
 /// Runs blocking service work (it may flush the store) off the runtime's workers.
@@ -50,10 +64,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, RpcError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(service_error),
-        Err(e) => Err(RpcError {
-            code: ERR_INTERNAL,
-            message: format!("internal task failed: {e}"),
-        }),
+        Err(e) => Err(task_failed(e)),
     }
 }
 
@@ -106,10 +117,7 @@ pub fn invoice_json(inv: &HodlInvoice, height: u32) -> Value {
 
 fn random32() -> Result<[u8; 32], RpcError> {
     let mut b = [0u8; 32];
-    getrandom::getrandom(&mut b).map_err(|e| RpcError {
-        code: ERR_INTERNAL,
-        message: format!("no randomness available: {e}"),
-    })?;
+    getrandom::getrandom(&mut b).map_err(|e| internal(format!("no randomness available: {e}")))?;
     Ok(b)
 }
 
@@ -233,14 +241,15 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
     }
     // LND chooses its own route hints; it can only be told whether to add them.
     let private_hints = !matches!(hints_wanted, HintChoice::None);
-    let hints = match (&s.node, &hints_wanted) {
-        (Backend::Lnd(_), HintChoice::Only(_)) => {
+    let hints = match (s.node.chooses_route_hints(), &hints_wanted) {
+        (true, HintChoice::Only(_)) => {
             return Err(RpcError::invalid(format!(
-                "{INVOICE}: on LND 'exposeprivatechannels' can only be true or false"
+                "{INVOICE}: on {} 'exposeprivatechannels' can only be true or false",
+                s.node.implementation().to_uppercase()
             )))
         }
-        (Backend::Lnd(_), _) => Vec::new(),
-        _ => route_hints(s, &hints_wanted).await?,
+        (true, _) => Vec::new(),
+        (false, _) => route_hints(s, &hints_wanted).await?,
     };
     let payment_secret = random32()?;
     let now = now_unix();
@@ -258,17 +267,14 @@ async fn create_invoice(s: &AppState, params: &Value) -> Result<Value, RpcError>
         min_final_cltv: cltv,
         hints,
     };
-    let (signed, payment_secret) = s
-        .node
-        .hold_invoice(&spec, private_hints)
-        .await
-        .map_err(|e| match e {
-            HoldInvoiceError::Invalid(m) => RpcError::invalid(format!("{INVOICE}: {m}")),
-            HoldInvoiceError::Node(m) => RpcError {
-                code: ERR_NODE,
-                message: format!("{INVOICE}: {m}"),
-            },
-        })?;
+    let (signed, payment_secret) =
+        s.node
+            .create_hold_invoice(&spec, private_hints)
+            .await
+            .map_err(|e| match e {
+                HoldInvoiceError::Invalid(m) => RpcError::invalid(format!("{INVOICE}: {m}")),
+                HoldInvoiceError::Node(m) => RpcError::new(ERR_NODE, format!("{INVOICE}: {m}")),
+            })?;
     let inv = HodlInvoice {
         payment_hash,
         preimage: own_preimage,
@@ -374,20 +380,14 @@ pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
             }
         }
         // LND holds the HTLCs: SETTLED is answered once LND has settled, not before.
-        if let Backend::Lnd(lnd) = &s.node {
-            use crate::lnd::sidecar::hodl::SettleError;
-            let inv = crate::lnd::sidecar::hodl::settle(&s, lnd, preimage, hash)
+        if let Some(settler) = &s.node_settler {
+            let inv = settler
+                .settle(s.clone(), preimage, hash)
                 .await
                 .map_err(|e| match e {
-                    SettleError::Service(e) => service_error(e),
-                    e @ SettleError::Refused { .. } => RpcError {
-                        code: ERR_STATE,
-                        message: format!("{SETTLE}: {e}"),
-                    },
-                    e => RpcError {
-                        code: ERR_NODE,
-                        message: format!("{SETTLE}: {e}"),
-                    },
+                    NodeSettleError::Service(e) => service_error(e),
+                    NodeSettleError::Refused(m) => RpcError::new(ERR_INVOICE_STATE, format!("{SETTLE}: {m}")),
+                    NodeSettleError::Failed(m) => RpcError::new(ERR_NODE, format!("{SETTLE}: {m}")),
                 })?;
             return Ok(invoice_json(&inv, s.blockheight()));
         }
@@ -395,7 +395,7 @@ pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
         let target = preimage.map(|p| p.payment_hash()).or(hash);
         if let Some(h) = target.filter(|h| s.hodl.get(h).is_none()) {
             return Err(RpcError {
-                code: ERR_UNKNOWN,
+                code: ERR_UNKNOWN_INVOICE,
                 message: format!("{SETTLE}: unknown payment_hash {h}"),
             });
         }
@@ -456,7 +456,7 @@ pub async fn lookup(p: AppState, params: Value) -> Result<Value, RpcError> {
         // Subscribe before reading, so a transition between the read and the wait is seen.
         let mut events = s.hodl.subscribe();
         let inv = s.hodl.get(&hash).ok_or_else(|| RpcError {
-            code: ERR_UNKNOWN,
+            code: ERR_UNKNOWN_INVOICE,
             message: format!("{LOOKUP}: unknown payment_hash {hash}"),
         })?;
         let Some(want) = want else {
@@ -471,7 +471,7 @@ pub async fn lookup(p: AppState, params: Value) -> Result<Value, RpcError> {
             }
             if current.is_final() {
                 return Err(RpcError {
-                    code: ERR_STATE,
+                    code: ERR_INVOICE_STATE,
                     message: format!("{LOOKUP}: invoice is {current} and can never become {want}"),
                 });
             }

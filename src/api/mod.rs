@@ -9,14 +9,15 @@
 macro_rules! rpc_body {
     ($p:ident, $s:ident, $body:expr) => {{
         let $s = $p.clone();
-        let r: Result<serde_json::Value, $crate::api::params::RpcError> = $body.await;
+        let r: Result<serde_json::Value, $crate::api::error::RpcError> = $body.await;
         r
     }};
 }
 
-pub mod backend;
+pub mod error;
 pub mod fees;
 pub mod hodl;
+pub mod metrics;
 pub mod monitor;
 pub mod options;
 pub mod params;
@@ -26,8 +27,7 @@ pub mod start;
 pub mod state;
 pub mod status;
 
-pub use backend::Backend;
-pub use params::RpcError;
+pub use error::RpcError;
 pub use state::{AppState, Shared};
 
 use crate::counters::bump;

@@ -1,34 +1,8 @@
 //! JSON-RPC parameters the CLN way: named (`{"a":1}`) or positional (`[1]`), with
 //! unknown names and surplus positions refused before anything is changed.
 
-use serde_json::{json, Map, Value};
-
-/// JSON-RPC "invalid params".
-pub const INVALID_PARAMS: i64 = -32602;
-
-/// A method error with a code, in the shape cln-plugin turns into a JSON-RPC error object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcError {
-    pub code: i64,
-    pub message: String,
-}
-
-impl RpcError {
-    pub fn invalid(message: impl Into<String>) -> Self {
-        RpcError {
-            code: INVALID_PARAMS,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<RpcError> for anyhow::Error {
-    fn from(e: RpcError) -> Self {
-        // cln-plugin parses an error whose text is a JSON error object back into one, which
-        // is the only way to choose the code it sends.
-        anyhow::anyhow!(json!({"code": e.code, "message": e.message}).to_string())
-    }
-}
+pub use super::error::{RpcError, INVALID_PARAMS};
+use serde_json::{Map, Value};
 
 /// Normalises `params` into named form against a method's parameter list.
 pub fn named(
@@ -184,6 +158,7 @@ fn list(names: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn named_and_positional_agree() {

@@ -5,26 +5,22 @@
 //! Execution pays a circular route to our own node with `sendpay`; the payment hash is one
 //! ballast made and claimed, so its `htlc_accepted` path resolves the HTLC (no invoice).
 
+use super::error::{internal, node_error, ERR_BUSY, ERR_NODE, ERR_NO_GRAPH, ERR_PLAN, ERR_UNKNOWN_CHANNEL};
 use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::counters::bump;
+use crate::engine::hodl::Failure;
 use crate::engine::local_edges::merge_local;
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
 use crate::engine::route::{cheapest, fastest, find_routes, Route, RouteParams};
 use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
 use crate::service::execute::{ExecError, ExecStatus, Executor, MoveReport};
+use crate::service::hodl::Answer;
 use crate::service::rebalance::{AttemptOutcome, RebalanceError};
-use crate::types::{Msat, NodeId, Scid};
+use crate::types::{Msat, NodeId, PaymentHash, Scid};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const ERR_NODE: i64 = 2005;
-const ERR_UNKNOWN_CHANNEL: i64 = 2006;
-const ERR_NO_GRAPH: i64 = 2007;
-const ERR_PLAN: i64 = 2008;
-const ERR_BUSY: i64 = 2009;
-const ERR_INTERNAL: i64 = -1;
 
 /// Budgets and targets from options.
 #[derive(Debug, Clone)]
@@ -37,22 +33,8 @@ pub struct RebalanceSettings {
     pub interval: Duration,
 }
 
-fn internal(e: impl std::fmt::Display) -> RpcError {
-    RpcError {
-        code: ERR_INTERNAL,
-        message: e.to_string(),
-    }
-}
-
 fn store_error(e: RebalanceError) -> RpcError {
     internal(e)
-}
-
-fn node_error(what: &str, e: NodeError) -> RpcError {
-    RpcError {
-        code: ERR_NODE,
-        message: format!("{what}: {e}"),
-    }
 }
 
 /// At most one refresh per this interval is started by calls naming what the graph lacks.
@@ -800,27 +782,23 @@ async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
     Ok(still)
 }
 
-/// The hook path for a claimed hash that is one of our own rebalance payments. Every hop
-/// of the circle saw the hash, so the preimage is given out only for the HTLC that ends at
-/// us with the full amount: resolving a smaller one, or one passing through, would hand a
-/// hop the means to claim the whole payment for what it sent us.
-pub fn claim_answer(s: &AppState, hash: &crate::types::PaymentHash, htlc: &Value) -> Option<Value> {
+/// The answer for an incoming HTLC whose hash is one of our own rebalance payments, or
+/// `None` when it is not one. Every hop of the circle saw the hash, so the preimage is
+/// given out only for the HTLC that ends at us (`ends_here`) with the full amount:
+/// resolving a smaller one, or one passing through, would hand a hop the means to claim
+/// the whole payment for what it sent us. The adapter puts the answer in its node's terms.
+pub fn claim_answer(s: &AppState, hash: &PaymentHash, amount: Msat, ends_here: bool) -> Option<Answer> {
     let (preimage, expected) = s.rebalance.preimage_for(hash)?;
-    let amount = htlc
-        .pointer("/htlc/amount_msat")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let ends_here = htlc.pointer("/onion/short_channel_id").is_none();
-    if ends_here && amount >= expected.0 {
-        return Some(json!({"result": "resolve", "payment_key": preimage.to_hex()}));
+    if ends_here && amount >= expected {
+        return Some(Answer::Resolve(preimage));
     }
     log::warn!(
-        "HTLC for our rebalance payment {hash} refused: {amount} msat{}, expected {expected}",
+        "HTLC for our rebalance payment {hash} refused: {} msat{}, expected {expected}",
+        amount.0,
         if ends_here { "" } else { ", passing through" }
     );
-    let failure = crate::engine::hodl::Failure::IncorrectOrUnknownPaymentDetails {
-        htlc_msat: Msat(amount),
+    Some(Answer::Fail(Failure::IncorrectOrUnknownPaymentDetails {
+        htlc_msat: amount,
         height: s.blockheight(),
-    };
-    Some(json!({"result": "fail", "failure_message": failure.to_hex()}))
+    }))
 }

@@ -4,9 +4,10 @@
 use super::monitor::{self, MonitorSettings};
 use super::settings::Settings;
 use super::state::HodlDefaults;
-use super::{fees, hodl, now_unix, options, rebalance, AppState, Backend, Notifier, Shared};
+use super::{fees, hodl, now_unix, options, rebalance, AppState, Notifier, Shared};
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
+use crate::node::{AnyNode, Node};
 use crate::service::fees::FeeService;
 use crate::service::files::FilesDir;
 use crate::service::hodl::{HodlEvent, HodlService};
@@ -32,6 +33,8 @@ pub struct StartParams {
     pub counters: Arc<Counters>,
     pub claims: Arc<ClaimSet>,
     pub network: String,
+    /// The adapter's `hodl-settle` step where its node holds the HTLCs (LND), else `None`.
+    pub node_settler: Option<Arc<dyn hodl::NodeSettler>>,
 }
 
 /// A started ballast: its state, and what it must announce or warn about once running.
@@ -107,13 +110,13 @@ fn open_services(
 /// Opens everything and builds the shared state. The caller then runs [`spawn_loops`].
 pub async fn start(
     p: StartParams,
-    node: Backend,
+    node: AnyNode,
     notifier: Notifier,
     node_id: Option<crate::types::NodeId>,
     height: u32,
 ) -> anyhow::Result<Started> {
     let hodl_params = p.settings.hodl;
-    let hook_held = crate::node::Node::holds_htlcs_through_hook(&node);
+    let hook_held = node.holds_htlcs_through_hook();
     let p = Arc::new(p);
     let opened = {
         let p = p.clone();
@@ -161,6 +164,7 @@ pub async fn start(
     let state = AppState::new(Shared {
         store,
         node,
+        node_settler: p.node_settler.clone(),
         notifier,
         counters: p.counters.clone(),
         claims: p.claims.clone(),
@@ -217,7 +221,7 @@ pub async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorS
                     "metrics: serving http://{}/metrics",
                     l.local_addr().unwrap_or(addr)
                 );
-                tokio::spawn(monitor::serve_metrics(state.clone(), l));
+                tokio::spawn(super::metrics::serve(state.clone(), l));
             }
             Err(e) => log::warn!("metrics: cannot listen on {addr}: {e}; metrics are off"),
         }

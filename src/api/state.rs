@@ -1,8 +1,9 @@
 //! What every method, hook and subscription handler shares.
 
-use super::{Backend, Notifier};
+use super::Notifier;
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
+use crate::node::AnyNode;
 use crate::service::fees::FeeService;
 use crate::service::hodl::HodlService;
 use crate::service::income::Income;
@@ -19,7 +20,12 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub store: Store,
-    pub node: Backend,
+    /// The node this instance drives, whichever adapter made it (see `node::AnyNode` for
+    /// why the state holds it type-erased rather than being generic over it).
+    pub node: AnyNode,
+    /// How `hodl-settle` settles where the node holds hold-invoice HTLCs itself (LND);
+    /// `None` where ballast holds them through the node's hook (Core Lightning).
+    pub node_settler: Option<Arc<dyn super::hodl::NodeSettler>>,
     /// Where `ballast_hodl_state` and `ballast_alert` go.
     pub notifier: Notifier,
     pub counters: Arc<Counters>,

@@ -1,7 +1,9 @@
 //! `ballast-status`: what an operator checks first when something looks wrong.
 
+use super::error::{internal, task_failed};
 use super::params::{self, RpcError};
 use super::state::AppState;
+use crate::node::Node;
 use serde_json::{json, Value};
 
 pub const NAME: &str = "ballast-status";
@@ -13,10 +15,7 @@ pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
     // Store reads touch sled's page cache and may hit disk; keep them off the runtime.
     let s = state.clone();
     let store = tokio::task::spawn_blocking(move || -> Result<Value, RpcError> {
-        let internal = |e: crate::store::StoreError| RpcError {
-            code: -1,
-            message: format!("store: {e}"),
-        };
+        let internal = |e: crate::store::StoreError| internal(format!("store: {e}"));
         let info = s.store.info().map_err(internal)?;
         Ok(json!({
             "path": s.store.path().display().to_string(),
@@ -28,10 +27,7 @@ pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
         }))
     })
     .await
-    .map_err(|e| RpcError {
-        code: -1,
-        message: format!("internal task failed: {e}"),
-    })??;
+    .map_err(task_failed)??;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "implementation": state.node.implementation(),

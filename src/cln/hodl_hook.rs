@@ -32,7 +32,9 @@ fn incoming(v: &Value) -> Option<(PaymentHash, IncomingHtlc)> {
     ))
 }
 
-fn answer_json(a: &Answer) -> Value {
+/// A held HTLC's answer (or a rebalance payment's, see `api::rebalance::claim_answer`) as
+/// lightningd's `htlc_accepted` reply.
+pub(super) fn answer_json(a: &Answer) -> Value {
     match a {
         Answer::Resolve(p) => json!({"result": "resolve", "payment_key": p.to_hex()}),
         Answer::Fail(f) => json!({"result": "fail", "failure_message": f.to_hex()}),

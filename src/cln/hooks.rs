@@ -19,8 +19,15 @@ pub async fn htlc_accepted(p: Plugin<AppState>, v: Value) -> Result<Value, anyho
     if let Some(hash) = hash.filter(|h| state.claims.contains(h)) {
         bump(&state.counters.htlcs_claimed);
         // Our own rebalance payments first: they are few, and never hold invoices.
-        if let Some(answer) = rebalance::claim_answer(state, &hash, &v) {
-            return Ok(answer);
+        let amount = Msat(
+            v.pointer("/htlc/amount_msat")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        );
+        // No next hop in the onion: the HTLC ends at us.
+        let ends_here = v.pointer("/onion/short_channel_id").is_none();
+        if let Some(answer) = rebalance::claim_answer(state, &hash, amount, ends_here) {
+            return Ok(hodl_hook::answer_json(&answer));
         }
         if let Some(answer) = hodl_hook::on_claimed_htlc(state, v).await {
             return Ok(answer);

@@ -11,10 +11,10 @@ pub mod stdio;
 pub use node::ClnNode;
 
 use crate::api::options::{self, OptionSource};
-use crate::api::{hodl, monitor, settings, start, AppState, Backend, Notifier};
+use crate::api::{hodl, monitor, settings, start, AppState, Notifier};
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
-use crate::node::Node;
+use crate::node::{AnyNode, Node};
 use anyhow::Context;
 use cln_plugin::messages::NotificationTopic;
 use cln_plugin::options::{
@@ -244,9 +244,11 @@ pub async fn run_plugin() -> anyhow::Result<()> {
         counters,
         claims,
         network: conf.network.clone(),
+        // lightningd hands hold-invoice HTLCs to ballast's hook: ballast settles them.
+        node_settler: None,
     };
     let (notifier, notifications) = Notifier::new();
-    let started = match start::start(params, Backend::Cln(node), notifier, node_id, height).await {
+    let started = match start::start(params, AnyNode::new(node), notifier, node_id, height).await {
         Ok(s) => s,
         Err(e) => {
             // lightningd logs the disable reason and keeps running without us.

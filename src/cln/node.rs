@@ -6,9 +6,11 @@
 //! [`NodeError`]'s three kinds. Requests are cln-rpc's typed requests too, except the two that
 //! carry amounts (see `SendpayParams`).
 
+use crate::engine::bolt11::{self, InvoiceSpec};
 use crate::node::{
-    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HeldIncoming, HtlcDirection,
-    Invoice, Node, NodeError, NodeInfo, NodeResult, PayOutcome, PeerPolicy, PendingHtlc, RouteHop,
+    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HeldIncoming, HoldInvoiceError,
+    HtlcDirection, Invoice, Node, NodeError, NodeInfo, NodeResult, PayOutcome, PeerPolicy, PendingHtlc,
+    RouteHop,
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use cln_rpc::model::requests::{
@@ -272,6 +274,26 @@ impl Node for ClnNode {
             invstring: unsigned.to_string(),
         };
         Ok(self.call(&request).await?.bolt11)
+    }
+
+    fn implementation(&self) -> &'static str {
+        "core-lightning"
+    }
+
+    /// lightningd signs the invoice ballast built (ballast holds its HTLCs in
+    /// `htlc_accepted`), so the route hints are ballast's and `private` says nothing new.
+    async fn create_hold_invoice(
+        &self,
+        spec: &InvoiceSpec,
+        _private: bool,
+    ) -> Result<(String, [u8; 32]), HoldInvoiceError> {
+        let unsigned = bolt11::build_unsigned(spec).map_err(|e| HoldInvoiceError::Invalid(e.to_string()))?;
+        let signed = self
+            .sign_invoice(&unsigned)
+            .await
+            .map_err(|e| HoldInvoiceError::Node(format!("lightningd could not sign the invoice: {e}")))?;
+        bolt11::verify_signed(&signed, spec).map_err(|e| HoldInvoiceError::Node(e.to_string()))?;
+        Ok((signed, spec.payment_secret))
     }
 
     async fn invoices(&self) -> NodeResult<Vec<Invoice>> {

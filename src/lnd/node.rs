@@ -12,9 +12,10 @@ use super::proto::invoicesrpc::{
 use super::proto::lnrpc::{self, lightning_client::LightningClient};
 use super::proto::routerrpc::{self, router_client::RouterClient};
 use super::tls::PinnedConnector;
+use crate::engine::bolt11::{self, Description, InvoiceSpec};
 use crate::node::{
-    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HtlcDirection, Invoice, Node,
-    NodeError, NodeInfo, NodeResult, PayOutcome, PeerPolicy, PendingHtlc, RouteHop,
+    Channel, ChannelState, FeeUpdate, Forward, ForwardStatus, GraphEdge, HoldInvoiceError, HtlcDirection,
+    Invoice, Node, NodeError, NodeInfo, NodeResult, PayOutcome, PeerPolicy, PendingHtlc, RouteHop,
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use std::collections::HashMap;
@@ -741,6 +742,51 @@ impl Node for LndNode {
             code: None,
             message: "LND cannot sign a raw invoice; use AddHoldInvoice".into(),
         })
+    }
+
+    fn implementation(&self) -> &'static str {
+        "lnd"
+    }
+
+    fn min_invoice_cltv(&self) -> u32 {
+        MIN_CLTV_DELTA
+    }
+
+    /// AddHoldInvoice picks its own route hints; it can only be told whether to add them.
+    fn chooses_route_hints(&self) -> bool {
+        true
+    }
+
+    /// LND builds the hold invoice itself (and holds its HTLCs), choosing its own payment
+    /// secret: the invoice is checked against `spec` with that secret.
+    async fn create_hold_invoice(
+        &self,
+        spec: &InvoiceSpec,
+        private: bool,
+    ) -> Result<(String, [u8; 32]), HoldInvoiceError> {
+        let (memo, description_hash) = match &spec.description {
+            Description::Text(t) => ((!t.is_empty()).then(|| t.clone()), None),
+            Description::Hash(h) => (None, Some(*h)),
+        };
+        let req = HoldInvoiceRequest {
+            payment_hash: spec.payment_hash,
+            amount: spec.amount,
+            memo,
+            description_hash,
+            expiry_secs: spec.expiry_secs,
+            cltv_expiry: spec.min_final_cltv,
+            private,
+        };
+        let invoice = self
+            .add_hold_invoice(&req)
+            .await
+            .map_err(|e| HoldInvoiceError::Node(format!("LND could not add the hold invoice: {e}")))?;
+        let d = bolt11::decode(&invoice)
+            .map_err(|e| HoldInvoiceError::Node(format!("LND returned an unreadable invoice: {e}")))?;
+        let mut checked = spec.clone();
+        checked.payment_secret = d.payment_secret;
+        bolt11::verify_signed(&invoice, &checked).map_err(|e| HoldInvoiceError::Node(e.to_string()))?;
+        Ok((invoice, d.payment_secret))
     }
 
     async fn invoices(&self) -> NodeResult<Vec<Invoice>> {

@@ -130,6 +130,8 @@ pub struct RebalanceService {
     /// asks for each channel decision and the attempt loop before every attempt, and
     /// decoding the stored history each time was most of their cost.
     ledger: Mutex<Vec<Spend>>,
+    /// Kept with the ledger (locked after it): see [`AttemptTotals`].
+    totals: Mutex<AttemptTotals>,
     /// When the last refresh asked for on demand (a channel or node missing) started.
     demand_refresh: Mutex<Option<std::time::Instant>>,
 }
@@ -142,9 +144,7 @@ struct Spend {
     sink: Scid,
     amount: Msat,
     fee: Msat,
-    /// Success or pending: its fee counts as spent.
-    spent: bool,
-    success: bool,
+    outcome: AttemptOutcome,
 }
 
 impl Spend {
@@ -155,8 +155,56 @@ impl Spend {
             sink: a.sink,
             amount: a.amount,
             fee: a.fee,
-            spent: a.outcome.spends(),
-            success: a.outcome == AttemptOutcome::Success,
+            outcome: a.outcome,
+        }
+    }
+}
+
+/// Running totals over every readable attempt, for the metrics endpoint: kept as attempts
+/// are recorded and resolved, so a scrape reads numbers instead of the attempt history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptTotals {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Still in flight when we stopped waiting on them.
+    pub pending: u64,
+    /// Fees of successful attempts.
+    pub fees_paid: Msat,
+    /// Fees of pending attempts: they count as spent until they resolve.
+    pub fees_pending: Msat,
+    /// Amount delivered by successful attempts.
+    pub moved: Msat,
+}
+
+impl AttemptTotals {
+    fn of(ledger: &[Spend]) -> AttemptTotals {
+        let mut t = AttemptTotals::default();
+        for s in ledger {
+            t.count(s, true);
+        }
+        t
+    }
+
+    /// Adds (or with `add` false, takes back) one attempt.
+    fn count(&mut self, s: &Spend, add: bool) {
+        let step = |v: &mut u64, by: u64| {
+            *v = if add {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        match s.outcome {
+            AttemptOutcome::Success => {
+                step(&mut self.succeeded, 1);
+                step(&mut self.fees_paid.0, s.fee.0);
+                step(&mut self.moved.0, s.amount.0);
+            }
+            AttemptOutcome::Pending => {
+                step(&mut self.pending, 1);
+                step(&mut self.fees_pending.0, s.fee.0);
+            }
+            AttemptOutcome::Failed => step(&mut self.failed, 1),
         }
     }
 }
@@ -219,6 +267,7 @@ impl RebalanceService {
             preimages: Mutex::new(preimages),
             claims,
             seq: AtomicU64::new(seq),
+            totals: Mutex::new(AttemptTotals::of(&ledger)),
             ledger: Mutex::new(ledger),
             demand_refresh: Mutex::new(None),
         })
@@ -445,7 +494,9 @@ impl RebalanceService {
         a.id = self.seq.fetch_add(1, Ordering::Relaxed);
         self.attempts.put(a.id.to_be_bytes(), &a)?;
         self.store.flush()?;
-        ledger.push(Spend::of(&a));
+        let spend = Spend::of(&a);
+        ledger.push(spend);
+        lock(&self.totals).count(&spend, true);
         Ok(a)
     }
 
@@ -480,7 +531,10 @@ impl RebalanceService {
             self.store.flush()?;
             let mut ledger = lock(&self.ledger);
             if let Ok(i) = ledger.binary_search_by_key(&id, |s| s.id) {
+                let mut totals = lock(&self.totals);
+                totals.count(&ledger[i], false);
                 ledger[i] = Spend::of(&a);
+                totals.count(&ledger[i], true);
             }
         }
         Ok(())
@@ -488,16 +542,31 @@ impl RebalanceService {
 
     /// Fees of successful (and still pending) attempts since `since`.
     pub fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
+        Ok(self.fees_since(since, |a| a.outcome.spends()))
+    }
+
+    /// Counts and fees of every attempt so far; see [`AttemptTotals`].
+    pub fn attempt_totals(&self) -> AttemptTotals {
+        *lock(&self.totals)
+    }
+
+    /// Fees of successful attempts since `since` (pending ones not counted).
+    pub fn paid_since(&self, since: u64) -> Msat {
+        self.fees_since(since, |a| a.outcome == AttemptOutcome::Success)
+    }
+
+    /// Fees of the attempts since `since` that `counts`; the ledger is in time order.
+    fn fees_since(&self, since: u64, counts: impl Fn(&Spend) -> bool) -> Msat {
         let mut total = 0u64;
         for a in lock(&self.ledger).iter().rev() {
             if a.time < since {
                 break;
             }
-            if a.spent {
+            if counts(a) {
                 total = total.saturating_add(a.fee.0);
             }
         }
-        Ok(Msat(total))
+        Msat(total)
     }
 
     /// Attempts, newest first, optionally of one execution.
@@ -522,7 +591,7 @@ impl RebalanceService {
             if a.time < since {
                 break;
             }
-            if a.sink == scid && a.success {
+            if a.sink == scid && a.outcome == AttemptOutcome::Success {
                 fee = fee.saturating_add(a.fee.0);
                 amount = amount.saturating_add(a.amount.0);
             }
@@ -570,6 +639,13 @@ mod tests {
                 .unwrap();
             assert_eq!(svc.spent_since(0).unwrap(), Msat(1_700));
             assert_eq!(svc.spent_since(250).unwrap(), Msat(700));
+            assert_eq!((svc.paid_since(0), svc.paid_since(150)), (Msat(1_000), Msat(0)));
+            let t = svc.attempt_totals();
+            assert_eq!((t.succeeded, t.failed, t.pending), (1, 1, 1), "{t:?}");
+            assert_eq!(
+                (t.fees_paid, t.fees_pending, t.moved),
+                (Msat(1_000), Msat(700), Msat(1_000_000))
+            );
             assert_eq!(
                 svc.recent_cost_ppm(Scid::new(2, 0, 0).unwrap(), 0).unwrap(),
                 Some(1_000)
@@ -582,6 +658,18 @@ mod tests {
         let store = Store::open(&path, 0).unwrap();
         let svc = RebalanceService::load(store, claims.clone(), 3600).unwrap();
         assert!(claims.contains(&hash));
+        // The totals are rebuilt at load, and follow an attempt as it resolves.
+        let before = svc.attempt_totals();
+        assert_eq!((before.pending, before.fees_pending), (1, Msat(700)));
+        let pending = svc.pending_attempts().unwrap()[0].id;
+        svc.resolve_attempt(pending, AttemptOutcome::Success, String::new(), None)
+            .unwrap();
+        let after = svc.attempt_totals();
+        assert_eq!((after.succeeded, after.failed, after.pending), (2, 1, 0));
+        assert_eq!(
+            (after.fees_paid, after.fees_pending, after.moved),
+            (Msat(1_700), Msat(0), Msat(2_000_000))
+        );
         let (pre, amount) = svc.preimage_for(&hash).unwrap();
         assert_eq!((pre.payment_hash(), amount), (hash, Msat(5_000)));
         svc.finish_self_payment(&hash).unwrap();

@@ -2,9 +2,10 @@
 //! a node. Each `pay_route` and `held_incoming` takes the next scripted answer; a call with
 //! nothing scripted panics, so a test also fails when a service asks more than expected.
 
+use crate::engine::bolt11::InvoiceSpec;
 use crate::node::{
-    Channel, FeeUpdate, Forward, GraphEdge, HeldIncoming, Invoice, Node, NodeError, NodeInfo, NodeResult,
-    PayOutcome, RouteHop,
+    Channel, FeeUpdate, Forward, GraphEdge, HeldIncoming, HoldInvoiceError, Invoice, Node, NodeError,
+    NodeInfo, NodeResult, PayOutcome, RouteHop,
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use std::collections::{HashMap, VecDeque};
@@ -179,6 +180,18 @@ impl Node for ScriptedNode {
 
     fn holds_htlcs_through_hook(&self) -> bool {
         self.hook_held
+    }
+
+    fn implementation(&self) -> &'static str {
+        "scripted"
+    }
+
+    async fn create_hold_invoice(
+        &self,
+        _spec: &InvoiceSpec,
+        _private: bool,
+    ) -> Result<(String, [u8; 32]), HoldInvoiceError> {
+        Err(HoldInvoiceError::Node("not scripted".into()))
     }
 
     async fn prepare_self_payment(&self, preimage: Preimage, _amount: Msat) -> NodeResult<()> {

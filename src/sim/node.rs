@@ -9,9 +9,10 @@
 //! within the call.
 
 use super::network::{Network, PathHop, Sent};
+use crate::engine::bolt11::InvoiceSpec;
 use crate::node::{
-    Channel, FeeUpdate, Forward, GraphEdge, Invoice, Node, NodeError, NodeInfo, NodeResult, PayOutcome,
-    PendingHtlc, RouteHop,
+    Channel, FeeUpdate, Forward, GraphEdge, HoldInvoiceError, Invoice, Node, NodeError, NodeInfo, NodeResult,
+    PayOutcome, PendingHtlc, RouteHop,
 };
 use crate::types::{Msat, NodeId, PaymentHash, Preimage, Scid};
 use std::collections::HashMap;
@@ -249,6 +250,21 @@ impl Node for SimNode<'_> {
 
     fn invoices(&self) -> impl Future<Output = NodeResult<Vec<Invoice>>> + Send {
         ready(Ok(Vec::new()))
+    }
+
+    fn implementation(&self) -> &'static str {
+        "simulator"
+    }
+
+    fn create_hold_invoice(
+        &self,
+        _spec: &InvoiceSpec,
+        _private: bool,
+    ) -> impl Future<Output = Result<(String, [u8; 32]), HoldInvoiceError>> + Send {
+        // As with `sign_invoice`: simulated payers pay hold invoices by hash.
+        ready(Err(HoldInvoiceError::Node(
+            "the simulated node does not make invoices".into(),
+        )))
     }
 
     fn feerate_perkb(&self) -> impl Future<Output = NodeResult<Option<u64>>> + Send {

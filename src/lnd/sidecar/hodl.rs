@@ -16,6 +16,7 @@
 //! ballast's store is the record of decisions: a settle once recorded is pushed to LND
 //! until LND confirms it, never undone.
 
+use crate::api::hodl::{NodeSettleError, NodeSettler};
 use crate::api::{now_unix, AppState};
 use crate::engine::hodl::{CancelReason, HodlInvoice, HodlState, HtlcKey, IncomingHtlc};
 use crate::lnd::node::{InvoiceUpdate, LndInvoiceState, LndNode};
@@ -24,6 +25,8 @@ use crate::service::hodl::{HodlEvent, HtlcReply, ServiceError};
 use crate::store::{Record, TypedTree};
 use crate::types::{PaymentHash, Preimage};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,8 +100,29 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// `hodl-settle` on LND, as the shared method calls it.
+pub struct LndSettler(pub LndNode);
+
+impl NodeSettler for LndSettler {
+    fn settle(
+        &self,
+        state: AppState,
+        preimage: Option<Preimage>,
+        hash: Option<PaymentHash>,
+    ) -> Pin<Box<dyn Future<Output = Result<HodlInvoice, NodeSettleError>> + Send>> {
+        let lnd = self.0.clone();
+        Box::pin(async move {
+            settle(&state, &lnd, preimage, hash).await.map_err(|e| match e {
+                SettleError::Service(e) => NodeSettleError::Service(e),
+                e @ SettleError::Refused { .. } => NodeSettleError::Refused(e.to_string()),
+                e => NodeSettleError::Failed(e.to_string()),
+            })
+        })
+    }
+}
+
 /// `hodl-settle` on LND.
-pub async fn settle(
+async fn settle(
     state: &AppState,
     lnd: &LndNode,
     preimage: Option<Preimage>,

@@ -11,11 +11,11 @@ pub mod rpc_server;
 use crate::api::monitor::MonitorSettings;
 use crate::api::options;
 use crate::api::settings::Settings;
-use crate::api::{hodl as hodl_api, start, Backend, Notifier};
+use crate::api::{hodl as hodl_api, start, Notifier};
 use crate::counters::Counters;
 use crate::engine::claims::ClaimSet;
 use crate::lnd::node::{LndNode, DEFAULT_HOLD_EXPIRY_DELTA, MIN_CLTV_DELTA};
-use crate::node::Node;
+use crate::node::{AnyNode, Node};
 use anyhow::Context;
 use args::{Command, SidecarArgs, SidecarOptions};
 use std::process::ExitCode;
@@ -165,11 +165,12 @@ pub async fn run(a: SidecarArgs) -> anyhow::Result<()> {
         counters: Arc::new(Counters::default()),
         claims: Arc::new(ClaimSet::new()),
         network: a.network.clone(),
+        node_settler: Some(Arc::new(hodl::LndSettler(lnd.clone()))),
     };
     let (notifier, mut notifications) = Notifier::new();
     let started = start::start(
         params,
-        Backend::Lnd(Box::new(lnd.clone())),
+        AnyNode::new(lnd.clone()),
         notifier,
         Some(info.id),
         info.blockheight,

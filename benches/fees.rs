@@ -15,10 +15,13 @@
 //! Arguments: `--quick` (200,000 events instead of 2,000,000); others are ignored.
 //! Environment: `FEES_BENCH_EVENTS` overrides the event count.
 
+mod common;
+
 use ballast::engine::fees::{
     decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeConfig, Flow, Policy, Status,
 };
 use ballast::types::{Msat, NodeId, Scid};
+use common::rng::Rng;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -28,21 +31,6 @@ const PEERS: usize = 2_500;
 const GOAL_EVENTS_PER_SEC: f64 = 100_000.0;
 const T0: u64 = 1_700_000_000;
 const SAMPLE: &str = include_str!("../contrib/fee-policy.sample.toml");
-
-/// xorshift64*: deterministic, dependency-free, good enough to spread synthetic traffic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// Inverse of the scid layout used by `channels`.
 fn index(scid: Scid) -> usize {
@@ -117,7 +105,7 @@ struct Tally {
 
 fn per_event(policy: &Policy, events: u64, seed: u64) -> (Duration, Tally) {
     let cfg = FeeConfig::default();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut chans = channels(&mut rng);
     let mut t = Tally {
         apply: 0,
@@ -151,7 +139,7 @@ fn per_event(policy: &Policy, events: u64, seed: u64) -> (Duration, Tally) {
 /// decided as they come up; returns (elapsed, decisions).
 fn coalesced(policy: &Policy, events: u64, seed: u64) -> (Duration, u64) {
     let cfg = FeeConfig::default();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut chans = channels(&mut rng);
     let started = T0 - 7_200;
     let mut co = Coalescer::new(&cfg, started);
@@ -192,7 +180,7 @@ fn coalesced(policy: &Policy, events: u64, seed: u64) -> (Duration, u64) {
 /// Every channel gets a burst of events; then the window ends and each is decided once.
 fn after_burst(policy: &Policy, seed: u64) -> (Duration, Duration, u64) {
     let cfg = FeeConfig::default();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut chans = channels(&mut rng);
     let started = T0 - 7_200;
     let mut co = Coalescer::new(&cfg, started);

@@ -17,6 +17,8 @@
 //! Environment: `MONITOR_BENCH_EVALS` (default 500), `MONITOR_BENCH_ROUNDS` (default 200).
 //! Arguments cargo passes (`--bench`, filters) are ignored.
 
+mod common;
+
 use ballast::engine::monitor::records::{ALERTS_TREE, HISTORY_TREE};
 use ballast::engine::monitor::{
     plan_history, Alert, ChannelSnapshot, Evaluator, HistoryPoint, HistoryPolicy, MonitorConfig, RulesPatch,
@@ -26,27 +28,13 @@ use ballast::node::{Channel, ChannelState, HtlcDirection, PendingHtlc};
 use ballast::service::monitor::MonitorService;
 use ballast::store::Store;
 use ballast::types::{Msat, NodeId, PaymentHash, Scid};
+use common::rng::Rng;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const CHANNELS: usize = 1_000;
 const T0: u64 = 1_700_000_000;
 const HEIGHT: u32 = 850_000;
-
-/// xorshift64*: deterministic, so every run measures the same channels.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn node(i: u64) -> NodeId {
     let mut b = [0u8; 33];
@@ -165,7 +153,7 @@ fn env(name: &str, default: usize) -> usize {
 fn main() {
     let evals = env("MONITOR_BENCH_EVALS", 500);
     let rounds = env("MONITOR_BENCH_ROUNDS", 200);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let chans = channels(&mut rng);
     let cfg = config();
     println!("monitor bench: {CHANNELS} channels, {evals} evaluations, {rounds} store rounds");

@@ -16,6 +16,8 @@
 //! filters pass through harmlessly. `ROUTING_GRAPH=<path>` reads another gzipped
 //! `listchannels` answer instead of the snapshot.
 
+mod common;
+
 use ballast::engine::beliefs::{Beliefs, DirectedChannel};
 use ballast::engine::graph::{Graph, NodeIdx};
 use ballast::engine::listchannels;
@@ -23,41 +25,10 @@ use ballast::engine::planner::{plan, MoveStatus, Plan, PlanRequest, PlannerConfi
 use ballast::engine::route::{find_circular_routes, CircularRequest, RouteParams};
 use ballast::node::{Channel, ChannelState, GraphEdge};
 use ballast::types::{Msat, NodeId, Scid};
+use common::rng::Rng;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// xorshift64*: tiny, seeded, good enough to shape a graph and pick pairs.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo) + 1)
-    }
-    /// Log-uniform in [lo, hi].
-    fn log_range(&mut self, lo: f64, hi: f64) -> u64 {
-        (lo.ln() + self.unit() * (hi.ln() - lo.ln())).exp() as u64
-    }
-}
 
 fn rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -7,8 +7,8 @@ use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::counters::bump;
 use crate::engine::fees::{FeeDecision, Policy, Trigger, BUILTIN_SOURCE};
-use crate::node::{Channel, ChannelState, FeeUpdate, Node};
-use crate::service::fees::{read_policy_file, FeeServiceError};
+use crate::node::{Channel, FeeUpdate, Node};
+use crate::service::fees::{manageable, read_policy_file, FeeServiceError};
 use crate::types::{Msat, PaymentHash, Scid};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -141,25 +141,9 @@ async fn act(s: &AppState, d: &FeeDecision, trigger: Trigger) -> Result<Option<V
     Ok(change.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)))
 }
 
-/// How far back rebalance costs count for the `cost-floor` strategy.
-const COST_WINDOW_SECS: u64 = 7 * 86_400;
-
 /// Decides a channel with its recent rebalance cost filled in.
 fn decide(s: &AppState, ch: &Channel, now: u64, force: bool) -> Option<FeeDecision> {
-    let cost = ch.scid.and_then(|scid| {
-        s.rebalance
-            .recent_cost_ppm(scid, now.saturating_sub(COST_WINDOW_SECS))
-            .unwrap_or_else(|e| {
-                log::warn!("rebalance cost of {scid} unreadable: {e}");
-                None
-            })
-    });
-    let peer_channels = s.rebalance.node_channels(&ch.peer);
-    s.fees.decide(ch, cost, peer_channels, now, force)
-}
-
-fn manageable(c: &Channel) -> bool {
-    c.scid.is_some() && c.state == ChannelState::Normal
+    s.fees.decide_with(ch, &s.rebalance, now, force)
 }
 
 /// Decides every due channel (forward-triggered) and, every `interval`, all channels.
@@ -178,10 +162,7 @@ pub async fn run_loop(s: AppState, interval: Duration) {
                     continue;
                 }
             };
-            let Some(ch) = channels.iter().find(|c| c.scid == Some(scid) && manageable(c)) else {
-                continue;
-            };
-            if let Some(d) = decide(&s, ch, now_unix(), false) {
+            for d in s.fees.step(&channels, Some(scid), &s.rebalance, now_unix()) {
                 if let Err(e) = act(&s, &d, Trigger::Forward).await {
                     log::warn!("fee change for {scid} failed: {}", e.message);
                 }
@@ -191,11 +172,9 @@ pub async fn run_loop(s: AppState, interval: Duration) {
             next_sweep = tokio::time::Instant::now() + interval;
             match s.node.channels().await {
                 Ok(channels) => {
-                    for ch in channels.iter().filter(|c| manageable(c)) {
-                        if let Some(d) = decide(&s, ch, now_unix(), false) {
-                            if let Err(e) = act(&s, &d, Trigger::Timer).await {
-                                log::warn!("fee change for {} failed: {}", d.scid, e.message);
-                            }
+                    for d in s.fees.step(&channels, None, &s.rebalance, now_unix()) {
+                        if let Err(e) = act(&s, &d, Trigger::Timer).await {
+                            log::warn!("fee change for {} failed: {}", d.scid, e.message);
                         }
                     }
                 }

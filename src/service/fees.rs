@@ -5,7 +5,8 @@ use crate::engine::fees::{
     decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeChange, FeeConfig, FeeDecision, Flow, Policy,
     PolicyError, Trigger, BUILTIN_SOURCE,
 };
-use crate::node::Channel;
+use crate::node::{Channel, ChannelState};
+use crate::service::rebalance::RebalanceService;
 use crate::store::{Record, Store, StoreError, TypedTree};
 use crate::types::{Msat, Scid};
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+/// How far back rebalance costs count for the `cost-floor` strategy.
+pub const COST_WINDOW_SECS: u64 = 7 * 86_400;
+
+/// A channel whose fee ballast manages: confirmed and in normal operation.
+pub fn manageable(c: &Channel) -> bool {
+    c.scid.is_some() && c.state == ChannelState::Normal
+}
 
 impl Record for FeeChange {
     const VERSION: u8 = 1;
@@ -347,6 +356,46 @@ impl FeeService {
                 force,
             },
         ))
+    }
+
+    /// Decides `ch` with what the rebalancer knows: what moving liquidity into it cost over
+    /// the last [`COST_WINDOW_SECS`] (the cost floor) and how many channels its peer has.
+    /// Every caller decides through here, so the plugin's loop, the `fee-*` methods and the
+    /// simulator see the same inputs.
+    pub fn decide_with(
+        &self,
+        ch: &Channel,
+        rebalance: &RebalanceService,
+        now: u64,
+        force: bool,
+    ) -> Option<FeeDecision> {
+        let cost = ch.scid.and_then(|scid| {
+            rebalance
+                .recent_cost_ppm(scid, now.saturating_sub(COST_WINDOW_SECS))
+                .unwrap_or_else(|e| {
+                    log::warn!("rebalance cost of {scid} unreadable: {e}");
+                    None
+                })
+        });
+        let peer_channels = rebalance.node_channels(&ch.peer);
+        self.decide(ch, cost, peer_channels, now, force)
+    }
+
+    /// One step of the automatic fee loop over the node's `channels`: the decision for
+    /// `only` (a channel a forward made due) or, for the periodic sweep, for every channel
+    /// ballast manages. The caller acts on each (`setchannel`, then [`FeeService::record`]).
+    pub fn step(
+        &self,
+        channels: &[Channel],
+        only: Option<Scid>,
+        rebalance: &RebalanceService,
+        now: u64,
+    ) -> Vec<FeeDecision> {
+        channels
+            .iter()
+            .filter(|c| manageable(c) && only.is_none_or(|scid| c.scid == Some(scid)))
+            .filter_map(|c| self.decide_with(c, rebalance, now, false))
+            .collect()
     }
 
     /// Records a decision that was applied (or dry-run). Durable before returning.

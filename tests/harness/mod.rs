@@ -9,6 +9,8 @@
 //!   `lightning-rpc` socket.
 //! * [`lightningd`]: starts the plugin binary like lightningd and talks to
 //!   it over stdin/stdout.
+//! * [`rpc_socket`]: the fake node alone on a socket, for testing ballast's
+//!   RPC client without the plugin process.
 //! * [`json`]: field accessors for answers that fail with the whole document.
 //!
 //! Each test binary uses only part of this API.
@@ -18,12 +20,13 @@ pub mod fake_node;
 pub mod json;
 pub mod lightningd;
 pub mod protocol;
+pub mod rpc_socket;
 pub mod schema;
 
 #[allow(unused_imports)]
 pub use fake_node::{
     hash_hex, payment_hash_of, pubkey, Channel, FakeNode, Forward, ForwardStatus, Htlc, Invoice,
-    InvoiceStatus, RpcCall, RpcServer, Scripted,
+    InvoiceStatus, RpcCall, RpcServer, Scripted, Wire,
 };
 #[allow(unused_imports)]
 pub use lightningd::{
@@ -31,5 +34,7 @@ pub use lightningd::{
 };
 #[allow(unused_imports)]
 pub use protocol::{InitOutcome, JsonRpcError, LogEntry, Manifest, INVALID_PARAMS, METHOD_NOT_FOUND};
+#[allow(unused_imports)]
+pub use rpc_socket::RpcSocket;
 #[allow(unused_imports)]
 pub use schema::schemas;

@@ -864,6 +864,16 @@ mod tests {
         drop(first);
     }
 
+    /// [`PRE`]'s invoice went from ACCEPTED to CANCELED because its HTLCs are gone.
+    fn canceled_as_lost() -> HodlEvent {
+        HodlEvent::State {
+            payment_hash: PRE.payment_hash(),
+            from: HodlState::Accepted,
+            to: HodlState::Canceled,
+            reason: Some(CancelReason::HtlcsLost),
+        }
+    }
+
     #[test]
     fn reconcile_cancels_what_the_node_no_longer_holds_and_fails_the_rest() {
         let svc = service();
@@ -874,15 +884,7 @@ mod tests {
         // The node still holds part 1 (its hook call is live here too), not part 2.
         let held: HashSet<HtlcKey> = [key(1)].into_iter().collect();
         let events = svc.reconcile(&held, 30, 100).unwrap();
-        assert_eq!(
-            events,
-            vec![HodlEvent::State {
-                payment_hash: PRE.payment_hash(),
-                from: HodlState::Accepted,
-                to: HodlState::Canceled,
-                reason: Some(CancelReason::HtlcsLost),
-            }]
-        );
+        assert_eq!(events, [canceled_as_lost()]);
         // The part still held is failed back rather than left hanging.
         assert!(matches!(first.try_recv(), Ok(Answer::Fail(_))));
         let e = svc.settle(None, Some(PRE.payment_hash()), 31, 100).unwrap_err();
@@ -955,15 +957,7 @@ mod tests {
             .reconcile_with_node(&node_holding(&[2]), 30, 100)
             .await
             .unwrap();
-        assert_eq!(
-            events,
-            vec![HodlEvent::State {
-                payment_hash: PRE.payment_hash(),
-                from: HodlState::Accepted,
-                to: HodlState::Canceled,
-                reason: Some(CancelReason::HtlcsLost),
-            }]
-        );
+        assert_eq!(events, [canceled_as_lost()]);
         let e = svc.settle(None, Some(PRE.payment_hash()), 31, 100).unwrap_err();
         assert!(matches!(e, ServiceError::HtlcsLost(_)), "{e}");
     }

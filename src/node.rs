@@ -147,6 +147,7 @@ pub struct RouteHop {
     pub delay: u32,
 }
 
+/// What became of a payment sent along a route, as far as the node knows when asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PayOutcome {
     Success {
@@ -156,7 +157,16 @@ pub enum PayOutcome {
     Failed {
         failing_channel: Option<Scid>,
         failing_node: Option<NodeId>,
+        /// The BOLT #4 failure code the erring node returned in its onion error (e.g.
+        /// `0x1007` temporary_channel_failure), when the node passed it on. A protocol
+        /// number, the same whichever node sent the payment.
         code: Option<u32>,
+        message: String,
+    },
+    /// The wait ended with the HTLC still out: the payment may yet succeed or fail, so it
+    /// is no failed route, and its fee counts as spent until a later `wait_payment` tells.
+    InFlight {
+        /// The node's own words for it, for the record.
         message: String,
     },
 }
@@ -182,6 +192,10 @@ pub enum NodeError {
         code: Option<i64>,
         message: String,
     },
+    /// The node has no record of the payment asked about: it never left, or its record is
+    /// gone. Either way it did not complete.
+    #[error("node does not know the payment asked about in {method}: {message}")]
+    UnknownPayment { method: &'static str, message: String },
     #[error("node connection failed during {method}: {message}")]
     Transport { method: &'static str, message: String },
     #[error("unexpected answer to {method}: {message}")]
@@ -212,7 +226,8 @@ pub trait Node: Send + Sync {
     /// Forwards that were received at or after `since` (unix seconds).
     fn forwards(&self, since: u64) -> impl Future<Output = NodeResult<Vec<Forward>>> + Send;
     fn set_fee(&self, scid: Scid, fee: FeeUpdate) -> impl Future<Output = NodeResult<()>> + Send;
-    /// Sends along `route` and waits for the outcome.
+    /// Sends along `route` and waits up to `timeout_secs` for the outcome
+    /// ([`PayOutcome::InFlight`] when the wait ends first).
     fn pay_route(
         &self,
         route: &[RouteHop],
@@ -220,7 +235,8 @@ pub trait Node: Send + Sync {
         timeout_secs: u32,
     ) -> impl Future<Output = NodeResult<PayOutcome>> + Send;
     /// Waits up to `timeout_secs` for the outcome of an earlier `pay_route` by its hash
-    /// (one that was still in flight when its own wait ended).
+    /// (one that was still in flight when its own wait ended); [`NodeError::UnknownPayment`]
+    /// when the node has no such payment.
     fn wait_payment(
         &self,
         payment_hash: PaymentHash,

@@ -860,8 +860,29 @@ async fn pay_route_timeout_is_not_a_failure() {
         ("sendpay", Scripted::Result(sendpay_pending(hash))),
         ("waitsendpay", error(200, "Timed out", None)),
     ]);
-    let err = cln(&ld).pay_route(&route(), hash, 0).await.unwrap_err();
-    assert_rejected(&err, "waitsendpay", Some(200));
+    let outcome = cln(&ld).pay_route(&route(), hash, 0).await.unwrap();
+    assert_eq!(
+        outcome,
+        PayOutcome::InFlight {
+            message: "Timed out".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn wait_payment_for_a_payment_lightningd_does_not_know_is_unknown() {
+    let ld = serve(vec![("waitsendpay", error(208, "payment_hash not found", None))]);
+    let err = cln(&ld).wait_payment(hash_of([9; 32]), 1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NodeError::UnknownPayment {
+                method: "waitsendpay",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -1138,17 +1159,7 @@ async fn schema_examples_decode_and_map() {
         if complete {
             assert!(matches!(got, Ok(PayOutcome::Success { .. })), "{got:?}");
         } else {
-            assert!(
-                matches!(
-                    got,
-                    Err(NodeError::Rejected {
-                        method: "waitsendpay",
-                        code: Some(200),
-                        ..
-                    })
-                ),
-                "{got:?}"
-            );
+            assert!(matches!(got, Ok(PayOutcome::InFlight { .. })), "{got:?}");
         }
     }
     for done in examples("waitsendpay") {

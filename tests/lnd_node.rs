@@ -454,22 +454,30 @@ async fn failed_route_names_the_channel_and_bolt4_code() {
 }
 
 #[tokio::test]
-async fn payment_still_in_flight_is_code_200() {
+async fn payment_still_in_flight_is_in_flight() {
     let fake = started("regtest").await;
     let node = connect(&fake).await;
     let preimage = Preimage([0x44; 32]);
     node.prepare_self_payment(preimage, Msat(100_000)).await.unwrap();
     fake.with_state(|s| s.send_script.push_back(SendScript::Hang));
     let hash = preimage.payment_hash();
-    for err in [
-        node.pay_route(&two_hop_route(), hash, 1).await.unwrap_err(),
-        node.wait_payment(hash, 1).await.unwrap_err(),
+    for out in [
+        node.pay_route(&two_hop_route(), hash, 1).await.unwrap(),
+        node.wait_payment(hash, 1).await.unwrap(),
     ] {
-        assert!(
-            matches!(err, NodeError::Rejected { code: Some(200), .. }),
-            "{err}"
-        );
+        assert!(matches!(out, PayOutcome::InFlight { .. }), "{out:?}");
     }
+}
+
+#[tokio::test]
+async fn a_payment_lnd_never_saw_is_unknown() {
+    let fake = started("regtest").await;
+    let node = connect(&fake).await;
+    let err = node
+        .wait_payment(Preimage([0x45; 32]).payment_hash(), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::UnknownPayment { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::engine::bolt11::{Description, HintHop, InvoiceSpec};
-use crate::engine::hodl::{CancelReason, HodlError, HodlInvoice, HodlState, HtlcKey};
+use crate::engine::hodl::{CancelReason, HodlError, HodlInvoice, HodlState};
 use crate::node::{ChannelState, HoldInvoiceError, Node};
 use crate::service::hodl::{HodlEvent, ServiceError};
 use crate::types::{Msat, PaymentHash, Preimage, Scid};
@@ -537,33 +537,13 @@ async fn current_height(s: &AppState) -> u32 {
 /// leaves everything as it was: the settle-time check of live hook calls still guards the
 /// money.
 pub async fn reconcile(s: &AppState, height: u32) -> Vec<HodlEvent> {
-    let held = match s.node.held_incoming().await {
-        Ok(Some(list)) => list,
-        Ok(None) => return Vec::new(),
-        Err(e) => {
-            log::warn!("cannot list the node's HTLCs to reconcile hold invoices: {e}");
-            return Vec::new();
-        }
-    };
-    let keys: std::collections::HashSet<HtlcKey> = held
-        .iter()
-        .map(|h| HtlcKey {
-            scid: h.channel,
-            id: h.id,
+    s.hodl
+        .reconcile_with_node(&s.node, now_unix(), height)
+        .await
+        .unwrap_or_else(|e| {
+            log::warn!("{e}");
+            Vec::new()
         })
-        .collect();
-    let svc = s.hodl.clone();
-    match tokio::task::spawn_blocking(move || svc.reconcile(&keys, now_unix(), height)).await {
-        Ok(Ok(events)) => events,
-        Ok(Err(e)) => {
-            log::warn!("hold invoices reconciled, but the store could not record it: {e}");
-            Vec::new()
-        }
-        Err(e) => {
-            log::error!("hold invoice reconcile task failed: {e}");
-            Vec::new()
-        }
-    }
 }
 
 /// Runs the once-a-second work (MPP timeouts, expiry) until the plugin ends.

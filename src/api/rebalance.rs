@@ -15,9 +15,9 @@ use crate::engine::local_edges::merge_local;
 use crate::engine::planner::{plan, MoveStatus, PlanRequest, PlannerConfig};
 use crate::engine::route::{cheapest, fastest, find_routes, Route, RouteParams};
 use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
-use crate::service::execute::{ExecError, ExecStatus, Executor};
+use crate::service::execute::{ExecError, ExecStatus, Executor, MoveReport};
 use crate::service::hodl::Answer;
-use crate::service::rebalance::RebalanceError;
+use crate::service::rebalance::{AttemptOutcome, RebalanceError};
 use crate::types::{Msat, NodeId, PaymentHash, Scid};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -608,10 +608,9 @@ async fn execute_moves(
                 break;
             }
         };
-        spent_total = Msat(spent_total.0.saturating_add(r["fee_msat"].as_u64().unwrap_or(0)));
-        let in_flight = r["status"] == "in_flight";
-        results.push(r);
-        if in_flight {
+        spent_total = Msat(spent_total.0.saturating_add(r.fee.0));
+        results.push(move_json(&r));
+        if r.status == ExecStatus::InFlight {
             // One of ours is still out there: starting another move would exceed
             // ballast-rebalance-max-htlcs, so the execution ends here.
             break;
@@ -620,8 +619,7 @@ async fn execute_moves(
     Ok(json!({"execution": exec_id, "moves": results, "fee_msat": spent_total.0}))
 }
 
-/// One move through the shared attempt loop (`service::execute`), reported as
-/// `rebalance-execute` always has.
+/// One move through the shared attempt loop (`service::execute`).
 #[allow(clippy::too_many_arguments)]
 async fn execute_move(
     s: &AppState,
@@ -633,7 +631,7 @@ async fn execute_move(
     amount: Msat,
     max_ppm: u32,
     budget_left: &mut Msat,
-) -> Result<Value, RpcError> {
+) -> Result<MoveReport, RpcError> {
     let settings = &s.rebalance_settings;
     let exec = Executor {
         service: &s.rebalance,
@@ -659,25 +657,28 @@ async fn execute_move(
             },
             ExecError::Store(e) => store_error(e),
         })?;
-    for _ in r.recorded.iter().filter(|a| a.outcome == "success") {
+    for _ in r.recorded.iter().filter(|a| a.outcome == AttemptOutcome::Success) {
         bump(&s.counters.rebalances);
     }
+    Ok(r)
+}
+
+/// A move as `rebalance-execute` has always reported it.
+fn move_json(r: &MoveReport) -> Value {
     if r.status == ExecStatus::Refused {
-        return Ok(
-            json!({"source": source.to_string(), "sink": sink.to_string(), "moved_msat": 0,
-            "fee_msat": 0, "status": r.status.as_str(), "reason": r.reason}),
-        );
+        return json!({"source": r.source.to_string(), "sink": r.sink.to_string(), "moved_msat": 0,
+            "fee_msat": 0, "status": r.status.as_str(), "reason": r.reason});
     }
-    Ok(json!({
-        "source": source.to_string(),
-        "sink": sink.to_string(),
+    json!({
+        "source": r.source.to_string(),
+        "sink": r.sink.to_string(),
         "requested_msat": r.requested.0,
         "moved_msat": r.moved.0,
         "fee_msat": r.fee.0,
         "attempts": r.attempts,
         "status": r.status.as_str(),
         "reason": r.reason,
-    }))
+    })
 }
 
 pub const STATUS: &str = "rebalance-status";
@@ -749,19 +750,15 @@ async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
     let mut still = 0;
     for a in pending {
         let outcome = match s.node.wait_payment(a.payment_hash, 1).await {
-            Ok(PayOutcome::Success { .. }) => Some(("success", String::new(), None)),
+            Ok(PayOutcome::Success { .. }) => Some((AttemptOutcome::Success, String::new(), None)),
             Ok(PayOutcome::Failed {
                 message,
                 failing_channel,
                 ..
-            }) => Some(("failed", message, failing_channel)),
-            Err(NodeError::Rejected { code: Some(200), .. }) => None,
-            // lightningd no longer knows the payment (e.g. 208): it never completed.
-            Err(NodeError::Rejected {
-                code: Some(208),
-                message,
-                ..
-            }) => Some(("failed", message, None)),
+            }) => Some((AttemptOutcome::Failed, message, failing_channel)),
+            Ok(PayOutcome::InFlight { .. }) => None,
+            // The node no longer knows the payment: it never completed.
+            Err(NodeError::UnknownPayment { message, .. }) => Some((AttemptOutcome::Failed, message, None)),
             Err(e) => {
                 log::warn!("cannot check rebalance attempt {}: {e}", a.id);
                 None
@@ -769,7 +766,7 @@ async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
         };
         match outcome {
             Some((o, message, failing)) => {
-                if o == "success" {
+                if o == AttemptOutcome::Success {
                     bump(&s.counters.rebalances);
                 }
                 let svc = s.rebalance.clone();

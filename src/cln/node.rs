@@ -49,6 +49,8 @@ const PAY_IN_PROGRESS: i32 = 200;
 const PAY_UNPARSEABLE_ONION: i32 = 202;
 const PAY_DESTINATION_PERM_FAIL: i32 = 203;
 const PAY_TRY_OTHER_ROUTE: i32 = 204;
+/// waitsendpay knows no payment with this hash: it never left, or its record is gone.
+const PAY_NO_SUCH_PAYMENT: i32 = 208;
 /// The payment failed long ago and the reason was not kept.
 const PAY_UNSPECIFIED_ERROR: i32 = 209;
 
@@ -246,8 +248,9 @@ impl Node for ClnNode {
     ///
     /// A route failure, whether lightningd reports it straight away (first hop unusable) or
     /// once the HTLC comes back, is `Ok(PayOutcome::Failed)`. When `timeout_secs` passes with
-    /// the HTLC still in flight the answer is `Rejected` with code 200: the payment may yet
-    /// succeed, so it must not be read as a failed route.
+    /// the HTLC still in flight (waitsendpay's code 200) the answer is
+    /// `Ok(PayOutcome::InFlight)`: the payment may yet succeed, so it must not be read as a
+    /// failed route.
     async fn pay_route(
         &self,
         route: &[RouteHop],
@@ -584,15 +587,20 @@ fn settled(method: &'static str, preimage: Option<Secret>, hash: PaymentHash) ->
     Ok(PayOutcome::Success { preimage })
 }
 
-/// lightningd's error for a payment: a failed attempt is an outcome, anything else (a
-/// timeout, a duplicate payment, bad parameters) is a refusal.
+/// lightningd's error for a payment: a failed attempt or one still in flight is an
+/// outcome, a payment it does not know is [`NodeError::UnknownPayment`], anything else (a
+/// duplicate payment, bad parameters) is a refusal.
 fn payment_error(method: &'static str, e: RpcError) -> NodeResult<PayOutcome> {
     match e.code {
         Some(
             PAY_UNPARSEABLE_ONION | PAY_DESTINATION_PERM_FAIL | PAY_TRY_OTHER_ROUTE | PAY_UNSPECIFIED_ERROR,
         ) => Ok(route_failure(e)),
         // A waitsendpay timeout: the HTLC is still in flight and may yet succeed.
-        Some(PAY_IN_PROGRESS) => Err(rejected(method, e)),
+        Some(PAY_IN_PROGRESS) => Ok(PayOutcome::InFlight { message: e.message }),
+        Some(PAY_NO_SUCH_PAYMENT) => Err(NodeError::UnknownPayment {
+            method,
+            message: e.message,
+        }),
         _ => Err(rejected(method, e)),
     }
 }

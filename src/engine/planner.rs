@@ -745,4 +745,4 @@ fn recommend_swaps(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

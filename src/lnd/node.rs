@@ -30,10 +30,6 @@ type Svc = InterceptedService<GrpcChannel, MacaroonInterceptor>;
 /// payment_addr and amount of our own invoices for circular payments, by hash.
 type SelfPayments = HashMap<PaymentHash, ([u8; 32], Msat)>;
 
-/// Same code as the CLN adapter's "still pending" (lightningd's PAY_IN_PROGRESS): the payment
-/// may still succeed, so it must not be read as a failed route.
-pub const STILL_PENDING: i64 = 200;
-
 /// Largest answer we accept (DescribeGraph on mainnet is tens of MB).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 const FORWARDS_PAGE: u32 = 10_000;
@@ -676,14 +672,14 @@ impl Node for LndNode {
         let mut router = self.router.clone();
         let limit = Duration::from_secs(u64::from(timeout_secs));
         let attempt = match tokio::time::timeout(limit, router.send_to_route_v2(request)).await {
-            Err(_) => return Err(still_pending(M, timeout_secs)),
+            Err(_) => return Ok(in_flight(timeout_secs)),
             Ok(r) => r.map_err(|s| grpc_error(M, s))?.into_inner(),
         };
         match lnrpc::htlc_attempt::HtlcStatus::try_from(attempt.status) {
             Ok(lnrpc::htlc_attempt::HtlcStatus::Succeeded) => settled(M, &attempt.preimage, payment_hash),
             Ok(lnrpc::htlc_attempt::HtlcStatus::Failed) => Ok(attempt_failure(route, &attempt)),
             // SendToRouteV2 answers once the HTLC is resolved; anything else is still out.
-            _ => Err(still_pending(M, timeout_secs)),
+            _ => Ok(in_flight(timeout_secs)),
         }
     }
 
@@ -736,7 +732,7 @@ impl Node for LndNode {
         };
         match tokio::time::timeout(limit, wait).await {
             Ok(r) => r,
-            Err(_) => Err(still_pending(M, timeout_secs)),
+            Err(_) => Ok(in_flight(timeout_secs)),
         }
     }
 
@@ -1353,10 +1349,9 @@ fn settled(method: &'static str, preimage: &[u8], hash: PaymentHash) -> NodeResu
 
 // ---- errors -------------------------------------------------------------------------------
 
-fn still_pending(method: &'static str, timeout_secs: u32) -> NodeError {
-    NodeError::Rejected {
-        method,
-        code: Some(STILL_PENDING),
+/// The wait ended first: the payment may still succeed, so it is no failed route.
+fn in_flight(timeout_secs: u32) -> PayOutcome {
+    PayOutcome::InFlight {
         message: format!("payment still in flight after {timeout_secs}s"),
     }
 }
@@ -1368,20 +1363,19 @@ fn malformed(method: &'static str, message: impl Into<String>) -> NodeError {
     }
 }
 
-/// Connection trouble is `Transport`; anything LND itself answered is `Rejected`.
-/// LND does not know the payment (it never left, or its record is gone): reported with
-/// lightningd's code for the same answer (208), so callers settle it as not completed.
+/// LND does not know the payment (it never left, or its record is gone): callers settle it
+/// as not completed. Any other answer is as [`grpc_error`] sorts it.
 fn unknown_payment(method: &'static str, s: Status) -> NodeError {
     if s.code() == Code::NotFound || s.message().contains("isn't initiated") {
-        return NodeError::Rejected {
+        return NodeError::UnknownPayment {
             method,
-            code: Some(208),
             message: s.message().to_string(),
         };
     }
     grpc_error(method, s)
 }
 
+/// Connection trouble is `Transport`; anything LND itself answered is `Rejected`.
 pub fn grpc_error(method: &'static str, s: Status) -> NodeError {
     match s.code() {
         Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => NodeError::Transport {

@@ -12,7 +12,8 @@
 //! attempt is recorded, and what it showed about liquidity is learned before the next part
 //! is routed.
 
-use super::rebalance::{Attempt, RebalanceError, RebalanceService};
+use super::blocking;
+use super::rebalance::{Attempt, AttemptOutcome, RebalanceError, RebalanceService};
 use crate::engine::beliefs::BeliefView;
 use crate::engine::planner::PlannerConfig;
 use crate::engine::route::{find_circular_routes, CircularRequest, Route, RouteError, RouteParams};
@@ -114,36 +115,11 @@ pub struct Executor<'a, N: Node> {
     pub channels: &'a [Channel],
 }
 
-/// Runs a service call that may touch the store (and fsync).
-///
-/// Why not `spawn_blocking`: that needs `'static` closures and a multi-thread runtime's
-/// blocking pool, and the simulator drives these futures on a current-thread runtime where
-/// the store is a temporary one. On the plugin's multi-thread runtime the call goes through
-/// `block_in_place`, so the worker hands its other tasks (hooks) to another worker while
-/// the store syncs; anywhere else (current-thread runtime, no runtime) it just runs, which
-/// is what a single-threaded driver wants.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
 fn find(channels: &[Channel], scid: Scid) -> Result<&Channel, ExecError> {
     channels
         .iter()
         .find(|c| c.scid == Some(scid) && c.state == ChannelState::Normal)
         .ok_or(ExecError::UnknownChannel(scid))
-}
-
-/// What one payment attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptResult {
-    Success,
-    Failed,
-    Pending,
 }
 
 /// A move about to start: its two channels and its report so far.
@@ -320,14 +296,14 @@ impl<N: Node> Executor<'_, N> {
                 .attempt(source, sink, &route, true, &mut report.recorded)
                 .await?
             {
-                AttemptResult::Success => {
+                AttemptOutcome::Success => {
                     failures_in_a_row = 0;
                     budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
                     report.fee.0 += route.fee.0;
                     report.moved.0 += route.amount.0;
                     remaining = remaining.saturating_sub(route.amount.0);
                 }
-                AttemptResult::Pending => {
+                AttemptOutcome::Pending => {
                     // Its fee stays counted as spent; do not pile more on top of it.
                     budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
                     report.fee.0 += route.fee.0;
@@ -336,7 +312,7 @@ impl<N: Node> Executor<'_, N> {
                     in_flight = true;
                     break;
                 }
-                AttemptResult::Failed => {
+                AttemptOutcome::Failed => {
                     failures_in_a_row += 1;
                     if failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
                         report.reason = format!("{failures_in_a_row} attempts in a row failed");
@@ -466,7 +442,7 @@ impl<N: Node> Executor<'_, N> {
         route: &Route,
         learn: bool,
         recorded: &mut Vec<Attempt>,
-    ) -> Result<AttemptResult, ExecError> {
+    ) -> Result<AttemptOutcome, ExecError> {
         let preimage = blocking(|| self.service.new_self_payment((self.now)(), route.amount))?;
         let hash = preimage.payment_hash();
         let pending = Attempt {
@@ -479,7 +455,7 @@ impl<N: Node> Executor<'_, N> {
             fee: route.fee,
             route: route.hops.iter().map(|h| h.scid).collect(),
             payment_hash: hash,
-            outcome: "pending".into(),
+            outcome: AttemptOutcome::Pending,
             failing_channel: None,
             message: String::new(),
         };
@@ -487,54 +463,47 @@ impl<N: Node> Executor<'_, N> {
         let (result, failing, message, failed_at) =
             match self.node.prepare_self_payment(preimage, route.amount).await {
                 // Nothing was sent.
-                Err(e) => (AttemptResult::Failed, None, e.to_string(), None),
+                Err(e) => (AttemptOutcome::Failed, None, e.to_string(), None),
                 Ok(()) => match self
                     .node
                     .pay_route(&route.to_route_hops(), hash, ATTEMPT_TIMEOUT_SECS)
                     .await
                 {
-                    Ok(PayOutcome::Success { .. }) => (AttemptResult::Success, None, String::new(), None),
+                    Ok(PayOutcome::Success { .. }) => (AttemptOutcome::Success, None, String::new(), None),
                     Ok(PayOutcome::Failed {
                         failing_channel,
                         message,
                         ..
                     }) => {
                         let idx = failing_channel.and_then(|f| route.hops.iter().position(|h| h.scid == f));
-                        (AttemptResult::Failed, failing_channel, message, idx)
+                        (AttemptOutcome::Failed, failing_channel, message, idx)
                     }
-                    // The node's "still in progress" answer (lightningd's 200 on `waitsendpay`).
-                    Err(NodeError::Rejected {
-                        code: Some(200),
-                        message,
-                        ..
-                    }) => (AttemptResult::Pending, None, message, None),
-                    // The node refused the payment: nothing left.
-                    Err(e @ NodeError::Rejected { .. }) => (AttemptResult::Failed, None, e.to_string(), None),
+                    // The wait ended first: the payment may yet succeed.
+                    Ok(PayOutcome::InFlight { message }) => (AttemptOutcome::Pending, None, message, None),
+                    // The node refused the payment, or knows of none: nothing left.
+                    Err(e @ (NodeError::Rejected { .. } | NodeError::UnknownPayment { .. })) => {
+                        (AttemptOutcome::Failed, None, e.to_string(), None)
+                    }
                     // The connection broke or the answer was unreadable: the HTLC may be out and
                     // may still settle, so it stays pending (fee counted) until resolved.
-                    Err(e) => (AttemptResult::Pending, None, e.to_string(), None),
+                    Err(e) => (AttemptOutcome::Pending, None, e.to_string(), None),
                 },
             };
-        if result != AttemptResult::Pending {
+        if result != AttemptOutcome::Pending {
             let now = (self.now)();
             // A failure the node could not place (failed_at None on a failure) teaches
             // nothing about liquidity, so only placed failures and successes are learned.
             // Learning is advice: its failure must not keep the outcome from the record.
-            if learn && (result == AttemptResult::Success || failed_at.is_some()) {
+            if learn && (result == AttemptOutcome::Success || failed_at.is_some()) {
                 if let Err(e) = blocking(|| self.service.learn(&self.me, route, failed_at, now)) {
                     log::warn!("rebalance attempt {}: could not learn from it: {e}", stored.id);
                 }
             }
-            let outcome = if result == AttemptResult::Success {
-                "success"
-            } else {
-                "failed"
-            };
             blocking(|| {
                 self.service
-                    .resolve_attempt(stored.id, outcome, message.clone(), failing)
+                    .resolve_attempt(stored.id, result, message.clone(), failing)
             })?;
-            stored.outcome = outcome.into();
+            stored.outcome = result;
             stored.failing_channel = failing;
         }
         stored.message = message;
@@ -542,3 +511,6 @@ impl<N: Node> Executor<'_, N> {
         Ok(result)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@ use crate::engine::hodl::{
     CancelReason, DeadlineAction, Failure, HodlError, HodlInvoice, HodlParams, HodlState, HtlcKey,
     HtlcVerdict, IncomingHtlc,
 };
+use crate::node::{Node, NodeError};
 use crate::store::{Record, Store, StoreError, TypedTree};
 use crate::types::{PaymentHash, Preimage};
 use std::collections::{HashMap, HashSet};
@@ -79,6 +80,15 @@ pub enum ServiceError {
     /// The node no longer holds the invoice's HTLCs: it was canceled (`htlcs_lost`).
     #[error("{0}: lightningd no longer holds this invoice's HTLCs; it was canceled (htlcs_lost) and cannot be settled")]
     HtlcsLost(PaymentHash),
+}
+
+/// Why [`HodlService::reconcile_with_node`] did not reconcile, or could not record it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("cannot list the node's HTLCs to reconcile hold invoices: {0}")]
+    Node(NodeError),
+    #[error("hold invoices reconciled, but the store could not record it: {0}")]
+    Service(#[from] ServiceError),
 }
 
 #[derive(Default)]
@@ -459,6 +469,29 @@ impl HodlService {
         }
     }
 
+    /// Asks `node` which incoming HTLCs it holds undecided right now and reconciles with
+    /// that ([`Self::reconcile`]). A node that holds hold-invoice HTLCs itself answers
+    /// nothing to compare, and nothing changes; a node that cannot be asked changes nothing
+    /// either (the settle-time check of live hook calls still guards the money).
+    pub async fn reconcile_with_node<N: Node>(
+        &self,
+        node: &N,
+        now: u64,
+        height: u32,
+    ) -> Result<Vec<HodlEvent>, ReconcileError> {
+        let Some(held) = node.held_incoming().await.map_err(ReconcileError::Node)? else {
+            return Ok(Vec::new());
+        };
+        let keys: HashSet<HtlcKey> = held
+            .iter()
+            .map(|h| HtlcKey {
+                scid: h.channel,
+                id: h.id,
+            })
+            .collect();
+        Ok(super::blocking(|| self.reconcile(&keys, now, height))?)
+    }
+
     /// Cancels and fails every held part back. Failing is the safe direction, so the parts
     /// are answered even when the store cannot record the cancel: the error is returned
     /// after they were, and the next start reconciles the stale record with lightningd.
@@ -741,6 +774,8 @@ fn deliver(answers: Vec<Delivery>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::HeldIncoming;
+    use crate::service::testnode::ScriptedNode;
     use crate::types::{Msat, Scid};
 
     const PRE: Preimage = Preimage([7; 32]);
@@ -829,6 +864,16 @@ mod tests {
         drop(first);
     }
 
+    /// [`PRE`]'s invoice went from ACCEPTED to CANCELED because its HTLCs are gone.
+    fn canceled_as_lost() -> HodlEvent {
+        HodlEvent::State {
+            payment_hash: PRE.payment_hash(),
+            from: HodlState::Accepted,
+            to: HodlState::Canceled,
+            reason: Some(CancelReason::HtlcsLost),
+        }
+    }
+
     #[test]
     fn reconcile_cancels_what_the_node_no_longer_holds_and_fails_the_rest() {
         let svc = service();
@@ -839,15 +884,7 @@ mod tests {
         // The node still holds part 1 (its hook call is live here too), not part 2.
         let held: HashSet<HtlcKey> = [key(1)].into_iter().collect();
         let events = svc.reconcile(&held, 30, 100).unwrap();
-        assert_eq!(
-            events,
-            vec![HodlEvent::State {
-                payment_hash: PRE.payment_hash(),
-                from: HodlState::Accepted,
-                to: HodlState::Canceled,
-                reason: Some(CancelReason::HtlcsLost),
-            }]
-        );
+        assert_eq!(events, [canceled_as_lost()]);
         // The part still held is failed back rather than left hanging.
         assert!(matches!(first.try_recv(), Ok(Answer::Fail(_))));
         let e = svc.settle(None, Some(PRE.payment_hash()), 31, 100).unwrap_err();
@@ -876,6 +913,71 @@ mod tests {
         let inv = svc.settle(None, Some(PRE.payment_hash()), 32, 100).unwrap();
         assert_eq!(inv.state, HodlState::Settled);
         assert_eq!(replay.try_recv().unwrap(), Answer::Resolve(PRE));
+    }
+
+    /// What a node lists for the parts of [`PRE`]'s invoice it still holds.
+    fn node_holding(ids: &[u64]) -> ScriptedNode {
+        let node = ScriptedNode::new(crate::engine::graph::tests::nid(1), Vec::new());
+        let held = ids
+            .iter()
+            .map(|&id| HeldIncoming {
+                channel: key(id).scid,
+                id,
+                payment_hash: PRE.payment_hash(),
+            })
+            .collect();
+        node.holds(Ok(Some(held)));
+        node
+    }
+
+    #[tokio::test]
+    async fn settle_is_refused_while_no_hook_call_waits_though_the_node_holds_the_htlc() {
+        let svc = service();
+        svc.create(invoice(10_000)).unwrap();
+        // The hook call is gone (lightningd restarted), the HTLC is still held by the node.
+        drop(hold(&svc, 1, 10_000, 10_000));
+        let node = node_holding(&[1]);
+        assert!(svc.reconcile_with_node(&node, 30, 100).await.unwrap().is_empty());
+        assert!(node.script_used_up());
+        assert_eq!(svc.get(&PRE.payment_hash()).unwrap().state, HodlState::Accepted);
+        match svc.settle(None, Some(PRE.payment_hash()), 31, 100) {
+            Err(ServiceError::NotHeld { live, parts, .. }) => assert_eq!((live, parts), (0, 1)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(svc.get(&PRE.payment_hash()).unwrap().state, HodlState::Accepted);
+    }
+
+    #[tokio::test]
+    async fn reconcile_cancels_an_accepted_invoice_whose_htlc_the_node_no_longer_holds() {
+        let svc = service();
+        svc.create(invoice(10_000)).unwrap();
+        drop(hold(&svc, 1, 10_000, 10_000));
+        // The node lists another HTLC of the same channel, not ours.
+        let events = svc
+            .reconcile_with_node(&node_holding(&[2]), 30, 100)
+            .await
+            .unwrap();
+        assert_eq!(events, [canceled_as_lost()]);
+        let e = svc.settle(None, Some(PRE.payment_hash()), 31, 100).unwrap_err();
+        assert!(matches!(e, ServiceError::HtlcsLost(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_be_asked_or_holds_htlcs_itself_changes_nothing() {
+        let svc = service();
+        svc.create(invoice(10_000)).unwrap();
+        drop(hold(&svc, 1, 10_000, 10_000));
+        let node = ScriptedNode::new(crate::engine::graph::tests::nid(1), Vec::new());
+        node.holds(Err(crate::node::NodeError::Transport {
+            method: "listpeerchannels",
+            message: "connection refused".into(),
+        }));
+        node.holds(Ok(None));
+        let e = svc.reconcile_with_node(&node, 30, 100).await.unwrap_err();
+        assert!(matches!(e, ReconcileError::Node(_)), "{e}");
+        assert!(svc.reconcile_with_node(&node, 31, 100).await.unwrap().is_empty());
+        assert!(node.script_used_up());
+        assert_eq!(svc.get(&PRE.payment_hash()).unwrap().state, HodlState::Accepted);
     }
 
     #[test]

@@ -29,6 +29,24 @@ impl Record for StoredPlan {
     const VERSION: u8 = 1;
 }
 
+/// What one payment attempt of a rebalance came to. Stored and reported as today's
+/// strings: "pending", "success", "failed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    /// Still in flight when we stopped waiting: its fee counts as spent until it resolves.
+    Pending,
+    Success,
+    Failed,
+}
+
+impl AttemptOutcome {
+    /// True when the attempt's fee counts against the budgets: paid, or possibly paid.
+    pub fn spends(self) -> bool {
+        matches!(self, AttemptOutcome::Success | AttemptOutcome::Pending)
+    }
+}
+
 /// One payment attempt of a rebalance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -43,9 +61,7 @@ pub struct Attempt {
     pub fee: Msat,
     pub route: Vec<Scid>,
     pub payment_hash: PaymentHash,
-    /// "success", "failed", or "pending" (still in flight when we stopped waiting; its fee
-    /// counts as spent until it resolves).
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub failing_channel: Option<Scid>,
     pub message: String,
 }
@@ -128,9 +144,7 @@ struct Spend {
     sink: Scid,
     amount: Msat,
     fee: Msat,
-    /// Success or pending: its fee counts as spent.
-    spent: bool,
-    success: bool,
+    outcome: AttemptOutcome,
 }
 
 impl Spend {
@@ -141,8 +155,7 @@ impl Spend {
             sink: a.sink,
             amount: a.amount,
             fee: a.fee,
-            spent: a.outcome == "success" || a.outcome == "pending",
-            success: a.outcome == "success",
+            outcome: a.outcome,
         }
     }
 }
@@ -172,8 +185,7 @@ impl AttemptTotals {
         t
     }
 
-    /// Adds (or with `add` false, takes back) one attempt. The outcome is read from the
-    /// ledger entry's flags: success, pending (spent but not yet a success), or failed.
+    /// Adds (or with `add` false, takes back) one attempt.
     fn count(&mut self, s: &Spend, add: bool) {
         let step = |v: &mut u64, by: u64| {
             *v = if add {
@@ -182,15 +194,17 @@ impl AttemptTotals {
                 v.saturating_sub(by)
             }
         };
-        if s.success {
-            step(&mut self.succeeded, 1);
-            step(&mut self.fees_paid.0, s.fee.0);
-            step(&mut self.moved.0, s.amount.0);
-        } else if s.spent {
-            step(&mut self.pending, 1);
-            step(&mut self.fees_pending.0, s.fee.0);
-        } else {
-            step(&mut self.failed, 1);
+        match s.outcome {
+            AttemptOutcome::Success => {
+                step(&mut self.succeeded, 1);
+                step(&mut self.fees_paid.0, s.fee.0);
+                step(&mut self.moved.0, s.amount.0);
+            }
+            AttemptOutcome::Pending => {
+                step(&mut self.pending, 1);
+                step(&mut self.fees_pending.0, s.fee.0);
+            }
+            AttemptOutcome::Failed => step(&mut self.failed, 1),
         }
     }
 }
@@ -486,12 +500,12 @@ impl RebalanceService {
         Ok(a)
     }
 
-    /// Attempts still in flight (outcome "pending"), oldest first.
+    /// Attempts still in flight (outcome pending), oldest first.
     pub fn pending_attempts(&self) -> Result<Vec<Attempt>, RebalanceError> {
         let mut out = Vec::new();
         for item in self.attempts.iter() {
             let (_, a) = item?;
-            if a.outcome == "pending" {
+            if a.outcome == AttemptOutcome::Pending {
                 out.push(a);
             }
         }
@@ -502,12 +516,12 @@ impl RebalanceService {
     pub fn resolve_attempt(
         &self,
         id: u64,
-        outcome: &str,
+        outcome: AttemptOutcome,
         message: String,
         failing_channel: Option<Scid>,
     ) -> Result<(), RebalanceError> {
         if let Some(mut a) = self.attempts.get(id.to_be_bytes())? {
-            a.outcome = outcome.to_string();
+            a.outcome = outcome;
             a.message = message;
             a.failing_channel = failing_channel.or(a.failing_channel);
             self.secrets.remove(a.payment_hash.0)?;
@@ -528,7 +542,7 @@ impl RebalanceService {
 
     /// Fees of successful (and still pending) attempts since `since`.
     pub fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
-        Ok(self.fees_since(since, |a| a.spent))
+        Ok(self.fees_since(since, |a| a.outcome.spends()))
     }
 
     /// Counts and fees of every attempt so far; see [`AttemptTotals`].
@@ -538,7 +552,7 @@ impl RebalanceService {
 
     /// Fees of successful attempts since `since` (pending ones not counted).
     pub fn paid_since(&self, since: u64) -> Msat {
-        self.fees_since(since, |a| a.success)
+        self.fees_since(since, |a| a.outcome == AttemptOutcome::Success)
     }
 
     /// Fees of the attempts since `since` that `counts`; the ledger is in time order.
@@ -577,7 +591,7 @@ impl RebalanceService {
             if a.time < since {
                 break;
             }
-            if a.sink == scid && a.success {
+            if a.sink == scid && a.outcome == AttemptOutcome::Success {
                 fee = fee.saturating_add(a.fee.0);
                 amount = amount.saturating_add(a.amount.0);
             }
@@ -591,7 +605,7 @@ impl RebalanceService {
 mod tests {
     use super::*;
 
-    fn attempt(sink: u32, fee: u64, amount: u64, outcome: &str, time: u64) -> Attempt {
+    fn attempt(sink: u32, fee: u64, amount: u64, outcome: AttemptOutcome, time: u64) -> Attempt {
         Attempt {
             id: 0,
             execution: "x".into(),
@@ -602,7 +616,7 @@ mod tests {
             fee: Msat(fee),
             route: vec![],
             payment_hash: PaymentHash([0; 32]),
-            outcome: outcome.into(),
+            outcome,
             failing_channel: None,
             message: String::new(),
         }
@@ -617,11 +631,11 @@ mod tests {
         {
             let store = Store::open(&path, 0).unwrap();
             let svc = RebalanceService::load(store, claims.clone(), 3600).unwrap();
-            svc.record_attempt(attempt(2, 1_000, 1_000_000, "success", 100))
+            svc.record_attempt(attempt(2, 1_000, 1_000_000, AttemptOutcome::Success, 100))
                 .unwrap();
-            svc.record_attempt(attempt(2, 5_000, 1_000_000, "failed", 200))
+            svc.record_attempt(attempt(2, 5_000, 1_000_000, AttemptOutcome::Failed, 200))
                 .unwrap();
-            svc.record_attempt(attempt(3, 700, 1_000_000, "pending", 300))
+            svc.record_attempt(attempt(3, 700, 1_000_000, AttemptOutcome::Pending, 300))
                 .unwrap();
             assert_eq!(svc.spent_since(0).unwrap(), Msat(1_700));
             assert_eq!(svc.spent_since(250).unwrap(), Msat(700));
@@ -648,7 +662,7 @@ mod tests {
         let before = svc.attempt_totals();
         assert_eq!((before.pending, before.fees_pending), (1, Msat(700)));
         let pending = svc.pending_attempts().unwrap()[0].id;
-        svc.resolve_attempt(pending, "success", String::new(), None)
+        svc.resolve_attempt(pending, AttemptOutcome::Success, String::new(), None)
             .unwrap();
         let after = svc.attempt_totals();
         assert_eq!((after.succeeded, after.failed, after.pending), (2, 1, 0));
@@ -668,6 +682,71 @@ mod tests {
         );
     }
 
+    /// Stored attempts as every build so far wrote them (record version 1, outcome a
+    /// plain string).
+    #[derive(Serialize, Deserialize)]
+    #[serde(transparent)]
+    struct RawAttempt(serde_json::Value);
+    impl Record for RawAttempt {
+        const VERSION: u8 = 1;
+    }
+
+    #[test]
+    fn attempts_stored_in_todays_form_still_read_and_are_written_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let hash = "11".repeat(32);
+        let stored: Vec<serde_json::Value> = ["success", "failed", "pending"]
+            .iter()
+            .enumerate()
+            .map(|(i, outcome)| {
+                serde_json::json!({
+                    "id": i, "execution": "manual-00", "time": 100 + i, "source": "1x0x0",
+                    "sink": "2x0x0", "amount_msat": 500_000, "fee_msat": 70, "route": ["1x0x0", "5x1x1", "2x0x0"],
+                    "payment_hash": hash, "outcome": outcome,
+                    "failing_channel": if *outcome == "failed" { serde_json::json!("5x1x1") } else { serde_json::Value::Null },
+                    "message": "",
+                })
+            })
+            .collect();
+        {
+            let store = Store::open(&path, 0).unwrap();
+            let raw: TypedTree<RawAttempt> = store.tree(ATTEMPTS_TREE).unwrap();
+            for (i, v) in stored.iter().enumerate() {
+                raw.put((i as u64).to_be_bytes(), &RawAttempt(v.clone())).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let store = Store::open(&path, 0).unwrap();
+        let svc = RebalanceService::load(store.clone(), Arc::new(ClaimSet::new()), 3600).unwrap();
+        let mut read = svc.attempts(None, 10).unwrap();
+        read.reverse();
+        assert_eq!(
+            read.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+            [
+                AttemptOutcome::Success,
+                AttemptOutcome::Failed,
+                AttemptOutcome::Pending
+            ]
+        );
+        assert_eq!(read[1].failing_channel, Some(Scid::new(5, 1, 1).unwrap()));
+        // Success and pending count as spent, the failure not.
+        assert_eq!(svc.spent_since(0).unwrap(), Msat(140));
+        assert_eq!(svc.pending_attempts().unwrap().len(), 1);
+        // Written back in exactly the form it was read from.
+        for (a, v) in read.iter().zip(&stored) {
+            assert_eq!(&serde_json::to_value(a).unwrap(), v);
+        }
+        svc.resolve_attempt(2, AttemptOutcome::Failed, "gone".into(), None)
+            .unwrap();
+        let raw: TypedTree<RawAttempt> = store.tree(ATTEMPTS_TREE).unwrap();
+        let rewritten = raw.get(2u64.to_be_bytes()).unwrap().unwrap().0;
+        assert_eq!(
+            (&rewritten["outcome"], &rewritten["message"]),
+            (&serde_json::json!("failed"), &serde_json::json!("gone"))
+        );
+    }
+
     /// A record some newer build wrote: no reader here, as for a damaged one.
     #[derive(Serialize, Deserialize)]
     struct FromTheFuture(u8);
@@ -684,7 +763,7 @@ mod tests {
         {
             let store = Store::open(&path, 0).unwrap();
             let attempts: TypedTree<Attempt> = store.tree(ATTEMPTS_TREE).unwrap();
-            let mut a = attempt(2, 1_000, 700_000, "pending", 100);
+            let mut a = attempt(2, 1_000, 700_000, AttemptOutcome::Pending, 100);
             a.payment_hash = known.payment_hash();
             attempts.put(0u64.to_be_bytes(), &a).unwrap();
             let future: TypedTree<FromTheFuture> = store.tree(ATTEMPTS_TREE).unwrap();

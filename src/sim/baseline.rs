@@ -16,7 +16,8 @@
 
 use crate::engine::route::{CostModel, RouteParams};
 use crate::node::Node;
-use crate::service::execute::{AttemptResult, Begun, ExecError, ExecStatus, Executor, MoveReport};
+use crate::service::execute::{Begun, ExecError, ExecStatus, Executor, MoveReport};
+use crate::service::rebalance::AttemptOutcome;
 use crate::types::{Msat, Scid};
 
 /// Payments per move at most, the first included.
@@ -68,21 +69,21 @@ pub async fn execute_move<N: Node>(
             .attempt(source, sink, &route, false, &mut report.recorded)
             .await?
         {
-            AttemptResult::Success => {
+            AttemptOutcome::Success => {
                 budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
                 report.fee = route.fee;
                 report.moved = route.amount;
                 report.status = ExecStatus::Done;
                 return Ok(report);
             }
-            AttemptResult::Pending => {
+            AttemptOutcome::Pending => {
                 budget_left.0 = budget_left.0.saturating_sub(route.fee.0);
                 report.fee = route.fee;
                 report.status = ExecStatus::InFlight;
                 report.reason = "an attempt is still in flight".into();
                 return Ok(report);
             }
-            AttemptResult::Failed => {
+            AttemptOutcome::Failed => {
                 match report.recorded.last().and_then(|a| a.failing_channel) {
                     // Our own channel refused, or the failure names no channel: excluding
                     // it cannot help, so the classic plugins give up here too.

@@ -232,9 +232,8 @@ impl Node for SimNode<'_> {
             .outcomes
             .get(&payment_hash)
             .cloned()
-            .ok_or_else(|| NodeError::Rejected {
-                method: "waitsendpay",
-                code: Some(208),
+            .ok_or_else(|| NodeError::UnknownPayment {
+                method: "wait_payment",
                 message: "no such payment".into(),
             });
         ready(r)

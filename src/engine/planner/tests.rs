@@ -5,7 +5,7 @@ use crate::node::GraphEdge;
 
 const CAP: u64 = 1_000_000_000;
 
-fn channel(s: u32, peer: u8, local: u64, fee_ppm: u32) -> Channel {
+pub(crate) fn channel(s: u32, peer: u8, local: u64, fee_ppm: u32) -> Channel {
     let remote = CAP - local;
     Channel {
         scid: Some(scid(s)),

@@ -85,7 +85,7 @@ impl Sim<'_> {
                 self.s.rebalance_budget_stops += 1;
             }
             for a in &r.recorded {
-                let ok = a.outcome == "success";
+                let ok = a.outcome == crate::service::rebalance::AttemptOutcome::Success;
                 self.s.rebalance_attempts += 1;
                 if ok {
                     self.s.rebalance_ok += 1;

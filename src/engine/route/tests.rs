@@ -1,8 +1,11 @@
 use super::*;
-use crate::engine::beliefs::Liquidity;
+use crate::engine::beliefs::{BeliefView, Liquidity};
 use crate::engine::graph::tests::{chan, edge, nid, scid};
+use crate::engine::graph::{fee_for, EdgeIdx, Graph, NodeIdx};
 use crate::node::{GraphEdge, PeerPolicy};
+use crate::types::{Msat, NodeId, Scid};
 use proptest::prelude::*;
+use std::collections::HashSet;
 
 /// Ranks by fee alone: the setting where the search is provably optimal, so results can
 /// be compared with brute force.

@@ -23,7 +23,7 @@ pub struct Counters {
     pub rebalances: AtomicU64,
 }
 
-pub fn bump(c: &AtomicU64) {
+pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 

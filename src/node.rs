@@ -202,7 +202,7 @@ pub enum NodeError {
     Malformed { method: &'static str, message: String },
 }
 
-pub type NodeResult<T> = Result<T, NodeError>;
+pub(crate) type NodeResult<T> = Result<T, NodeError>;
 
 /// Why a hold invoice could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

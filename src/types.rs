@@ -25,9 +25,6 @@ pub struct Msat(pub u64);
 
 impl Msat {
     pub const ZERO: Msat = Msat(0);
-    pub fn checked_add(self, o: Msat) -> Option<Msat> {
-        self.0.checked_add(o.0).map(Msat)
-    }
     pub fn saturating_sub(self, o: Msat) -> Msat {
         Msat(self.0.saturating_sub(o.0))
     }
@@ -106,7 +103,7 @@ impl<'de> Deserialize<'de> for Scid {
 }
 
 /// Decodes exactly `N` bytes of hex; shared by every fixed-size hex newtype.
-pub fn decode_hex_array<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], ParseError> {
+pub(crate) fn decode_hex_array<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], ParseError> {
     let mut out = [0u8; N];
     if s.len() != 2 * N || hex::decode_to_slice(s, &mut out).is_err() {
         return Err(ParseError::Hex {

@@ -42,50 +42,50 @@ impl From<RpcError> for anyhow::Error {
 /// path outside the files directory. Nothing was changed.
 pub const INVALID_PARAMS: i64 = -32602;
 /// Something inside ballast failed (the store, a task that died): not the caller's doing.
-pub const ERR_INTERNAL: i64 = -1;
+pub(crate) const ERR_INTERNAL: i64 = -1;
 
 /// No hold invoice has this payment hash.
-pub const ERR_UNKNOWN_INVOICE: i64 = 2001;
+pub(crate) const ERR_UNKNOWN_INVOICE: i64 = 2001;
 /// Not allowed in the hold invoice's current state (the message names the state), or LND
 /// refused to settle.
-pub const ERR_INVOICE_STATE: i64 = 2002;
+pub(crate) const ERR_INVOICE_STATE: i64 = 2002;
 /// A hold invoice with this payment hash or label exists already.
 pub const ERR_DUPLICATE: i64 = 2003;
 /// `hodl-lookup` waited its `timeout` without the invoice reaching the state asked for.
 pub const ERR_WAIT_TIMEOUT: i64 = 2004;
 /// The node refused or failed a call ballast needed (or its answer was lost).
-pub const ERR_NODE: i64 = 2005;
+pub(crate) const ERR_NODE: i64 = 2005;
 /// Fees and rebalancing: not one of our channels, or not a normal one.
 pub const ERR_UNKNOWN_CHANNEL: i64 = 2006;
 /// Rebalancing: no gossip graph is loaded yet.
-pub const ERR_NO_GRAPH: i64 = 2007;
+pub(crate) const ERR_NO_GRAPH: i64 = 2007;
 /// Rebalancing: no plan with that id (or it ran already), or the route search failed.
-pub const ERR_PLAN: i64 = 2008;
+pub(crate) const ERR_PLAN: i64 = 2008;
 /// Rebalancing: another execution is running.
-pub const ERR_BUSY: i64 = 2009;
+pub(crate) const ERR_BUSY: i64 = 2009;
 /// `hodl-settle`: lightningd does not hold every part for ballast right now (not yet
 /// replayed after a restart, or lost: then the invoice is canceled, `htlcs_lost`).
 pub const ERR_NOT_HELD: i64 = 2010;
 /// `hodl-settle`: too close to the HTLCs' expiry to settle safely; the invoice is canceled.
 pub const ERR_TOO_LATE: i64 = 2011;
 /// The balance monitor has no such channel.
-pub const ERR_NOT_MONITORED: i64 = 2101;
+pub(crate) const ERR_NOT_MONITORED: i64 = 2101;
 /// The alert is not active: unknown, or cleared already.
-pub const ERR_ALERT_NOT_ACTIVE: i64 = 2102;
+pub(crate) const ERR_ALERT_NOT_ACTIVE: i64 = 2102;
 /// The file cannot be written, or exists and may not be replaced.
 pub const ERR_FILE: i64 = 2103;
 
 /// A node call failed: `what` names the call or the step it served.
-pub fn node_error(what: &str, e: impl Display) -> RpcError {
+pub(crate) fn node_error(what: &str, e: impl Display) -> RpcError {
     RpcError::new(ERR_NODE, format!("{what}: {e}"))
 }
 
 /// An internal failure, with its own message.
-pub fn internal(e: impl Display) -> RpcError {
+pub(crate) fn internal(e: impl Display) -> RpcError {
     RpcError::new(ERR_INTERNAL, e.to_string())
 }
 
 /// A blocking task (store work off the async workers) did not finish.
-pub fn task_failed(e: impl Display) -> RpcError {
+pub(crate) fn task_failed(e: impl Display) -> RpcError {
     internal(format!("internal task failed: {e}"))
 }

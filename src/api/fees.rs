@@ -56,7 +56,7 @@ fn service_error(e: FeeServiceError) -> RpcError {
 /// A settled forward: count its flow and schedule the affected channels. `payment_hash`,
 /// when the node reports it, lets the decision wait until the HTLC has left the balances.
 /// `settled_at` is given for forwards caught up from the node's history.
-pub fn on_settled_forward(
+pub(crate) fn on_settled_forward(
     s: &AppState,
     in_channel: Scid,
     out_channel: Option<Scid>,
@@ -234,7 +234,7 @@ async fn our_channels(s: &AppState, only: Option<Scid>, method: &str) -> Result<
     Ok(chosen)
 }
 
-pub const PREVIEW: &str = "fee-preview";
+pub(crate) const PREVIEW: &str = "fee-preview";
 
 pub async fn preview(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
@@ -251,7 +251,7 @@ pub async fn preview(p: AppState, params: Value) -> Result<Value, RpcError> {
     })
 }
 
-pub const APPLY: &str = "fee-apply";
+pub(crate) const APPLY: &str = "fee-apply";
 
 pub async fn apply(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
@@ -323,7 +323,7 @@ fn policy_file_path(s: &AppState, given: &str) -> Result<std::path::PathBuf, Rpc
     })
 }
 
-pub const POLICY: &str = "fee-policy";
+pub(crate) const POLICY: &str = "fee-policy";
 
 /// `fee-policy` alone shows the policy; with `policy` (JSON object) or `toml` (text) or
 /// `file` (path) it replaces it, all-or-nothing.

@@ -69,7 +69,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The JSON shape of an invoice, shared by every method (and by the sidecar later).
-pub fn invoice_json(inv: &HodlInvoice, height: u32) -> Value {
+pub(crate) fn invoice_json(inv: &HodlInvoice, height: u32) -> Value {
     let htlcs: Vec<Value> = inv
         .htlcs
         .iter()
@@ -121,7 +121,7 @@ fn random32() -> Result<[u8; 32], RpcError> {
     Ok(b)
 }
 
-pub const INVOICE: &str = "hodl-invoice";
+pub(crate) const INVOICE: &str = "hodl-invoice";
 const INVOICE_PARAMS: [&str; 8] = [
     "amount_msat",
     "payment_hash",
@@ -359,7 +359,7 @@ async fn route_hints(s: &AppState, choice: &HintChoice) -> Result<Vec<HintHop>, 
     Ok(hints)
 }
 
-pub const SETTLE: &str = "hodl-settle";
+pub(crate) const SETTLE: &str = "hodl-settle";
 
 pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
     let s = p;
@@ -415,7 +415,7 @@ pub async fn settle(p: AppState, params: Value) -> Result<Value, RpcError> {
     .await
 }
 
-pub const CANCEL: &str = "hodl-cancel";
+pub(crate) const CANCEL: &str = "hodl-cancel";
 
 pub async fn cancel(p: AppState, params: Value) -> Result<Value, RpcError> {
     let s = p;
@@ -430,7 +430,7 @@ pub async fn cancel(p: AppState, params: Value) -> Result<Value, RpcError> {
     .await
 }
 
-pub const LOOKUP: &str = "hodl-lookup";
+pub(crate) const LOOKUP: &str = "hodl-lookup";
 /// The longest a caller may block in `hodl-lookup`.
 const MAX_WAIT_SECS: u64 = 24 * 3600;
 
@@ -495,7 +495,7 @@ pub async fn lookup(p: AppState, params: Value) -> Result<Value, RpcError> {
     .await
 }
 
-pub const LIST: &str = "hodl-list";
+pub(crate) const LIST: &str = "hodl-list";
 
 pub async fn list(p: AppState, params: Value) -> Result<Value, RpcError> {
     let s = p;
@@ -536,7 +536,7 @@ async fn current_height(s: &AppState) -> u32 {
 /// returns what changed (already announced to subscribers). A node that cannot be asked
 /// leaves everything as it was: the settle-time check of live hook calls still guards the
 /// money.
-pub async fn reconcile(s: &AppState, height: u32) -> Vec<HodlEvent> {
+pub(crate) async fn reconcile(s: &AppState, height: u32) -> Vec<HodlEvent> {
     s.hodl
         .reconcile_with_node(&s.node, now_unix(), height)
         .await
@@ -547,7 +547,7 @@ pub async fn reconcile(s: &AppState, height: u32) -> Vec<HodlEvent> {
 }
 
 /// Runs the once-a-second work (MPP timeouts, expiry) until the plugin ends.
-pub async fn run_ticker(s: AppState) {
+pub(crate) async fn run_ticker(s: AppState) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -562,7 +562,7 @@ pub async fn run_ticker(s: AppState) {
 }
 
 /// Turns service events into custom notifications and log lines.
-pub async fn run_notifier(s: AppState) {
+pub(crate) async fn run_notifier(s: AppState) {
     let mut rx = s.hodl.subscribe();
     loop {
         let e = match rx.recv().await {
@@ -577,7 +577,7 @@ pub async fn run_notifier(s: AppState) {
     }
 }
 
-pub fn publish(s: &AppState, e: HodlEvent) {
+pub(crate) fn publish(s: &AppState, e: HodlEvent) {
     let (topic, body) = match e {
         HodlEvent::State {
             payment_hash,

@@ -27,7 +27,7 @@ pub mod start;
 pub mod state;
 pub mod status;
 
-pub use error::RpcError;
+pub(crate) use error::RpcError;
 pub use state::{AppState, Shared};
 
 use crate::counters::bump;
@@ -43,7 +43,7 @@ pub(crate) fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-pub type MethodFuture = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
+pub(crate) type MethodFuture = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 
 /// One JSON-RPC method: what both adapters register under `name`.
 pub struct Method {
@@ -216,7 +216,7 @@ pub async fn call(s: AppState, m: &Method, params: Value) -> Result<Value, RpcEr
 #[derive(Clone)]
 pub struct Notifier(tokio::sync::mpsc::UnboundedSender<(&'static str, Value)>);
 
-pub type NotificationQueue = tokio::sync::mpsc::UnboundedReceiver<(&'static str, Value)>;
+pub(crate) type NotificationQueue = tokio::sync::mpsc::UnboundedReceiver<(&'static str, Value)>;
 
 impl Notifier {
     pub fn new() -> (Notifier, NotificationQueue) {

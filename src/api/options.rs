@@ -6,167 +6,167 @@ use cln_plugin::options::{
 };
 use std::path::{Path, PathBuf};
 
-pub const DB_PATH: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const DB_PATH: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-db-path",
     "ballast",
     "Directory of ballast's store; a relative path is taken from <lightning-dir>/<network>",
 );
 
-pub const FILES_DIR: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const FILES_DIR: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-files-dir",
     "ballast-files",
     "The only directory monitor-export and monitor-report write into (and fee-policy file= reads from); relative to <lightning-dir>/<network>",
 );
 
-pub const HODL_CANCEL_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const HODL_CANCEL_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-hodl-cancel-blocks",
     10,
     "Cancel an accepted hold invoice (and refuse to settle it) when its earliest HTLC is this many blocks from expiry; on Core Lightning raised to (cltv-delta+1)/2+2 if lower",
 );
 
-pub const HODL_WARN_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const HODL_WARN_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-hodl-warn-blocks",
     6,
     "Warn (ballast_alert) this many blocks before a hold invoice is auto-canceled",
 );
 
-pub const HODL_MPP_TIMEOUT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const HODL_MPP_TIMEOUT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-hodl-mpp-timeout",
     60,
     "Seconds an incomplete multi-part payment to a hold invoice is held before failing (mpp_timeout)",
 );
 
-pub const HODL_EXPIRY: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const HODL_EXPIRY: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-hodl-expiry",
     86_400,
     "Default expiry in seconds of new hold invoices",
 );
 
-pub const HODL_CLTV: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const HODL_CLTV: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-hodl-cltv",
     80,
     "Default min_final_cltv_expiry of new hold invoices: the blocks an app has to decide",
 );
 
-pub const FEE_POLICY_FILE: StringConfigOption = ConfigOption::new_str_no_default(
+pub(crate) const FEE_POLICY_FILE: StringConfigOption = ConfigOption::new_str_no_default(
     "ballast-fee-policy-file",
     "TOML fee policy (see contrib/fee-policy.sample.toml) replacing the built-in one; 'off' turns automatic fees off",
 );
 
 /// `ballast-fee-policy-file=off`: no automatic fee changes at all.
-pub fn policy_off(value: &str) -> bool {
+pub(crate) fn policy_off(value: &str) -> bool {
     value.trim().eq_ignore_ascii_case("off")
 }
 
-pub const FEE_DRY_RUN: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
+pub(crate) const FEE_DRY_RUN: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
     "ballast-fee-dry-run",
     false,
     "Decide and log fee changes, but never call setchannel (start here)",
 );
 
-pub const FEE_MIN_DELTA: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const FEE_MIN_DELTA: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-fee-min-delta",
     10,
     "A fee change must move the ppm by at least this much (and by ballast-fee-min-delta-percent)",
 );
 
-pub const FEE_MIN_DELTA_PERCENT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const FEE_MIN_DELTA_PERCENT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-fee-min-delta-percent",
     5,
     "A fee change must move the ppm by at least this percentage of the current ppm",
 );
 
-pub const FEE_MIN_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const FEE_MIN_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-fee-min-interval",
     3_600,
     "Seconds between fee updates of one channel (also the hold after start-up)",
 );
 
-pub const FEE_COALESCE: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const FEE_COALESCE: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-fee-coalesce",
     30,
     "Forward events on a channel within this many seconds make one fee decision",
 );
 
-pub const FEE_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const FEE_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-fee-interval",
     3_600,
     "Seconds between passes over all channels (for channels without forwards)",
 );
 
-pub const FEE_FLOW_WINDOW: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const FEE_FLOW_WINDOW: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-fee-flow-window",
     86_400,
     "Seconds of forward history the flow conditions and strategy look at",
 );
 
-pub const GRAPH_REFRESH: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const GRAPH_REFRESH: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-graph-refresh",
     600,
     "Seconds between refreshes of the gossip graph (updated in place)",
 );
 
-pub const LIQUIDITY_HALFLIFE: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const LIQUIDITY_HALFLIFE: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-liquidity-halflife",
     21_600,
     "Seconds after which what a payment attempt taught about a channel's liquidity is half forgotten",
 );
 
-pub const REBALANCE_HIGH: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const REBALANCE_HIGH: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-rebalance-high",
     "0.8",
     "Local ratio above which a channel has liquidity to give",
 );
 
-pub const REBALANCE_LOW: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const REBALANCE_LOW: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-rebalance-low",
     "0.2",
     "Local ratio below which a channel needs liquidity",
 );
 
-pub const REBALANCE_TARGET: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const REBALANCE_TARGET: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-rebalance-target",
     "0.5",
     "Local ratio a rebalance move aims for on both channels",
 );
 
-pub const REBALANCE_MAX_AMOUNT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const REBALANCE_MAX_AMOUNT: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-rebalance-max-amount",
     1_000_000_000,
     "Largest amount (msat) one rebalance move may shift",
 );
 
-pub const REBALANCE_MAX_PPM: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const REBALANCE_MAX_PPM: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-rebalance-max-ppm",
     1_000,
     "Highest fee rate (ppm of the amount) a rebalance may pay",
 );
 
-pub const REBALANCE_FEE_SHARE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const REBALANCE_FEE_SHARE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-rebalance-fee-share",
     "0.5",
     "A move may pay at most this share of the sink channel's own fee rate, so it can pay for itself",
 );
 
-pub const REBALANCE_DAILY_BUDGET: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const REBALANCE_DAILY_BUDGET: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-rebalance-daily-budget",
     10_000_000,
     "Most fees (msat) all rebalances together may spend in any 24 hours",
 );
 
-pub const REBALANCE_MAX_HTLCS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const REBALANCE_MAX_HTLCS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-rebalance-max-htlcs",
     1,
     "Most rebalance HTLCs in flight at once (executions currently send one at a time)",
 );
 
-pub const REBALANCE_AUTO: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
+pub(crate) const REBALANCE_AUTO: DefaultBooleanConfigOption = ConfigOption::new_bool_with_default(
     "ballast-rebalance-auto",
     false,
     "Plan and execute rebalances every ballast-rebalance-interval, within the same budgets",
 );
 
-pub const REBALANCE_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const REBALANCE_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-rebalance-interval",
     21_600,
     "Seconds between automatic rebalance rounds",
@@ -185,60 +185,60 @@ pub fn ratio(name: &str, text: &str) -> Result<f64, String> {
     }
 }
 
-pub const MONITOR_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const MONITOR_INTERVAL: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-monitor-interval",
     60,
     "Seconds between balance-monitor snapshots when no event triggers one",
 );
 
-pub const MONITOR_LOW_LOCAL: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const MONITOR_LOW_LOCAL: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-monitor-low-local",
     "0.05",
     "Default low_local limit: a ratio of capacity (0.05) or an amount (100000000msat); monitor-set default overrides it",
 );
 
-pub const MONITOR_LOW_REMOTE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const MONITOR_LOW_REMOTE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-monitor-low-remote",
     "0.05",
     "Default low_remote limit: a ratio of capacity (0.05) or an amount (100000000msat); monitor-set default overrides it",
 );
 
-pub const MONITOR_MAX_PENDING_HTLCS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const MONITOR_MAX_PENDING_HTLCS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-monitor-max-pending-htlcs",
     30,
     "Default pending_htlcs limit: alert when a channel has more pending HTLCs than this",
 );
 
-pub const MONITOR_HTLC_EXPIRY_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const MONITOR_HTLC_EXPIRY_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-monitor-htlc-expiry-blocks",
     18,
     "Default htlc_near_expiry limit: alert when a pending HTLC expires within this many blocks",
 );
 
-pub const MONITOR_PENDING_OPEN_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const MONITOR_PENDING_OPEN_BLOCKS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-monitor-pending-open-blocks",
     144,
     "Default pending_open limit: alert when a channel is still opening after this many blocks",
 );
 
-pub const MONITOR_DISCONNECT_SECS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
+pub(crate) const MONITOR_DISCONNECT_SECS: DefaultIntegerConfigOption = ConfigOption::new_i64_with_default(
     "ballast-monitor-disconnect-secs",
     1_800,
     "Default peer_disconnected limit: alert when a peer has been gone this many seconds",
 );
 
-pub const MONITOR_BALANCE_CHANGE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
+pub(crate) const MONITOR_BALANCE_CHANGE: DefaultStringConfigOption = ConfigOption::new_str_with_default(
     "ballast-monitor-balance-change",
     "0.2",
     "Default balance_change limit: a ratio of capacity (0.2) or an amount (msat suffix) moved between snapshots",
 );
 
-pub const ALERT_WEBHOOK: StringConfigOption = ConfigOption::new_str_no_default(
+pub(crate) const ALERT_WEBHOOK: StringConfigOption = ConfigOption::new_str_no_default(
     "ballast-alert-webhook",
     "http:// URL that receives each raised or cleared alert as a JSON POST (retried with backoff; https not supported)",
 );
 
-pub const METRICS_BIND: StringConfigOption = ConfigOption::new_str_no_default(
+pub(crate) const METRICS_BIND: StringConfigOption = ConfigOption::new_str_no_default(
     "ballast-metrics-bind",
     "ip:port to serve Prometheus metrics on at /metrics (e.g. 127.0.0.1:9750); off when unset",
 );
@@ -254,7 +254,7 @@ pub fn bounded(name: &str, v: i64, min: i64, max: i64) -> Result<i64, String> {
 
 /// Resolves the store path the way an operator reads the option: relative to the
 /// network's lightning-dir, which lightningd passes to plugins (and also makes their cwd).
-pub fn resolve_db_path(lightning_dir: &str, option: &str) -> PathBuf {
+pub(crate) fn resolve_db_path(lightning_dir: &str, option: &str) -> PathBuf {
     let p = Path::new(option);
     if p.is_absolute() {
         p.to_path_buf()

@@ -159,7 +159,7 @@ fn route_json(r: &Route) -> Value {
     })
 }
 
-pub const ESTIMATE: &str = "route-estimate";
+pub(crate) const ESTIMATE: &str = "route-estimate";
 
 pub async fn estimate(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
@@ -288,9 +288,9 @@ async fn make_plan(
     .map_err(internal)?
 }
 
-pub const PLAN: &str = "rebalance-plan";
+pub(crate) const PLAN: &str = "rebalance-plan";
 
-pub async fn rebalance_plan(p: AppState, params: Value) -> Result<Value, RpcError> {
+pub(crate) async fn rebalance_plan(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
         let prm = Params::parse(PLAN, &params, &["channels", "max_ppm", "max_moves"], 0)?;
         let mut cfg = s.rebalance_settings.planner.clone();
@@ -430,7 +430,7 @@ pub async fn set(p: AppState, params: Value) -> Result<Value, RpcError> {
     })
 }
 
-pub const EXECUTE: &str = "rebalance-execute";
+pub(crate) const EXECUTE: &str = "rebalance-execute";
 
 pub async fn execute(p: AppState, params: Value) -> Result<Value, RpcError> {
     rpc_body!(p, s, async {
@@ -714,7 +714,7 @@ pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
 /// After a start, asks the node about rebalance payments an earlier run left in flight
 /// (ballast died or stopped while waiting on them) until none is left, so their outcome and
 /// fee are known without waiting for the next execution. Never sends anything.
-pub async fn resolve_pending_after_start(s: AppState) {
+pub(crate) async fn resolve_pending_after_start(s: AppState) {
     loop {
         // Nothing in flight (the usual case): done, without ever taking the lock an
         // execution needs.
@@ -787,7 +787,12 @@ async fn resolve_pending(s: &AppState) -> Result<usize, RpcError> {
 /// given out only for the HTLC that ends at us (`ends_here`) with the full amount:
 /// resolving a smaller one, or one passing through, would hand a hop the means to claim
 /// the whole payment for what it sent us. The adapter puts the answer in its node's terms.
-pub fn claim_answer(s: &AppState, hash: &PaymentHash, amount: Msat, ends_here: bool) -> Option<Answer> {
+pub(crate) fn claim_answer(
+    s: &AppState,
+    hash: &PaymentHash,
+    amount: Msat,
+    ends_here: bool,
+) -> Option<Answer> {
     let (preimage, expected) = s.rebalance.preimage_for(hash)?;
     if ends_here && amount >= expected {
         return Some(Answer::Resolve(preimage));

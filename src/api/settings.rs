@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The fewest blocks a hold invoice's CLTV must leave between an HTLC's arrival and the
 /// cancel window, so that the app has time to settle.
-pub const MIN_SETTLE_WINDOW: u32 = 6;
+pub(crate) const MIN_SETTLE_WINDOW: u32 = 6;
 
 pub struct Settings {
     pub hodl: HodlParams,
@@ -33,7 +33,7 @@ impl Settings {
     /// Raises the hold-invoice cancel window to the node's fulfilment deadline (see
     /// [`effective_cancel_blocks`]) and the default invoice CLTV with it, so that a default
     /// invoice still leaves a settle window. Returns a line to log for each change.
-    pub fn fit_to_node_deadline(&mut self, cltv_delta: u32) -> Vec<String> {
+    pub(crate) fn fit_to_node_deadline(&mut self, cltv_delta: u32) -> Vec<String> {
         let mut said = Vec::new();
         let configured = self.hodl.cancel_blocks;
         let (window, raised) = effective_cancel_blocks(configured, cltv_delta);

@@ -200,7 +200,7 @@ pub async fn start(
 /// every adapter runs: hold-invoice ticker and notifications, fee policy, balance monitor,
 /// metrics endpoint, rebalance auto mode. Then applies HTLC deadlines for blocks that passed
 /// while ballast was down.
-pub async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorSettings) {
+pub(crate) async fn spawn_loops(state: &AppState, fee_interval: u64, monitor: &MonitorSettings) {
     // lightningd, not the store, says which held HTLCs survived while ballast was down.
     // Subscribed before the notifier exists, so each change is published here, once.
     let mut changes = state.hodl.subscribe();

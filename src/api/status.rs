@@ -6,8 +6,8 @@ use super::state::AppState;
 use crate::node::Node;
 use serde_json::{json, Value};
 
-pub const NAME: &str = "ballast-status";
-pub const DESCRIPTION: &str = "Show ballast's version, chain view, store and activity counters";
+pub(crate) const NAME: &str = "ballast-status";
+pub(crate) const DESCRIPTION: &str = "Show ballast's version, chain view, store and activity counters";
 
 pub async fn status(p: AppState, params: Value) -> Result<Value, RpcError> {
     let state = p;

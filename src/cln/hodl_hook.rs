@@ -44,7 +44,7 @@ pub(super) fn answer_json(a: &Answer) -> Value {
 /// The hook path for a hash ballast claimed. Returns `None` when no hold invoice owns it.
 /// Takes the payload by value and drops it before waiting: a held HTLC should cost its
 /// few fields, not the 3 kB onion, for as long as it is held.
-pub async fn on_claimed_htlc(s: &AppState, payload: Value) -> Option<Value> {
+pub(crate) async fn on_claimed_htlc(s: &AppState, payload: Value) -> Option<Value> {
     let amount = Msat(
         payload
             .pointer("/htlc/amount_msat")

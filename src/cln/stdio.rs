@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 const FRAME_END: &[u8] = b"\n\n";
 
 /// fd 1, shared by the fast path and cln-plugin's writer.
-pub struct SharedStdout {
+pub(crate) struct SharedStdout {
     // ManuallyDrop: the fd belongs to the process, not to this value.
     out: Mutex<ManuallyDrop<File>>,
 }
@@ -56,7 +56,7 @@ impl SharedStdout {
 }
 
 /// cln-plugin's output side: frames it encodes go straight to the shared stdout.
-pub struct StdoutSink(pub Arc<SharedStdout>);
+pub(crate) struct StdoutSink(pub Arc<SharedStdout>);
 
 impl AsyncWrite for StdoutSink {
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -74,7 +74,7 @@ impl AsyncWrite for StdoutSink {
 }
 
 /// cln-plugin's input side: frames the fast path did not answer.
-pub struct ForwardedInput {
+pub(crate) struct ForwardedInput {
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
@@ -107,7 +107,7 @@ impl AsyncRead for ForwardedInput {
 
 /// What the fast path needs to decide on a hook without the runtime.
 #[derive(Clone)]
-pub struct FastPath {
+pub(crate) struct FastPath {
     pub claims: Arc<ClaimSet>,
     pub counters: Arc<Counters>,
 }
@@ -144,7 +144,7 @@ const CONTINUE_TAIL: &[u8] = br#","result":{"result":"continue"}}"#;
 impl FastPath {
     /// Answers `frame` into `answers` if it is an unclaimed hook; returns false when the
     /// frame must go to cln-plugin instead.
-    pub fn try_answer(&self, frame: &[u8], answers: &mut Vec<u8>) -> bool {
+    pub(crate) fn try_answer(&self, frame: &[u8], answers: &mut Vec<u8>) -> bool {
         let Ok(env) = serde_json::from_slice::<Envelope>(frame) else {
             return false;
         };
@@ -178,7 +178,7 @@ impl FastPath {
 }
 
 /// Starts the stdin thread; returns the input cln-plugin should read from.
-pub fn spawn_stdin_reader(fast: FastPath, stdout: Arc<SharedStdout>) -> io::Result<ForwardedInput> {
+pub(crate) fn spawn_stdin_reader(fast: FastPath, stdout: Arc<SharedStdout>) -> io::Result<ForwardedInput> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("ballast-stdin".into())
@@ -201,7 +201,7 @@ pub fn spawn_stdin_reader(fast: FastPath, stdout: Arc<SharedStdout>) -> io::Resu
 }
 
 /// The loop itself, generic over the reader so tests can feed it bytes.
-pub fn pump(
+pub(crate) fn pump(
     input: &mut impl Read,
     fast: &FastPath,
     stdout: &SharedStdout,

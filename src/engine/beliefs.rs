@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 /// Six hours: long enough to remember a failure for the next few plans, short enough that
 /// a channel blamed once is not shunned for the rest of the day.
-pub const DEFAULT_HALFLIFE_SECS: u64 = 6 * 3600;
+pub(crate) const DEFAULT_HALFLIFE_SECS: u64 = 6 * 3600;
 
 /// Below this fraction of its original strength a bound says nothing worth storing.
 const FORGET_BELOW: f64 = 1.0 / 1024.0;
@@ -99,11 +99,7 @@ impl Beliefs {
         }
     }
 
-    pub fn halflife_secs(&self) -> u64 {
-        self.halflife_secs
-    }
-
-    pub fn set_halflife_secs(&mut self, secs: u64) {
+    pub(crate) fn set_halflife_secs(&mut self, secs: u64) {
         self.halflife_secs = secs;
     }
 
@@ -197,7 +193,7 @@ impl Beliefs {
     /// and now has exactly that much less, which the other direction gained. (A success
     /// that merely forwarded and was failed back later, as on the hops before a failure,
     /// is [`Beliefs::record_success`]: nothing moved.)
-    pub fn record_settled(&mut self, ch: DirectedChannel, capacity: Msat, amount: Msat, now: u64) {
+    pub(crate) fn record_settled(&mut self, ch: DirectedChannel, capacity: Msat, amount: Msat, now: u64) {
         let cur = self.current(ch, capacity, now);
         let had_lower = cur.lower.max(amount);
         // What it had is at most the capacity, or the (stale-checked) upper bound.
@@ -234,7 +230,7 @@ impl Beliefs {
     /// back: their liquidity is where it was) and hop `i` lacked the liquidity; later hops
     /// never saw the HTLC and teach nothing. With `None` the payment settled: every hop's
     /// liquidity moved by its amount.
-    pub fn record_attempt(
+    pub(crate) fn record_attempt(
         &mut self,
         hops: &[(DirectedChannel, Msat, Msat)],
         failed_at: Option<usize>,
@@ -254,7 +250,7 @@ impl Beliefs {
     }
 
     /// Drops entries that have decayed to (nearly) nothing.
-    pub fn prune(&mut self, now: u64) -> usize {
+    pub(crate) fn prune(&mut self, now: u64) -> usize {
         let before = self.entries.len();
         let hl = self.halflife_secs;
         let probe = Beliefs::new(hl);
@@ -341,8 +337,9 @@ impl BeliefView {
         }
     }
 
+    #[cfg(test)]
     /// Like [`BeliefView::set`], sizing the view for `graph` first if it is still empty.
-    pub fn set_for(&mut self, graph: &Graph, e: EdgeIdx, liq: Liquidity) {
+    pub(crate) fn set_for(&mut self, graph: &Graph, e: EdgeIdx, liq: Liquidity) {
         if self.slot.is_empty() {
             self.slot = vec![u32::MAX; graph.edge_count()];
         }

@@ -146,7 +146,7 @@ pub fn decode(bolt11: &str) -> Result<Decoded, Bolt11Error> {
 }
 
 /// Checks that the node signed what we asked for and nothing else.
-pub fn verify_signed(signed: &str, spec: &InvoiceSpec) -> Result<Decoded, Bolt11Error> {
+pub(crate) fn verify_signed(signed: &str, spec: &InvoiceSpec) -> Result<Decoded, Bolt11Error> {
     let d = decode(signed)?;
     if d.payment_hash != spec.payment_hash {
         return Err(Bolt11Error::Mismatch("payment_hash"));

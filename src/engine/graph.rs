@@ -24,13 +24,13 @@ pub struct NodeIdx(pub u32);
 pub struct EdgeIdx(pub u32);
 
 impl NodeIdx {
-    pub fn ix(self) -> usize {
+    pub(crate) fn ix(self) -> usize {
         self.0 as usize
     }
 }
 
 impl EdgeIdx {
-    pub fn ix(self) -> usize {
+    pub(crate) fn ix(self) -> usize {
         self.0 as usize
     }
 }
@@ -69,14 +69,8 @@ impl Edge {
         self.active && !self.removed
     }
 
-    /// The fee `source` charges to forward `amount` over this edge, per BOLT 7 (rounded
-    /// down). `None` only on overflow, which no real amount reaches.
-    pub fn fee_for(&self, amount: Msat) -> Option<Msat> {
-        fee_for(self.fee_base, self.fee_ppm, amount)
-    }
-
     /// Whether the channel's own limits allow an HTLC of `amount` over this edge.
-    pub fn admits(&self, amount: Msat) -> bool {
+    pub(crate) fn admits(&self, amount: Msat) -> bool {
         amount >= self.htlc_min
             && amount <= self.htlc_max
             && (self.capacity.0 == 0 || amount <= self.capacity)
@@ -84,7 +78,7 @@ impl Edge {
 }
 
 /// `base + amount * ppm / 1_000_000`, rounded down as the forwarding node computes it.
-pub fn fee_for(base: Msat, ppm: u32, amount: Msat) -> Option<Msat> {
+pub(crate) fn fee_for(base: Msat, ppm: u32, amount: Msat) -> Option<Msat> {
     // This runs once per relaxed edge: the u64 path divides by a constant (a multiply),
     // while a u128 division is a library call, so take it only when u64 would overflow.
     let prop = match amount.0.checked_mul(ppm as u64) {
@@ -96,7 +90,7 @@ pub fn fee_for(base: Msat, ppm: u32, amount: Msat) -> Option<Msat> {
 
 /// What one call to [`Graph::apply_updates`] or [`Graph::upsert_edges`] changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UpdateStats {
+pub(crate) struct UpdateStats {
     pub added: usize,
     pub changed: usize,
     pub unchanged: usize,
@@ -110,7 +104,7 @@ pub struct UpdateStats {
 /// order: a node's incoming edges are then one sequential read instead of a cache miss per
 /// edge into the big edge vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InEdge {
+pub(crate) struct InEdge {
     pub edge: EdgeIdx,
     pub source: NodeIdx,
     pub fee_ppm: u32,
@@ -140,7 +134,7 @@ impl InEdge {
     }
 
     /// Same answer as [`Edge::admits`].
-    pub fn admits(&self, amount: Msat) -> bool {
+    pub(crate) fn admits(&self, amount: Msat) -> bool {
         amount >= self.htlc_min && amount <= self.max_amount
     }
 }
@@ -201,7 +195,7 @@ impl Graph {
         self.scids.len()
     }
 
-    pub fn node_index(&self, id: &NodeId) -> Option<NodeIdx> {
+    pub(crate) fn node_index(&self, id: &NodeId) -> Option<NodeIdx> {
         self.node_ix.get(id).map(|&i| NodeIdx(i))
     }
 
@@ -240,14 +234,15 @@ impl Graph {
         slice_of(&a.out_off, &a.out, n)
     }
 
+    #[cfg(test)]
     /// Edges arriving at `n`, ordered by scid.
-    pub fn in_edges(&self, n: NodeIdx) -> &[EdgeIdx] {
+    pub(crate) fn in_edges(&self, n: NodeIdx) -> &[EdgeIdx] {
         let a = self.adjacency();
         slice_of(&a.in_off, &a.inc, n)
     }
 
     /// The routing-relevant data of the edges arriving at `n`, in `in_edges` order.
-    pub fn in_edges_hot(&self, n: NodeIdx) -> &[InEdge] {
+    pub(crate) fn in_edges_hot(&self, n: NodeIdx) -> &[InEdge] {
         let a = self.adjacency();
         let (Some(&lo), Some(&hi)) = (a.in_off.get(n.ix()), a.in_off.get(n.ix() + 1)) else {
             return &[];
@@ -258,7 +253,7 @@ impl Graph {
     /// Applies a full snapshot of the node's view: edges in it are added or rewritten in
     /// place, edges missing from it are marked removed (never deleted, so indices held by
     /// callers stay valid).
-    pub fn apply_updates(&mut self, snapshot: &[GraphEdge]) -> Result<UpdateStats, GraphError> {
+    pub(crate) fn apply_updates(&mut self, snapshot: &[GraphEdge]) -> Result<UpdateStats, GraphError> {
         let mut seen = vec![false; self.edges.len()];
         let mut stats = UpdateStats::default();
         for ge in snapshot {
@@ -280,7 +275,7 @@ impl Graph {
 
     /// Adds or rewrites the given edges and leaves every other edge alone: for partial
     /// news such as a `channel_update` carried in a routing failure.
-    pub fn upsert_edges(&mut self, edges: &[GraphEdge]) -> Result<UpdateStats, GraphError> {
+    pub(crate) fn upsert_edges(&mut self, edges: &[GraphEdge]) -> Result<UpdateStats, GraphError> {
         let mut stats = UpdateStats::default();
         for ge in edges {
             self.upsert_one(ge, &mut stats)?;
@@ -288,8 +283,9 @@ impl Graph {
         Ok(stats)
     }
 
+    #[cfg(test)]
     /// Marks both directions of the given channels removed (e.g. seen closing on chain).
-    pub fn mark_removed(&mut self, scids: &[Scid]) -> usize {
+    pub(crate) fn mark_removed(&mut self, scids: &[Scid]) -> usize {
         let mut n = 0;
         for &scid in scids {
             for e in self.channel(scid).into_iter().flatten() {
@@ -532,7 +528,7 @@ fn build_adjacency(n_nodes: usize, edges: &[Edge]) -> Adjacency {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn nid(i: u8) -> NodeId {
+    pub(crate) fn nid(i: u8) -> NodeId {
         let mut b = [0u8; 33];
         b[0] = 2;
         b[32] = i;

@@ -30,7 +30,7 @@ impl HodlState {
         }
     }
 
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
             HodlState::Settled | HodlState::Canceled | HodlState::Expired
@@ -117,7 +117,7 @@ pub struct HodlInvoice {
 
 /// What the HTLC in the hook should get.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HtlcVerdict {
+pub(crate) enum HtlcVerdict {
     /// Keep it until settle, cancel or a timeout wakes its waiter.
     Hold,
     /// Claim it now with this preimage (a replay after settle).
@@ -156,7 +156,7 @@ impl Failure {
 
 /// An HTLC for one of our invoices, as the hook reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingHtlc {
+pub(crate) struct IncomingHtlc {
     pub key: HtlcKey,
     pub amount: Msat,
     pub cltv_expiry: u32,
@@ -197,13 +197,13 @@ impl Default for HodlParams {
 /// lightningd/peer_htlcs.c). A settle needs the peer to acknowledge the fulfil before that
 /// height, so ballast stops settling two blocks earlier still: at `(cltv_delta + 1) / 2 + 2`
 /// blocks left it cancels instead.
-pub fn fulfil_deadline_floor(cltv_delta: u32) -> u32 {
+pub(crate) fn fulfil_deadline_floor(cltv_delta: u32) -> u32 {
     cltv_delta.saturating_add(1) / 2 + 2
 }
 
 /// The cancel window ballast applies: the configured one, raised to the node's fulfilment
 /// deadline floor when that is larger. Returns the window and whether it was raised.
-pub fn effective_cancel_blocks(configured: u32, cltv_delta: u32) -> (u32, bool) {
+pub(crate) fn effective_cancel_blocks(configured: u32, cltv_delta: u32) -> (u32, bool) {
     let floor = fulfil_deadline_floor(cltv_delta);
     if floor > configured {
         (floor, true)
@@ -214,7 +214,7 @@ pub fn effective_cancel_blocks(configured: u32, cltv_delta: u32) -> (u32, bool) 
 
 /// The result of feeding an HTLC to an invoice.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HtlcOutcome {
+pub(crate) struct HtlcOutcome {
     pub verdict: HtlcVerdict,
     /// Set when the invoice changed state (it must be persisted and announced).
     pub transition: Option<(HodlState, HodlState)>,
@@ -252,7 +252,13 @@ impl HodlInvoice {
     }
 
     /// Decides an incoming HTLC for this invoice.
-    pub fn on_htlc(&mut self, htlc: &IncomingHtlc, now: u64, height: u32, p: &HodlParams) -> HtlcOutcome {
+    pub(crate) fn on_htlc(
+        &mut self,
+        htlc: &IncomingHtlc,
+        now: u64,
+        height: u32,
+        p: &HodlParams,
+    ) -> HtlcOutcome {
         let fail = |changed| HtlcOutcome {
             verdict: HtlcVerdict::Fail(Failure::IncorrectOrUnknownPaymentDetails {
                 htlc_msat: htlc.amount,
@@ -403,7 +409,7 @@ impl HodlInvoice {
     }
 
     /// Drops the parts of an incomplete set (OPEN only); returns them to fail back.
-    pub fn release_parts(&mut self, now: u64) -> Vec<HtlcKey> {
+    pub(crate) fn release_parts(&mut self, now: u64) -> Vec<HtlcKey> {
         if self.state != HodlState::Open {
             return Vec::new();
         }
@@ -415,7 +421,7 @@ impl HodlInvoice {
 
     /// OPEN and past its expiry with nothing held: EXPIRED. (Parts still held wait for the
     /// MPP timeout, which fails them, before the invoice can expire.)
-    pub fn expire(&mut self, now: u64) -> Option<(HodlState, HodlState)> {
+    pub(crate) fn expire(&mut self, now: u64) -> Option<(HodlState, HodlState)> {
         if self.state == HodlState::Open && self.htlcs.is_empty() && now >= self.expires_at {
             Some(self.set_state(HodlState::Expired, now))
         } else {
@@ -426,7 +432,7 @@ impl HodlInvoice {
     /// Marks the held HTLCs of an unsettled invoice as answered with a failure because the
     /// plugin is stopping; returns them. A settled invoice's HTLCs are resolved instead and
     /// need no mark.
-    pub fn release_at_stop(&mut self, now: u64) -> Vec<HtlcKey> {
+    pub(crate) fn release_at_stop(&mut self, now: u64) -> Vec<HtlcKey> {
         if !matches!(self.state, HodlState::Open | HodlState::Accepted) {
             return Vec::new();
         }
@@ -447,7 +453,7 @@ impl HodlInvoice {
     /// on. Drop them all, and cancel an ACCEPTED invoice, since nothing is left to settle
     /// (settling it would report money that never arrives). The reason says which:
     /// `shutdown` when ballast failed them itself at a clean stop, `htlcs_lost` otherwise.
-    pub fn reconcile_after_plugin_restart(&mut self, now: u64) -> Option<(HodlState, HodlState)> {
+    pub(crate) fn reconcile_after_plugin_restart(&mut self, now: u64) -> Option<(HodlState, HodlState)> {
         if !matches!(self.state, HodlState::Open | HodlState::Accepted) {
             let before = self.htlcs.len();
             self.htlcs.retain(|h| !h.released_at_stop);
@@ -469,7 +475,7 @@ impl HodlInvoice {
     /// (the node still holds them for ballast). An ACCEPTED invoice that lost any part is
     /// canceled with `htlcs_lost`: its set is no longer whole and the payer has seen a
     /// failure. An OPEN one keeps whatever is left and takes new parts as before.
-    pub fn reconcile_held(
+    pub(crate) fn reconcile_held(
         &mut self,
         still_held: impl Fn(&HtlcKey) -> bool,
         now: u64,
@@ -512,7 +518,7 @@ impl HodlInvoice {
     }
 
     /// What a new block means for this invoice.
-    pub fn on_block(&self, height: u32, p: &HodlParams) -> DeadlineAction {
+    pub(crate) fn on_block(&self, height: u32, p: &HodlParams) -> DeadlineAction {
         let Some(left) = self.blocks_left(height) else {
             return DeadlineAction::None;
         };
@@ -531,7 +537,7 @@ impl HodlInvoice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadlineAction {
+pub(crate) enum DeadlineAction {
     None,
     /// The app can still settle, but has only this many blocks left to.
     Warn {

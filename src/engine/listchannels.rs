@@ -24,7 +24,8 @@ pub struct Parsed {
     pub skipped: usize,
 }
 
-pub fn parse_str(json: &str) -> Result<Parsed, ListChannelsError> {
+#[cfg(test)]
+pub(crate) fn parse_str(json: &str) -> Result<Parsed, ListChannelsError> {
     parse_slice(json.as_bytes())
 }
 

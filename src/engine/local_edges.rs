@@ -14,7 +14,7 @@ use std::collections::HashSet;
 /// always comes from the node; the peer's from the policy it sent us, or gossip's when it
 /// has sent none yet. Channels that cannot carry a payment (opening, closing) add nothing,
 /// and their gossip edges are left as gossip has them.
-pub fn merge_local(
+pub(crate) fn merge_local(
     mut gossip: Vec<GraphEdge>,
     ours: NodeId,
     channels: &[Channel],

@@ -42,7 +42,7 @@ pub use assembly::{cheapest, fastest, Hop, Route};
 pub use circular::{find_circular_routes, CircularRequest};
 pub use cost::CostModel;
 pub use params::{RouteError, RouteParams, MAX_HOPS};
-pub use problem::find_routes;
+pub(crate) use problem::find_routes;
 
 #[cfg(test)]
 mod tests;

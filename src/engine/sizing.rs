@@ -43,7 +43,7 @@ pub struct Sizing {
 /// `known_ends`, the first and last hop are the payer's own channels (a circular route),
 /// whose liquidity the caller knows and checks, so they are left out. A hop the graph does
 /// not know (a private channel) is left out too: there is nothing to believe about it.
-pub fn route_liquidity(
+pub(crate) fn route_liquidity(
     graph: &Graph,
     view: &BeliefView,
     payer: &NodeId,
@@ -83,7 +83,7 @@ fn edge_cdf(t: f64) -> f64 {
 
 /// Chance that a hop with these bounds carries `amount`, with its liquidity more likely near
 /// the ends of the channel than in the middle.
-pub fn hop_probability(liquidity: Liquidity, capacity: Msat, amount: Msat) -> f64 {
+pub(crate) fn hop_probability(liquidity: Liquidity, capacity: Msat, amount: Msat) -> f64 {
     if amount <= liquidity.lower {
         return 1.0;
     }

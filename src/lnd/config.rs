@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 /// The networks LND can run on, as named in its data directory and in `GetInfo`.
-pub const NETWORKS: [&str; 6] = ["mainnet", "testnet", "testnet4", "signet", "regtest", "simnet"];
+pub(crate) const NETWORKS: [&str; 6] = ["mainnet", "testnet", "testnet4", "signet", "regtest", "simnet"];
 
 /// The default gRPC port of LND.
-pub const DEFAULT_RPC_PORT: u16 = 10009;
+pub(crate) const DEFAULT_RPC_PORT: u16 = 10009;
 
 /// Connection settings as given by the user; unset fields take `lncli`'s defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

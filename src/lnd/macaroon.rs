@@ -7,7 +7,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 /// Reads the macaroon at `path` as the metadata value LND expects.
-pub fn read_macaroon(path: &Path) -> Result<MetadataValue<Ascii>, String> {
+pub(crate) fn read_macaroon(path: &Path) -> Result<MetadataValue<Ascii>, String> {
     let bytes =
         std::fs::read(path).map_err(|e| format!("cannot read LND macaroon {}: {e}", path.display()))?;
     if bytes.is_empty() {
@@ -19,10 +19,10 @@ pub fn read_macaroon(path: &Path) -> Result<MetadataValue<Ascii>, String> {
 
 /// Adds the macaroon to each request.
 #[derive(Clone)]
-pub struct MacaroonInterceptor(MetadataValue<Ascii>);
+pub(crate) struct MacaroonInterceptor(MetadataValue<Ascii>);
 
 impl MacaroonInterceptor {
-    pub fn from_file(path: &Path) -> Result<Self, String> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, String> {
         read_macaroon(path).map(MacaroonInterceptor)
     }
 }

@@ -22,10 +22,10 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// How long one TCP connect plus TLS handshake may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every certificate in the PEM file at `path`.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read LND TLS certificate {}: {e}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
@@ -43,7 +43,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// Accepts exactly the pinned certificates. Remembers whether a server presented another
 /// one, so a connection failure can be reported as a mismatch rather than a TLS error.
 #[derive(Debug)]
-pub struct PinnedVerifier {
+pub(crate) struct PinnedVerifier {
     pinned: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
     mismatch: AtomicBool,
@@ -59,7 +59,7 @@ impl PinnedVerifier {
     }
 
     /// Whether any server so far presented a certificate that is not pinned.
-    pub fn saw_mismatch(&self) -> bool {
+    pub(crate) fn saw_mismatch(&self) -> bool {
         self.mismatch.load(Ordering::Relaxed)
     }
 }
@@ -124,7 +124,7 @@ impl ServerCertVerifier for PinnedVerifier {
 /// when it expires (or with `tlsautorefresh`), and a sidecar that kept the old one could
 /// never reconnect. Connections are made at start and on reconnects only.
 #[derive(Clone)]
-pub struct PinnedConnector {
+pub(crate) struct PinnedConnector {
     certpath: std::path::PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
     /// The verifier of the latest connection attempt, for [`Self::saw_mismatch`].
@@ -165,7 +165,7 @@ impl PinnedConnector {
     }
 
     /// Whether a server presented a certificate other than the pinned ones.
-    pub fn saw_mismatch(&self) -> bool {
+    pub(crate) fn saw_mismatch(&self) -> bool {
         self.verifier
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 /// Channels beyond this many (smallest capacity first) are listed but not charted, so a
 /// large node's report stays a few megabytes.
-pub const MAX_CHARTED_CHANNELS: usize = 100;
+pub(crate) const MAX_CHARTED_CHANNELS: usize = 100;
 /// Channels in the local/remote bar chart (largest capacity first).
 const MAX_BARS: usize = 40;
 const DAY: u64 = 86_400;
@@ -27,7 +27,7 @@ pub enum ReportError {
 
 /// Everything a report shows.
 #[derive(Debug, Clone, Default)]
-pub struct ReportData {
+pub(crate) struct ReportData {
     /// Unix seconds.
     pub generated_at: u64,
     pub node_id: Option<String>,
@@ -49,7 +49,7 @@ pub struct ReportData {
 
 /// Fees of settled forwards per UTC day over the `days` days ending with `now`'s day,
 /// oldest first, days without forwards included as zero.
-pub fn daily_fees(forwards: &[Forward], now: u64, days: u64) -> Vec<(u64, Msat)> {
+pub(crate) fn daily_fees(forwards: &[Forward], now: u64, days: u64) -> Vec<(u64, Msat)> {
     let today = now - now % DAY;
     let first = today.saturating_sub(days.saturating_sub(1) * DAY);
     let mut out: Vec<(u64, Msat)> = (0..days)
@@ -72,20 +72,24 @@ pub fn daily_fees(forwards: &[Forward], now: u64, days: u64) -> Vec<(u64, Msat)>
 }
 
 /// Renders the report.
-pub fn render(d: &ReportData) -> Result<String, ReportError> {
+pub(crate) fn render(d: &ReportData) -> Result<String, ReportError> {
     render_with(d, None, &[])
 }
 
 /// An extra section for [`render_with`]: a heading and its HTML body (already escaped).
 #[derive(Debug, Clone, Default)]
-pub struct Section {
+pub(crate) struct Section {
     pub title: String,
     pub html: String,
 }
 
 /// Renders the report with a custom title and extra sections after the summary (the
 /// simulator adds its own figures and charts this way).
-pub fn render_with(d: &ReportData, title: Option<&str>, extra: &[Section]) -> Result<String, ReportError> {
+pub(crate) fn render_with(
+    d: &ReportData,
+    title: Option<&str>,
+    extra: &[Section],
+) -> Result<String, ReportError> {
     let mut h = String::with_capacity(64 * 1024);
     let title = match (title, &d.node_id) {
         (Some(t), _) => t.to_string(),
@@ -154,7 +158,7 @@ fn pct(r: Option<f64>) -> String {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM` (UTC), without a date library.
-pub fn datetime(t: u64) -> String {
+pub(crate) fn datetime(t: u64) -> String {
     let (y, m, d) = civil(t / DAY);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}",
@@ -256,14 +260,14 @@ fn time_label(t: f64, span: u64) -> String {
 
 /// One named line of a [`line_chart`]: (unix seconds, value) points in time order.
 #[derive(Debug, Clone, Default)]
-pub struct Series {
+pub(crate) struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
 }
 
 /// A time-series line chart with a legend. With `steps`, each value holds until the next
 /// point (fees, which change at discrete times), drawn to `x_end`.
-pub fn line_chart(
+pub(crate) fn line_chart(
     name: &str,
     caption: &str,
     y_desc: &str,
@@ -332,7 +336,7 @@ pub fn line_chart(
 
 /// A timeline: one row per label, a bar from start to end (unix seconds) per span, coloured
 /// by severity. `spans` are (row, start, end, severity).
-pub fn timeline_chart(
+pub(crate) fn timeline_chart(
     name: &str,
     caption: &str,
     rows: &[String],

@@ -22,18 +22,18 @@ use crate::node::{Channel, ChannelState, Node, NodeError, PayOutcome};
 use crate::types::{Msat, NodeId, Scid};
 
 /// Payments tried per move, at most.
-pub const MAX_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_ATTEMPTS: u32 = 16;
 /// How long one attempt waits for its outcome before it counts as in flight.
-pub const ATTEMPT_TIMEOUT_SECS: u32 = 60;
+pub(crate) const ATTEMPT_TIMEOUT_SECS: u32 = 60;
 /// A part is sized to the largest amount its route carries with this chance.
-pub const TARGET_PROBABILITY: f64 = 0.5;
+pub(crate) const TARGET_PROBABILITY: f64 = 0.5;
 /// A part less likely than this to get through is not sent: the move stops early.
-pub const MIN_PROBABILITY: f64 = 0.2;
+pub(crate) const MIN_PROBABILITY: f64 = 0.2;
 /// Route searches per part at most: the first at the largest part, then at sized amounts.
 const SIZING_ROUNDS: usize = 3;
 /// Failed attempts in a row after which a move stops: the beliefs are off for this pair of
 /// channels just now, and the next round starts from what these failures taught.
-pub const MAX_FAILURES_IN_A_ROW: u32 = 2;
+pub(crate) const MAX_FAILURES_IN_A_ROW: u32 = 2;
 
 /// The next part of a move, or why there is none.
 enum Choice {
@@ -46,7 +46,7 @@ enum Choice {
 
 /// How a move ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExecStatus {
+pub(crate) enum ExecStatus {
     /// All of the amount moved.
     Done,
     /// Some of it moved.
@@ -74,7 +74,7 @@ impl ExecStatus {
 
 /// What one move did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MoveReport {
+pub(crate) struct MoveReport {
     pub source: Scid,
     pub sink: Scid,
     pub requested: Msat,
@@ -91,7 +91,7 @@ pub struct MoveReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     #[error("{0} is not one of our normal channels")]
     UnknownChannel(Scid),
     #[error(transparent)]
@@ -101,7 +101,7 @@ pub enum ExecError {
 }
 
 /// Everything a move needs besides its own parameters.
-pub struct Executor<'a, N: Node> {
+pub(crate) struct Executor<'a, N: Node> {
     pub service: &'a RebalanceService,
     pub node: &'a N,
     /// Route search settings: `k`, `max_hops`, `min_amount` and `cost`.
@@ -123,7 +123,7 @@ fn find(channels: &[Channel], scid: Scid) -> Result<&Channel, ExecError> {
 }
 
 /// A move about to start: its two channels and its report so far.
-pub struct Begun<'c> {
+pub(crate) struct Begun<'c> {
     pub src: &'c Channel,
     pub dst: &'c Channel,
     /// Status `Refused` (with the reason) when the move must not be attempted at all.
@@ -159,7 +159,7 @@ impl<N: Node> Executor<'_, N> {
     /// The most any attempt of `part` msat may pay now: the move's ppm cap, what is left of
     /// the execution's budget and of the 24-hour budget. `Err` carries why nothing may be
     /// spent any more (a budget is used up).
-    pub fn fee_cap(
+    pub(crate) fn fee_cap(
         &self,
         part: u64,
         max_ppm: u32,
@@ -225,7 +225,7 @@ impl<N: Node> Executor<'_, N> {
     /// success moves the bounds of every hop it crossed. The next part is routed and sized
     /// afresh on what was learned. The move stops early when no route is likely enough to
     /// be worth an attempt, or when one of our own two channels refuses.
-    pub async fn execute_move(
+    pub(crate) async fn execute_move(
         &self,
         source: Scid,
         sink: Scid,

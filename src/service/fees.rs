@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// How far back rebalance costs count for the `cost-floor` strategy.
-pub const COST_WINDOW_SECS: u64 = 7 * 86_400;
+pub(crate) const COST_WINDOW_SECS: u64 = 7 * 86_400;
 
 /// A channel whose fee ballast manages: confirmed and in normal operation.
-pub fn manageable(c: &Channel) -> bool {
+pub(crate) fn manageable(c: &Channel) -> bool {
     c.scid.is_some() && c.state == ChannelState::Normal
 }
 
@@ -29,7 +29,7 @@ impl Record for FeeChange {
 
 /// The policy in force, as persisted, with where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredPolicy {
+pub(crate) struct StoredPolicy {
     pub policy: serde_json::Value,
     pub source: String,
     pub set_at: u64,
@@ -40,7 +40,7 @@ impl Record for StoredPolicy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastUpdate {
+pub(crate) struct LastUpdate {
     pub at: u64,
 }
 
@@ -89,7 +89,7 @@ pub struct FeeService {
 }
 
 /// Reads and validates a TOML policy file; the error names the line and the reason.
-pub fn read_policy_file(path: &Path) -> Result<Policy, FeeServiceError> {
+pub(crate) fn read_policy_file(path: &Path) -> Result<Policy, FeeServiceError> {
     let text = std::fs::read_to_string(path).map_err(|e| FeeServiceError::File {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -203,7 +203,7 @@ impl FeeService {
     }
 
     /// The policy file named by `ballast-fee-policy-file`, if any.
-    pub fn configured_file(&self) -> Option<&Path> {
+    pub(crate) fn configured_file(&self) -> Option<&Path> {
         self.configured_file.as_deref()
     }
 
@@ -217,7 +217,7 @@ impl FeeService {
     }
 
     /// Replaces the policy in force (already validated by construction) and persists it.
-    pub fn set_policy(&self, policy: Policy, source: String, now: u64) -> Result<(), FeeServiceError> {
+    pub(crate) fn set_policy(&self, policy: Policy, source: String, now: u64) -> Result<(), FeeServiceError> {
         self.policy_tree.put(
             POLICY_KEY,
             &StoredPolicy {
@@ -235,14 +235,14 @@ impl FeeService {
 
     /// Turns automatic fees off for this run (`ballast-fee-policy-file=off`): an empty
     /// policy, not persisted, so the stored one is back once the option is removed.
-    pub fn turn_off(&self, source: String) {
+    pub(crate) fn turn_off(&self, source: String) {
         let mut s = self.lock();
         s.policy = Policy::default();
         s.source = source;
     }
 
     /// Notes a settled forward: flow on both channels, and a decision scheduled for each.
-    pub fn on_forward(
+    pub(crate) fn on_forward(
         &self,
         in_channel: Scid,
         out_channel: Option<Scid>,
@@ -255,7 +255,7 @@ impl FeeService {
 
     /// A forward that settled at `at`, learned at `now` (a catch-up from the node's
     /// history): its flow counts where it happened, its decision is scheduled from now.
-    pub fn on_forward_at(
+    pub(crate) fn on_forward_at(
         &self,
         in_channel: Scid,
         out_channel: Option<Scid>,
@@ -362,7 +362,7 @@ impl FeeService {
     /// the last [`COST_WINDOW_SECS`] (the cost floor) and how many channels its peer has.
     /// Every caller decides through here, so the plugin's loop, the `fee-*` methods and the
     /// simulator see the same inputs.
-    pub fn decide_with(
+    pub(crate) fn decide_with(
         &self,
         ch: &Channel,
         rebalance: &RebalanceService,
@@ -447,7 +447,7 @@ impl FeeService {
     }
 
     /// When a held decision may next be applied.
-    pub fn next_allowed(&self, scid: Scid) -> u64 {
+    pub(crate) fn next_allowed(&self, scid: Scid) -> u64 {
         self.lock().coalescer.next_allowed(scid)
     }
 }

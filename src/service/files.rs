@@ -72,7 +72,7 @@ pub enum FileError {
 
 /// `rel` as a path inside the directory, with `.` and inner `..` resolved lexically.
 /// Refuses absolute paths, an empty path, and any `..` that climbs above the directory.
-pub fn confine(rel: &str, shown_root: &str) -> Result<PathBuf, FileError> {
+pub(crate) fn confine(rel: &str, shown_root: &str) -> Result<PathBuf, FileError> {
     if rel.is_empty() {
         return Err(FileError::Empty);
     }
@@ -121,7 +121,7 @@ impl FilesDir {
     }
 
     /// Where a file named `rel` is read from: inside the directory, or refused.
-    pub fn path_for_reading(&self, rel: &str) -> Result<PathBuf, FileError> {
+    pub(crate) fn path_for_reading(&self, rel: &str) -> Result<PathBuf, FileError> {
         Ok(self.root.join(confine(rel, &self.shown())?))
     }
 
@@ -185,7 +185,7 @@ impl FilesDir {
 /// (file, directory or symlink) is refused. With it, the content goes to a new file beside
 /// it that is then renamed over it, so a reader never sees half a file and a symlink at
 /// `path` is replaced, not followed.
-pub fn write_private(
+pub(crate) fn write_private(
     path: &Path,
     overwrite: bool,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,

@@ -17,7 +17,7 @@ impl Record for HodlInvoice {
     const VERSION: u8 = 1;
 }
 
-pub const TREE: &str = "hodl_invoices";
+pub(crate) const TREE: &str = "hodl_invoices";
 
 /// The final answer for one held HTLC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum Answer {
 }
 
 /// What an incoming HTLC gets from the service.
-pub enum HtlcReply {
+pub(crate) enum HtlcReply {
     /// Answer it now.
     Now(Answer),
     /// Answer when this fires (settle, cancel, timeout or stop).
@@ -84,7 +84,7 @@ pub enum ServiceError {
 
 /// Why [`HodlService::reconcile_with_node`] did not reconcile, or could not record it.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error("cannot list the node's HTLCs to reconcile hold invoices: {0}")]
     Node(NodeError),
     #[error("hold invoices reconciled, but the store could not record it: {0}")]
@@ -163,7 +163,7 @@ impl HodlService {
 
     /// For a node that holds hold-invoice HTLCs itself (LND): a settle does not look for
     /// hook calls waiting here.
-    pub fn held_by_node(mut self) -> Self {
+    pub(crate) fn held_by_node(mut self) -> Self {
         self.hook_held = false;
         self
     }
@@ -251,7 +251,7 @@ impl HodlService {
         (total, all.into_iter().skip(offset).take(limit).cloned().collect())
     }
 
-    pub fn label_taken(&self, label: &str) -> bool {
+    pub(crate) fn label_taken(&self, label: &str) -> bool {
         self.lock()
             .invoices
             .values()
@@ -267,7 +267,7 @@ impl HodlService {
     }
 
     /// Decides an HTLC for a claimed hash. Flushes before returning any final answer.
-    pub fn on_htlc(
+    pub(crate) fn on_htlc(
         &self,
         hash: PaymentHash,
         htlc: &IncomingHtlc,
@@ -350,7 +350,11 @@ impl HodlService {
 
     /// Records SETTLED for an invoice the node has already settled itself (LND confirmed
     /// SettleInvoice): the money arrived, so no deadline can turn it into a cancel.
-    pub fn record_node_settled(&self, preimage: Preimage, now: u64) -> Result<HodlInvoice, ServiceError> {
+    pub(crate) fn record_node_settled(
+        &self,
+        preimage: Preimage,
+        now: u64,
+    ) -> Result<HodlInvoice, ServiceError> {
         self.settle_checked(Some(preimage), None, now, None)
     }
 
@@ -408,7 +412,7 @@ impl HodlService {
     /// held by the node is gone: it no longer counts, and an ACCEPTED invoice that lost one
     /// is canceled (`htlcs_lost`) and its remaining parts failed back. Returns the
     /// transitions, already announced.
-    pub fn reconcile(
+    pub(crate) fn reconcile(
         &self,
         node_holds: &HashSet<HtlcKey>,
         now: u64,
@@ -473,7 +477,7 @@ impl HodlService {
     /// that ([`Self::reconcile`]). A node that holds hold-invoice HTLCs itself answers
     /// nothing to compare, and nothing changes; a node that cannot be asked changes nothing
     /// either (the settle-time check of live hook calls still guards the money).
-    pub async fn reconcile_with_node<N: Node>(
+    pub(crate) async fn reconcile_with_node<N: Node>(
         &self,
         node: &N,
         now: u64,
@@ -595,7 +599,7 @@ impl HodlService {
 
     /// A new block: warn about and enforce HTLC deadlines. Parts are failed back even if
     /// the store cannot record it (the error is returned after).
-    pub fn on_block(&self, height: u32, now: u64) -> Result<Vec<HodlEvent>, ServiceError> {
+    pub(crate) fn on_block(&self, height: u32, now: u64) -> Result<Vec<HodlEvent>, ServiceError> {
         let mut to_cancel = Vec::new();
         let mut events = Vec::new();
         let mut answers = Vec::new();
@@ -709,7 +713,7 @@ impl HodlService {
     }
 
     /// How many HTLCs are waiting for an answer right now.
-    pub fn held_count(&self) -> usize {
+    pub(crate) fn held_count(&self) -> usize {
         self.lock().waiters.len()
     }
 }

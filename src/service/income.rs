@@ -4,7 +4,7 @@ use crate::store::{Record, Store, StoreResult, TypedTree};
 use crate::types::Msat;
 use serde::{Deserialize, Serialize};
 
-pub const TREE: &str = "paid_invoices";
+pub(crate) const TREE: &str = "paid_invoices";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaidInvoice {
@@ -56,7 +56,7 @@ impl Income {
 
     /// Every payment at or after `since` as (amount, paid_at), oldest first: a range scan,
     /// since keys start with the payment time.
-    pub fn paid_since(&self, since: u64) -> StoreResult<Vec<(Msat, u64)>> {
+    pub(crate) fn paid_since(&self, since: u64) -> StoreResult<Vec<(Msat, u64)>> {
         self.tree
             .range(since.to_be_bytes()..)
             .map(|item| item.map(|(_, p)| (p.amount, p.paid_at)))

@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 /// Cleared alerts are forgotten this long after they cleared.
-pub const CLEARED_ALERT_KEEP_SECS: u64 = 90 * 86_400;
+pub(crate) const CLEARED_ALERT_KEEP_SECS: u64 = 90 * 86_400;
 /// At most this many alerts (active and cleared) are stored; the oldest cleared go first.
-pub const MAX_STORED_ALERTS: usize = 10_000;
+pub(crate) const MAX_STORED_ALERTS: usize = 10_000;
 /// How often the retention sweep (closed channels' history, old alerts) runs.
-pub const SWEEP_EVERY_SECS: u64 = 3_600;
+pub(crate) const SWEEP_EVERY_SECS: u64 = 3_600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -110,7 +110,7 @@ impl MonitorService {
 
     /// [`MonitorService::load`] with `base` as the default rules (from the options): the
     /// stored `monitor-set default` changes are laid over them.
-    pub fn load_with_defaults(
+    pub(crate) fn load_with_defaults(
         store: Store,
         now: u64,
         base: Rules,
@@ -398,7 +398,7 @@ impl MonitorService {
     }
 
     /// When the last round ran, and how many rounds this process ran.
-    pub fn last_run(&self) -> (Option<u64>, u64) {
+    pub(crate) fn last_run(&self) -> (Option<u64>, u64) {
         let inner = lock(&self.inner);
         (inner.last_run, inner.rounds)
     }
@@ -429,7 +429,7 @@ impl MonitorService {
         }
     }
 
-    pub fn knows_channel(&self, scid: Scid) -> bool {
+    pub(crate) fn knows_channel(&self, scid: Scid) -> bool {
         lock(&self.inner).last.contains_key(&ChannelKey::Scid(scid))
     }
 
@@ -439,7 +439,7 @@ impl MonitorService {
     }
 
     /// Stored alerts, active and cleared, newest first.
-    pub fn all_alerts(&self, limit: usize) -> Result<Vec<Alert>, MonitorError> {
+    pub(crate) fn all_alerts(&self, limit: usize) -> Result<Vec<Alert>, MonitorError> {
         let mut out = Vec::new();
         for item in self.alerts.iter_rev().take(limit) {
             out.push(item?.1);
@@ -473,7 +473,7 @@ impl MonitorService {
     }
 
     /// Every stored point of one channel (all tiers), in key order.
-    pub fn channel_history(&self, scid: Scid) -> Result<Vec<HistoryPoint>, MonitorError> {
+    pub(crate) fn channel_history(&self, scid: Scid) -> Result<Vec<HistoryPoint>, MonitorError> {
         let mut out = Vec::new();
         for item in self.history.scan_prefix(HistoryKey::channel_prefix(scid)) {
             out.push(item?.1);
@@ -482,7 +482,7 @@ impl MonitorService {
     }
 
     /// The scids that have any history, closed channels included.
-    pub fn channels_with_history(&self) -> Result<Vec<Scid>, MonitorError> {
+    pub(crate) fn channels_with_history(&self) -> Result<Vec<Scid>, MonitorError> {
         let mut out = Vec::new();
         let mut from: Vec<u8> = Vec::new();
         loop {
@@ -525,7 +525,7 @@ impl MonitorService {
 
     /// Drops the overrides at `scope` (or restores the built-in defaults); persisted.
     /// Returns whether anything changed.
-    pub fn reset_rules(&self, scope: Scope) -> Result<bool, MonitorError> {
+    pub(crate) fn reset_rules(&self, scope: Scope) -> Result<bool, MonitorError> {
         let changed = {
             let mut inner = lock(&self.inner);
             let mut cfg = inner.config.clone();

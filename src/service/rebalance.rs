@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// How long a plan can be executed by id.
-pub const PLAN_TTL_SECS: u64 = 3_600;
+pub(crate) const PLAN_TTL_SECS: u64 = 3_600;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredPlan {
@@ -163,7 +163,7 @@ impl Spend {
 /// Running totals over every readable attempt, for the metrics endpoint: kept as attempts
 /// are recorded and resolved, so a scrape reads numbers instead of the attempt history.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AttemptTotals {
+pub(crate) struct AttemptTotals {
     pub succeeded: u64,
     pub failed: u64,
     /// Still in flight when we stopped waiting on them.
@@ -286,7 +286,7 @@ impl RebalanceService {
     }
 
     /// Sets (or with `None`, removes) a channel's override; durable before returning.
-    pub fn set_override(&self, scid: Scid, o: Option<ChannelOverride>) -> Result<(), RebalanceError> {
+    pub(crate) fn set_override(&self, scid: Scid, o: Option<ChannelOverride>) -> Result<(), RebalanceError> {
         let key = scid.as_u64().to_be_bytes();
         match o {
             Some(o) => self.overrides.put(key, &o)?,
@@ -299,7 +299,7 @@ impl RebalanceService {
     }
 
     /// Replaces (first load) or updates in place (later refreshes) the gossip graph.
-    pub fn refresh_graph(&self, edges: &[GraphEdge]) -> Result<(usize, usize), RebalanceError> {
+    pub(crate) fn refresh_graph(&self, edges: &[GraphEdge]) -> Result<(usize, usize), RebalanceError> {
         let mut g = self.graph.write().unwrap_or_else(|p| p.into_inner());
         match g.as_mut() {
             Some(graph) => {
@@ -315,7 +315,7 @@ impl RebalanceService {
 
     /// True when the graph lacks one of `scids` (in either direction) or `nodes`; also
     /// before the graph is loaded.
-    pub fn graph_lacks(&self, scids: &[Scid], nodes: &[NodeId]) -> bool {
+    pub(crate) fn graph_lacks(&self, scids: &[Scid], nodes: &[NodeId]) -> bool {
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
         let Some(graph) = g.as_ref() else {
             return true;
@@ -328,7 +328,7 @@ impl RebalanceService {
 
     /// Claims the right to refresh the graph on demand: true at most once per `every`, so
     /// a stream of calls naming an unknown node cannot turn into a stream of `listchannels`.
-    pub fn claim_demand_refresh(&self, every: std::time::Duration) -> bool {
+    pub(crate) fn claim_demand_refresh(&self, every: std::time::Duration) -> bool {
         let mut last = lock(&self.demand_refresh);
         let now = std::time::Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < every) {
@@ -338,12 +338,12 @@ impl RebalanceService {
         true
     }
 
-    pub fn has_graph(&self) -> bool {
+    pub(crate) fn has_graph(&self) -> bool {
         self.graph.read().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     /// Runs `f` with the graph and the current belief view. `None` before the first load.
-    pub fn with_graph<T>(
+    pub(crate) fn with_graph<T>(
         &self,
         now: u64,
         f: impl FnOnce(&Graph, &Beliefs, &crate::engine::beliefs::BeliefView) -> T,
@@ -357,7 +357,7 @@ impl RebalanceService {
 
     /// How many usable public channels `node` has in the gossip graph (for the fee
     /// policy's `peer` strategy); `None` before the graph is loaded or for unknown nodes.
-    pub fn node_channels(&self, node: &NodeId) -> Option<u32> {
+    pub(crate) fn node_channels(&self, node: &NodeId) -> Option<u32> {
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
         let graph = g.as_ref()?;
         let ix = graph.node_index(node)?;
@@ -369,14 +369,14 @@ impl RebalanceService {
         Some(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    pub fn graph_stats(&self) -> Option<(usize, usize, usize)> {
+    pub(crate) fn graph_stats(&self) -> Option<(usize, usize, usize)> {
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
         g.as_ref()
             .map(|g| (g.node_count(), g.channel_count(), g.memory_bytes()))
     }
 
     /// Stores a plan for `PLAN_TTL_SECS` and returns its id.
-    pub fn store_plan(&self, plan: Plan, now: u64) -> Result<String, RebalanceError> {
+    pub(crate) fn store_plan(&self, plan: Plan, now: u64) -> Result<String, RebalanceError> {
         let mut raw = [0u8; 8];
         getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
         let id = hex::encode(raw);
@@ -410,7 +410,7 @@ impl RebalanceService {
 
     /// Takes a plan for execution: a plan runs once, as its amounts were computed from the
     /// balances of its time. `false` when it is gone (already executed, or expired).
-    pub fn consume_plan(&self, id: &str) -> Result<bool, RebalanceError> {
+    pub(crate) fn consume_plan(&self, id: &str) -> Result<bool, RebalanceError> {
         let taken = self.plans.get(id.as_bytes())?.is_some();
         if taken {
             self.plans.remove(id.as_bytes())?;
@@ -422,7 +422,7 @@ impl RebalanceService {
     /// A fresh preimage for a circular payment that delivers `amount` back to us, durable
     /// and claimed before it is used. Its hash is the payment's; the preimage itself goes to
     /// nodes that must be told about the payment beforehand (`Node::prepare_self_payment`).
-    pub fn new_self_payment(&self, now: u64, amount: Msat) -> Result<Preimage, RebalanceError> {
+    pub(crate) fn new_self_payment(&self, now: u64, amount: Msat) -> Result<Preimage, RebalanceError> {
         let mut raw = [0u8; 32];
         getrandom::getrandom(&mut raw).map_err(|e| RebalanceError::Random(e.to_string()))?;
         let preimage = Preimage(raw);
@@ -443,16 +443,8 @@ impl RebalanceService {
 
     /// The preimage that claims one of our own rebalance payments, and the amount the
     /// HTLC must carry for it to be given out.
-    pub fn preimage_for(&self, hash: &PaymentHash) -> Option<(Preimage, Msat)> {
+    pub(crate) fn preimage_for(&self, hash: &PaymentHash) -> Option<(Preimage, Msat)> {
         lock(&self.preimages).get(hash).copied()
-    }
-
-    /// Forgets a self-payment whose outcome is final.
-    pub fn finish_self_payment(&self, hash: &PaymentHash) -> Result<(), RebalanceError> {
-        self.secrets.remove(hash.0)?;
-        lock(&self.preimages).remove(hash);
-        self.claims.release(hash);
-        Ok(())
     }
 
     /// Teaches the beliefs what an attempt showed: every hop before `failed_at` had the
@@ -488,7 +480,7 @@ impl RebalanceService {
         Ok(())
     }
 
-    pub fn record_attempt(&self, mut a: Attempt) -> Result<Attempt, RebalanceError> {
+    pub(crate) fn record_attempt(&self, mut a: Attempt) -> Result<Attempt, RebalanceError> {
         // Under the ledger's lock, so ids enter it in order.
         let mut ledger = lock(&self.ledger);
         a.id = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -501,7 +493,7 @@ impl RebalanceService {
     }
 
     /// Attempts still in flight (outcome pending), oldest first.
-    pub fn pending_attempts(&self) -> Result<Vec<Attempt>, RebalanceError> {
+    pub(crate) fn pending_attempts(&self) -> Result<Vec<Attempt>, RebalanceError> {
         let mut out = Vec::new();
         for item in self.attempts.iter() {
             let (_, a) = item?;
@@ -513,7 +505,7 @@ impl RebalanceService {
     }
 
     /// Records the final outcome of a pending attempt and forgets its preimage.
-    pub fn resolve_attempt(
+    pub(crate) fn resolve_attempt(
         &self,
         id: u64,
         outcome: AttemptOutcome,
@@ -541,17 +533,17 @@ impl RebalanceService {
     }
 
     /// Fees of successful (and still pending) attempts since `since`.
-    pub fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
+    pub(crate) fn spent_since(&self, since: u64) -> Result<Msat, RebalanceError> {
         Ok(self.fees_since(since, |a| a.outcome.spends()))
     }
 
     /// Counts and fees of every attempt so far; see [`AttemptTotals`].
-    pub fn attempt_totals(&self) -> AttemptTotals {
+    pub(crate) fn attempt_totals(&self) -> AttemptTotals {
         *lock(&self.totals)
     }
 
     /// Fees of successful attempts since `since` (pending ones not counted).
-    pub fn paid_since(&self, since: u64) -> Msat {
+    pub(crate) fn paid_since(&self, since: u64) -> Msat {
         self.fees_since(since, |a| a.outcome == AttemptOutcome::Success)
     }
 
@@ -585,7 +577,7 @@ impl RebalanceService {
     }
 
     /// The recent cost of moving liquidity into `scid`, in ppm (for the fee cost floor).
-    pub fn recent_cost_ppm(&self, scid: Scid, since: u64) -> Result<Option<u32>, RebalanceError> {
+    pub(crate) fn recent_cost_ppm(&self, scid: Scid, since: u64) -> Result<Option<u32>, RebalanceError> {
         let (mut fee, mut amount) = (0u64, 0u64);
         for a in lock(&self.ledger).iter().rev() {
             if a.time < since {
@@ -672,8 +664,6 @@ mod tests {
         );
         let (pre, amount) = svc.preimage_for(&hash).unwrap();
         assert_eq!((pre.payment_hash(), amount), (hash, Msat(5_000)));
-        svc.finish_self_payment(&hash).unwrap();
-        assert!(!claims.contains(&hash) && svc.preimage_for(&hash).is_none());
         assert_eq!(svc.attempts(None, 10).unwrap().len(), 3);
         assert_eq!(
             svc.attempts(None, 10).unwrap()[0].id,

@@ -26,7 +26,7 @@ pub enum Pay {
     Disconnect,
 }
 
-pub struct ScriptedNode {
+pub(crate) struct ScriptedNode {
     pub me: NodeId,
     pub channels: Vec<Channel>,
     /// What `holds_htlcs_through_hook` answers.
@@ -67,7 +67,7 @@ impl ScriptedNode {
     }
 
     /// The channels of every route sent, in order.
-    pub fn routes_sent(&self) -> Vec<Vec<Scid>> {
+    pub(crate) fn routes_sent(&self) -> Vec<Vec<Scid>> {
         lock(&self.sent)
             .iter()
             .map(|r| r.iter().map(|h| h.scid).collect())
@@ -75,7 +75,7 @@ impl ScriptedNode {
     }
 
     /// True when every scripted answer was asked for.
-    pub fn script_used_up(&self) -> bool {
+    pub(crate) fn script_used_up(&self) -> bool {
         lock(&self.pay).is_empty() && lock(&self.held).is_empty()
     }
 }

@@ -21,11 +21,11 @@ use crate::service::rebalance::AttemptOutcome;
 use crate::types::{Msat, Scid};
 
 /// Payments per move at most, the first included.
-pub const TRIES: u32 = 5;
+pub(crate) const TRIES: u32 = 5;
 
 /// Moves `amount` from `source` to `sink` the classic way. Same contract as
 /// [`Executor::execute_move`]: at most `max_ppm`, never more than `budget_left`.
-pub async fn execute_move<N: Node>(
+pub(crate) async fn execute_move<N: Node>(
     exec: &Executor<'_, N>,
     source: Scid,
     sink: Scid,

@@ -276,7 +276,7 @@ fn run_params(a: &Args, nodes: usize, rebalancer: Rebalancer) -> RunParams {
 }
 
 /// Builds the network the arguments describe.
-pub fn build_network(a: &Args) -> Result<Network, String> {
+pub(crate) fn build_network(a: &Args) -> Result<Network, String> {
     match &a.graph {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

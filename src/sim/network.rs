@@ -38,7 +38,7 @@ pub struct SimChannel {
 }
 
 /// How long a liquidity failure keeps payers away from a channel direction.
-pub const FAILURE_MEMORY_SECS: u64 = 1_800;
+pub(crate) const FAILURE_MEMORY_SECS: u64 = 1_800;
 
 /// Per-node money flows, so each node's balance change can be explained exactly.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub struct Ledger {
 }
 
 /// One hop of a path: channel index and the direction it is used in (sender is `node[dir]`).
-pub type PathHop = (u32, u8);
+pub(crate) type PathHop = (u32, u8);
 
 /// A payment that went through, or where it stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +297,7 @@ impl Network {
     }
 
     /// What each node owns: its balances plus what it has offered and not yet resolved.
-    pub fn wealth(&self) -> Vec<u64> {
+    pub(crate) fn wealth(&self) -> Vec<u64> {
         let mut w = vec![0u64; self.ids.len()];
         for c in &self.channels {
             for d in 0..2 {
@@ -370,7 +370,7 @@ impl Network {
     /// The cheapest path by advertised fees (balances are private, as for a real payer),
     /// avoiding `exclude`d directions and those that recently failed for this amount (at
     /// `now`). `None` when the payee is unreachable.
-    pub fn find_path(
+    pub(crate) fn find_path(
         &self,
         from: u32,
         to: u32,
@@ -445,7 +445,7 @@ impl Network {
 
     /// Amount each hop must carry for `amount` to arrive: each forwarder charges its fee on
     /// what it sends on.
-    pub fn hop_amounts(&self, path: &[PathHop], amount: u64) -> Vec<u64> {
+    pub(crate) fn hop_amounts(&self, path: &[PathHop], amount: u64) -> Vec<u64> {
         let mut amounts = vec![0u64; path.len()];
         let mut carry = amount;
         for i in (0..path.len()).rev() {
@@ -525,17 +525,12 @@ impl Network {
         }
     }
 
-    /// The receiving node of hop `i`.
-    pub fn hop_to(&self, hop: PathHop) -> u32 {
-        self.channels[hop.0 as usize].node[1 - hop.1 as usize]
-    }
-
-    pub fn hop_from(&self, hop: PathHop) -> u32 {
+    pub(crate) fn hop_from(&self, hop: PathHop) -> u32 {
         self.channels[hop.0 as usize].node[hop.1 as usize]
     }
 
     /// Sets our fee on our side of `scid`; false when it is not our channel.
-    pub fn set_our_fee(&mut self, scid: Scid, base: u64, ppm: u32) -> bool {
+    pub(crate) fn set_our_fee(&mut self, scid: Scid, base: u64, ppm: u32) -> bool {
         let Some(&ci) = self.by_scid.get(&scid) else {
             return false;
         };
@@ -548,7 +543,7 @@ impl Network {
     }
 
     /// Our side of one of our channels as (local, capacity).
-    pub fn our_side(&self, ci: u32) -> (u64, u64) {
+    pub(crate) fn our_side(&self, ci: u32) -> (u64, u64) {
         let c = &self.channels[ci as usize];
         let d = if c.node[0] == self.ours { 0 } else { 1 };
         (c.balance[d] + c.locked[d], c.capacity)
@@ -556,7 +551,7 @@ impl Network {
 }
 
 /// A pending HTLC on one of our channels, as `listpeerchannels` would show it.
-pub fn held_htlc(id: u64, amount: u64, expiry: u32, hash: PaymentHash) -> PendingHtlc {
+pub(crate) fn held_htlc(id: u64, amount: u64, expiry: u32, hash: PaymentHash) -> PendingHtlc {
     htlc(HtlcDirection::In, id, amount, expiry, hash)
 }
 

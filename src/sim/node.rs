@@ -37,7 +37,7 @@ struct State<'a> {
     outcomes: HashMap<PaymentHash, PayOutcome>,
 }
 
-pub struct SimNode<'a> {
+pub(crate) struct SimNode<'a> {
     id: NodeId,
     height: u32,
     st: Mutex<State<'a>>,
@@ -70,11 +70,6 @@ impl<'a> SimNode<'a> {
 
     fn state(&self) -> MutexGuard<'_, State<'a>> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Fee updates applied through `set_fee`, in order.
-    pub fn fee_changes(&self) -> Vec<(Scid, FeeUpdate)> {
-        self.state().fee_changes.clone()
     }
 }
 

@@ -17,7 +17,7 @@ impl Rng {
         Rng(splitmix(seed ^ splitmix(stream)) | 1)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -41,7 +41,7 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 
@@ -51,7 +51,7 @@ impl Rng {
         (a * (b / a).powf(self.unit())) as u64
     }
 
-    pub fn bytes32(&mut self) -> [u8; 32] {
+    pub(crate) fn bytes32(&mut self) -> [u8; 32] {
         let mut out = [0u8; 32];
         for chunk in out.chunks_mut(8) {
             chunk.copy_from_slice(&self.next_u64().to_le_bytes());

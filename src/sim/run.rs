@@ -41,7 +41,7 @@ use traffic::Settling;
 
 /// Simulated clock start (2023-11-14 22:13:20 UTC) and chain height.
 pub const T0: u64 = 1_700_000_000;
-pub const HEIGHT0: u32 = 800_000;
+pub(crate) const HEIGHT0: u32 = 800_000;
 const STEP_SECS: u64 = 60;
 const BLOCK_STEPS: u64 = 10;
 const FLOW_WINDOW_SECS: u64 = 86_400;

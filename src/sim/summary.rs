@@ -84,7 +84,7 @@ impl Summary {
     }
 
     /// The rebalance figures derived from the counted ones, once the run is over.
-    pub fn finish_rebalance_figures(&mut self) {
+    pub(crate) fn finish_rebalance_figures(&mut self) {
         self.rebalance_success_rate = if self.rebalance_attempts == 0 {
             0.0
         } else {
@@ -101,7 +101,7 @@ impl Summary {
     }
 
     /// Fees earned minus rebalance spend.
-    pub fn net_msat(&self) -> i64 {
+    pub(crate) fn net_msat(&self) -> i64 {
         self.fees_earned_msat as i64 - self.rebalance_spend_msat as i64
     }
 
@@ -200,7 +200,7 @@ impl Summary {
 }
 
 /// Thousands separators.
-pub fn group(v: u64) -> String {
+pub(crate) fn group(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -235,7 +235,7 @@ pub fn table(summaries: &[&Summary]) -> String {
 }
 
 /// One line per policy run with both rebalancers: their rebalance figures side by side.
-pub fn rebalancer_comparison(summaries: &[&Summary]) -> Option<String> {
+pub(crate) fn rebalancer_comparison(summaries: &[&Summary]) -> Option<String> {
     let mut lines = Vec::new();
     for s in summaries.iter().filter(|s| s.rebalancer == "ballast") {
         let Some(b) = summaries

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// The layout of the whole store this build writes. Bump it and add a step in
 /// `migrate.rs` whenever a tree or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 const META_TREE: &str = "meta";
 const KEY_SCHEMA: &[u8] = b"schema_version";
@@ -51,7 +51,7 @@ pub enum StoreError {
     Io(#[from] sled::Error),
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 /// Facts about the store itself, kept across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +222,7 @@ impl Store {
     }
 
     /// Counts one more start and makes it durable; returns the updated info.
-    pub fn record_start(&self) -> StoreResult<StoreInfo> {
+    pub(crate) fn record_start(&self) -> StoreResult<StoreInfo> {
         let mut info = self.info()?;
         info.starts += 1;
         self.meta.put(KEY_INFO, &info)?;
@@ -236,7 +236,7 @@ impl Store {
 
     /// Records the chain tip. Not flushed here: a lost tip is re-learned from lightningd, so
     /// it rides along with the next flush instead of costing a sync per block.
-    pub fn set_tip(&self, height: u32) -> StoreResult<()> {
+    pub(crate) fn set_tip(&self, height: u32) -> StoreResult<()> {
         // Only forward: notifications may be handled out of order.
         self.tip.update(KEY_TIP, |cur| ChainTip {
             height: cur.map_or(height, |c| c.height.max(height)),

@@ -113,7 +113,7 @@ impl<T: Record> TypedTree<T> {
 
     /// Removes the record at `key` whatever it holds, for records that are disposable
     /// (expired plans) and may have been written by another version.
-    pub fn discard(&self, key: impl AsRef<[u8]>) -> StoreResult<()> {
+    pub(crate) fn discard(&self, key: impl AsRef<[u8]>) -> StoreResult<()> {
         self.tree.remove(key.as_ref())?;
         Ok(())
     }
@@ -137,7 +137,7 @@ impl<T: Record> TypedTree<T> {
     /// newer ballast) is handed to `skipped` and passed over, left in place untouched; store
     /// failures still end the iteration as errors. Only for trees that hold no money: a
     /// hold invoice or a rebalance preimage must never be skipped.
-    pub fn iter_readable<'a>(
+    pub(crate) fn iter_readable<'a>(
         &'a self,
         mut skipped: impl FnMut(StoreError) + 'a,
     ) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + 'a {
@@ -152,7 +152,7 @@ impl<T: Record> TypedTree<T> {
 
     /// The record at `key`, or `None` with the reason handed to `skipped` when it does not
     /// decode (see [`Self::iter_readable`]).
-    pub fn get_readable(
+    pub(crate) fn get_readable(
         &self,
         key: impl AsRef<[u8]>,
         skipped: impl FnOnce(StoreError),
@@ -167,7 +167,7 @@ impl<T: Record> TypedTree<T> {
     }
 
     /// Every record in reverse key order (newest first for time-prefixed keys).
-    pub fn iter_rev(&self) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + '_ {
+    pub(crate) fn iter_rev(&self) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + '_ {
         self.tree.iter().rev().map(move |item| {
             let (k, v) = item?;
             let value = self.decode(&k, &v)?;
@@ -189,7 +189,7 @@ impl<T: Record> TypedTree<T> {
     }
 
     /// Records whose keys start with `prefix`, in key order (errors as in [`Self::iter`]).
-    pub fn scan_prefix(
+    pub(crate) fn scan_prefix(
         &self,
         prefix: impl AsRef<[u8]>,
     ) -> impl Iterator<Item = StoreResult<(Vec<u8>, T)>> + '_ {

@@ -39,7 +39,7 @@ fn label(key: &str, value: &str) -> Labels {
 
 /// Builds the exposition from the current state (a fresh registry per scrape, so closed
 /// channels drop out instead of lingering with stale values).
-pub fn metrics_text(s: &AppState) -> Result<String, std::fmt::Error> {
+pub(crate) fn metrics_text(s: &AppState) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("ballast");
     channels(&mut reg, s);
     alerts(&mut reg, s);

@@ -4,5 +4,4 @@
 mod encode;
 mod server;
 
-pub use encode::metrics_text;
 pub use server::{parse_bind, serve};

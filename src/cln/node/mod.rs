@@ -13,7 +13,7 @@
 use crate::node::{NodeError, NodeResult};
 use cln_rpc::ClnRpc;
 use rpc::{Conn, Rpc};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod convert;
 mod node_impl;
@@ -57,10 +57,6 @@ impl ClnNode {
     pub fn with_page_size(mut self, n: u32) -> Self {
         self.page_size = n.max(1);
         self
-    }
-
-    pub fn rpc_path(&self) -> &Path {
-        &self.rpc_path
     }
 
     async fn connect(&self, method: &'static str) -> NodeResult<Conn> {

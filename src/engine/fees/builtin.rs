@@ -13,7 +13,7 @@ use super::policy::{Policy, PolicyError};
 
 /// The built-in policy as TOML, in the format of `ballast-fee-policy-file`, so an operator
 /// can start their own from a copy of it.
-pub const BUILTIN_POLICY_TOML: &str = r#"
+pub(crate) const BUILTIN_POLICY_TOML: &str = r#"
 [defaults]
 min_ppm = 10
 max_ppm = 1000
@@ -24,7 +24,7 @@ strategy = { type = "balance", curve = "exponential", empty_ppm = 1000, full_ppm
 "#;
 
 /// Where the policy in force came from, as `fee-policy` and `ballast-status` show it.
-pub const BUILTIN_SOURCE: &str = "default";
+pub(crate) const BUILTIN_SOURCE: &str = "default";
 
 impl Policy {
     /// The built-in policy (see the module comment).

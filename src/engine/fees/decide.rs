@@ -214,7 +214,7 @@ pub struct FeeDecision {
 
 impl FeeDecision {
     /// True when the target differs from the current fee, whatever the status.
-    pub fn changes_fee(&self) -> bool {
+    pub(crate) fn changes_fee(&self) -> bool {
         self.rule.is_some() && self.target != self.current
     }
 }

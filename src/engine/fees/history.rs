@@ -50,7 +50,7 @@ pub struct FeeChange {
 impl FeeChange {
     /// The record for a decision that was applied (or would have been, in dry-run mode).
     /// `None` for decisions that change nothing or were held back.
-    pub fn from_decision(d: &FeeDecision, trigger: Trigger, time: u64) -> Option<FeeChange> {
+    pub(crate) fn from_decision(d: &FeeDecision, trigger: Trigger, time: u64) -> Option<FeeChange> {
         let dry_run = match d.status {
             Status::Apply => false,
             Status::DryRun => true,

@@ -66,7 +66,7 @@ impl Coalescer {
     }
 
     /// The earliest time an unforced update of this channel may be applied.
-    pub fn next_allowed(&self, scid: Scid) -> u64 {
+    pub(crate) fn next_allowed(&self, scid: Scid) -> u64 {
         let startup = self.started_at.saturating_add(self.min_interval_secs);
         match self.last_applied(scid) {
             Some(t) => startup.max(t.saturating_add(self.min_interval_secs)),
@@ -133,15 +133,8 @@ impl Coalescer {
         self.slots.get(&scid).and_then(|s| s.pending.as_ref())
     }
 
-    pub fn pending_len(&self) -> usize {
+    pub(crate) fn pending_len(&self) -> usize {
         self.queue.len()
-    }
-
-    /// Drops everything about a closed channel.
-    pub fn forget(&mut self, scid: Scid) {
-        if let Some(p) = self.slots.remove(&scid).and_then(|s| s.pending) {
-            self.queue.remove(&(p.due, scid));
-        }
     }
 
     fn reschedule(&mut self, scid: Scid, f: impl FnOnce(&Pending) -> u64) {

@@ -26,7 +26,7 @@ mod strategy;
 #[cfg(test)]
 mod tests;
 
-pub use builtin::{BUILTIN_POLICY_TOML, BUILTIN_SOURCE};
+pub(crate) use builtin::BUILTIN_SOURCE;
 pub use decide::{
     decide, ChannelFee, ChannelInputs, ConfigError, DecideCtx, FeeConfig, FeeDecision, Flow, Status,
 };

@@ -358,7 +358,8 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
-    pub fn location(&self) -> &Location {
+    #[cfg(test)]
+    pub(crate) fn location(&self) -> &Location {
         match self {
             PolicyError::Syntax { at, .. } | PolicyError::Invalid { at, .. } => at,
         }
@@ -427,7 +428,7 @@ impl Policy {
     }
 
     /// The first rule whose match holds, with its index.
-    pub fn first_match(&self, ch: &ChannelInputs, ratio: Option<f64>) -> Option<(usize, &Rule)> {
+    pub(crate) fn first_match(&self, ch: &ChannelInputs, ratio: Option<f64>) -> Option<(usize, &Rule)> {
         self.rules
             .iter()
             .enumerate()
@@ -445,7 +446,7 @@ impl Policy {
         super::parse::from_json(src)
     }
 
-    pub fn from_json_value(v: serde_json::Value) -> Result<Policy, PolicyError> {
+    pub(crate) fn from_json_value(v: serde_json::Value) -> Result<Policy, PolicyError> {
         super::parse::from_json_value(v)
     }
 

@@ -61,7 +61,7 @@ pub struct BalanceParams {
 }
 
 impl BalanceParams {
-    pub fn ppm_at(&self, ratio: f64) -> f64 {
+    pub(crate) fn ppm_at(&self, ratio: f64) -> f64 {
         let r = if ratio.is_nan() {
             0.5
         } else {
@@ -125,7 +125,7 @@ pub struct PeerParams {
 }
 
 impl PeerParams {
-    pub fn balance_factor(&self, ratio: f64) -> f64 {
+    pub(crate) fn balance_factor(&self, ratio: f64) -> f64 {
         let r = if ratio.is_nan() {
             0.5
         } else {
@@ -134,7 +134,7 @@ impl PeerParams {
         (self.balance_weight * (1.0 - 2.0 * r)).exp2()
     }
 
-    pub fn connectivity_factor(&self, peer_channels: Option<u32>) -> f64 {
+    pub(crate) fn connectivity_factor(&self, peer_channels: Option<u32>) -> f64 {
         match peer_channels {
             None => 1.0,
             Some(n) => (self.reference_channels.max(1) as f64 / n.max(1) as f64)

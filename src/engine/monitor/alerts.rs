@@ -33,7 +33,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// In declaration (and therefore `Ord`) order.
-    pub const ALL: [AlertKind; 9] = [
+    pub(crate) const ALL: [AlertKind; 9] = [
         AlertKind::LowLocal,
         AlertKind::LowRemote,
         AlertKind::PendingHtlcs,
@@ -122,11 +122,11 @@ pub struct Alert {
 }
 
 impl Alert {
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.state == AlertState::Active
     }
 
-    pub fn is_acknowledged(&self) -> bool {
+    pub(crate) fn is_acknowledged(&self) -> bool {
         self.acknowledged_at.is_some()
     }
 
@@ -150,7 +150,7 @@ impl Transition {
         }
     }
 
-    pub fn into_alert(self) -> Alert {
+    pub(crate) fn into_alert(self) -> Alert {
         match self {
             Transition::Raised(a) | Transition::Updated(a) | Transition::Cleared(a) => a,
         }
@@ -269,7 +269,7 @@ impl Evaluator {
 
     /// Makes sure future ids are above `id`, for when the evaluator state was lost but
     /// alerts with ids up to `id` are still stored.
-    pub fn reserve_ids_through(&mut self, id: AlertId) {
+    pub(crate) fn reserve_ids_through(&mut self, id: AlertId) {
         self.next_id = self.next_id.max(id.0.saturating_add(1));
     }
 
@@ -370,7 +370,7 @@ impl Evaluator {
         self.active.values()
     }
 
-    pub fn active_for(&self, channel: ChannelKey) -> impl Iterator<Item = &Alert> + '_ {
+    pub(crate) fn active_for(&self, channel: ChannelKey) -> impl Iterator<Item = &Alert> + '_ {
         let first = AlertKind::ALL[0];
         let last = AlertKind::ALL[AlertKind::ALL.len() - 1];
         self.active

@@ -49,14 +49,15 @@ impl fmt::Display for ExportFormat {
     }
 }
 
-pub const HISTORY_CSV_HEADER: &str =
+pub(crate) const HISTORY_CSV_HEADER: &str =
     "scid,bucket_secs,start,samples,local_avg_msat,local_min_msat,local_max_msat,capacity_msat";
 
-pub const SNAPSHOT_CSV_HEADER: &str =
+pub(crate) const SNAPSHOT_CSV_HEADER: &str =
     "channel,peer,state,peer_connected,capacity_msat,local_msat,remote_msat,\
 spendable_msat,receivable_msat,htlcs_in,htlcs_out,htlc_in_msat,htlc_out_msat,min_expiry_blocks,height,time";
 
-pub fn export_history(points: &[HistoryPoint], format: ExportFormat) -> Result<String, ExportError> {
+#[cfg(test)]
+pub(crate) fn export_history(points: &[HistoryPoint], format: ExportFormat) -> Result<String, ExportError> {
     match format {
         ExportFormat::Json => to_json(points),
         ExportFormat::Csv => Ok(history_to_csv(points)),
@@ -70,7 +71,11 @@ pub fn import_history(text: &str, format: ExportFormat) -> Result<Vec<HistoryPoi
     }
 }
 
-pub fn export_snapshots(snaps: &[ChannelSnapshot], format: ExportFormat) -> Result<String, ExportError> {
+#[cfg(test)]
+pub(crate) fn export_snapshots(
+    snaps: &[ChannelSnapshot],
+    format: ExportFormat,
+) -> Result<String, ExportError> {
     match format {
         ExportFormat::Json => to_json(snaps),
         ExportFormat::Csv => Ok(snapshots_to_csv(snaps)),
@@ -92,7 +97,7 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<Vec<T>, ExportError>
     serde_json::from_str(text).map_err(|e| ExportError::Json(e.to_string()))
 }
 
-pub fn history_to_csv(points: &[HistoryPoint]) -> String {
+pub(crate) fn history_to_csv(points: &[HistoryPoint]) -> String {
     let mut out = String::with_capacity(64 * (points.len() + 1));
     out.push_str(HISTORY_CSV_HEADER);
     out.push('\n');
@@ -114,7 +119,7 @@ pub fn history_to_csv(points: &[HistoryPoint]) -> String {
     out
 }
 
-pub fn history_from_csv(text: &str) -> Result<Vec<HistoryPoint>, ExportError> {
+pub(crate) fn history_from_csv(text: &str) -> Result<Vec<HistoryPoint>, ExportError> {
     parse_rows(text, HISTORY_CSV_HEADER, |r| {
         Ok(HistoryPoint {
             scid: r.field()?,
@@ -129,7 +134,7 @@ pub fn history_from_csv(text: &str) -> Result<Vec<HistoryPoint>, ExportError> {
     })
 }
 
-pub fn snapshots_to_csv(snaps: &[ChannelSnapshot]) -> String {
+pub(crate) fn snapshots_to_csv(snaps: &[ChannelSnapshot]) -> String {
     let mut out = String::with_capacity(200 * (snaps.len() + 1));
     out.push_str(SNAPSHOT_CSV_HEADER);
     out.push('\n');
@@ -159,7 +164,7 @@ pub fn snapshots_to_csv(snaps: &[ChannelSnapshot]) -> String {
     out
 }
 
-pub fn snapshots_from_csv(text: &str) -> Result<Vec<ChannelSnapshot>, ExportError> {
+pub(crate) fn snapshots_from_csv(text: &str) -> Result<Vec<ChannelSnapshot>, ExportError> {
     parse_rows(text, SNAPSHOT_CSV_HEADER, |r| {
         Ok(ChannelSnapshot {
             key: r.field()?,

@@ -50,8 +50,9 @@ pub struct Tier {
 }
 
 impl Tier {
+    #[cfg(test)]
     /// At most this many buckets start within any `keep_secs`-long window.
-    pub fn max_points(&self) -> u64 {
+    pub(crate) fn max_points(&self) -> u64 {
         self.keep_secs.div_ceil(u64::from(self.bucket_secs.max(1)))
     }
 
@@ -103,7 +104,8 @@ impl HistoryPolicy {
         Ok(())
     }
 
-    pub fn max_points_per_channel(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn max_points_per_channel(&self) -> u64 {
         self.tiers
             .iter()
             .map(Tier::max_points)
@@ -132,7 +134,7 @@ impl HistoryKey {
         k
     }
 
-    pub fn from_bytes(b: &[u8]) -> Result<HistoryKey, HistoryError> {
+    pub(crate) fn from_bytes(b: &[u8]) -> Result<HistoryKey, HistoryError> {
         let b: &[u8; POINT_KEY_BYTES] = b.try_into().map_err(|_| HistoryError::BadKey(b.len()))?;
         let mut scid = [0u8; 8];
         let mut width = [0u8; 4];
@@ -148,7 +150,7 @@ impl HistoryKey {
     }
 
     /// The key prefix shared by all of a channel's points, for prefix scans.
-    pub fn channel_prefix(scid: Scid) -> [u8; 8] {
+    pub(crate) fn channel_prefix(scid: Scid) -> [u8; 8] {
         scid.as_u64().to_be_bytes()
     }
 }

@@ -28,6 +28,6 @@ pub use history::{
 pub use rules::{ConfigError, MonitorConfig, Rule, RulePatch, Rules, RulesPatch, Scope, Severity, Threshold};
 pub use rules::{Toggle, TogglePatch};
 pub use snapshot::{ChannelKey, ChannelSnapshot};
-pub use stats::{
+pub(crate) use stats::{
     balance_totals, fee_income, invoice_income, BalanceTotals, FeeWindow, IncomeWindow, WINDOWS,
 };

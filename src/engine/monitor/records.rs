@@ -14,12 +14,12 @@ pub const ALERTS_TREE: &str = "monitor_alerts";
 /// History points, keyed by [`super::HistoryKey::to_bytes`].
 pub const HISTORY_TREE: &str = "monitor_history";
 /// The latest snapshot of each channel, keyed by the channel key's string form.
-pub const SNAPSHOTS_TREE: &str = "monitor_snapshots";
+pub(crate) const SNAPSHOTS_TREE: &str = "monitor_snapshots";
 /// Singletons: the rule configuration, the history policy and the evaluator state.
-pub const STATE_TREE: &str = "monitor_state";
-pub const CONFIG_KEY: &[u8] = b"config";
-pub const POLICY_KEY: &[u8] = b"history_policy";
-pub const EVALUATOR_KEY: &[u8] = b"evaluator";
+pub(crate) const STATE_TREE: &str = "monitor_state";
+pub(crate) const CONFIG_KEY: &[u8] = b"config";
+pub(crate) const POLICY_KEY: &[u8] = b"history_policy";
+pub(crate) const EVALUATOR_KEY: &[u8] = b"evaluator";
 
 impl Record for Alert {
     const VERSION: u8 = 1;

@@ -222,7 +222,7 @@ macro_rules! rule_set {
             }
 
             /// The patch that turns `base` into these rules: only what differs.
-            pub fn diff(&self, base: &Rules) -> RulesPatch {
+            pub(crate) fn diff(&self, base: &Rules) -> RulesPatch {
                 let mut out = RulesPatch::default();
                 $(
                     let d = self.$field.diff(&base.$field);
@@ -236,7 +236,7 @@ macro_rules! rule_set {
 
         impl RulesPatch {
             /// Lays `newer` over this patch, field by field.
-            pub fn merge(&mut self, newer: &RulesPatch) {
+            pub(crate) fn merge(&mut self, newer: &RulesPatch) {
                 $(
                     if let Some(n) = &newer.$field {
                         let slot = self.$field.get_or_insert_with(Default::default);
@@ -408,7 +408,7 @@ impl MonitorConfig {
     }
 
     /// Puts `base` (the option defaults) under the stored default overrides.
-    pub fn with_base(mut self, base: Rules) -> MonitorConfig {
+    pub(crate) fn with_base(mut self, base: Rules) -> MonitorConfig {
         self.base = base;
         self.defaults = base;
         self.defaults.apply(&self.default_overrides);
@@ -416,7 +416,7 @@ impl MonitorConfig {
     }
 
     /// The rules in force for a channel: defaults, then its peer's patch, then its own.
-    pub fn rules_for(&self, scid: Option<Scid>, peer: &NodeId) -> Rules {
+    pub(crate) fn rules_for(&self, scid: Option<Scid>, peer: &NodeId) -> Rules {
         let mut r = self.defaults;
         if let Some(p) = self.peers.get(peer) {
             r.apply(p);

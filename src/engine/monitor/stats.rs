@@ -6,10 +6,10 @@ use crate::types::Msat;
 use serde::{Deserialize, Serialize};
 
 /// The windows income is reported over: label and length in seconds.
-pub const WINDOWS: [(&str, u64); 3] = [("24h", 86_400), ("7d", 7 * 86_400), ("30d", 30 * 86_400)];
+pub(crate) const WINDOWS: [(&str, u64); 3] = [("24h", 86_400), ("7d", 7 * 86_400), ("30d", 30 * 86_400)];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct BalanceTotals {
+pub(crate) struct BalanceTotals {
     pub channels: u64,
     pub capacity: Msat,
     pub local: Msat,
@@ -25,7 +25,7 @@ pub struct BalanceTotals {
 
 /// Totals and per-channel averages over every channel that still holds funds in a channel:
 /// closed ones are left out so they do not drag the averages down.
-pub fn balance_totals(snapshots: &[ChannelSnapshot]) -> BalanceTotals {
+pub(crate) fn balance_totals(snapshots: &[ChannelSnapshot]) -> BalanceTotals {
     // u128 so that even absurd inputs sum exactly; results saturate back into msat.
     let mut sums = [0u128; 5];
     let mut n = 0u64;
@@ -56,7 +56,7 @@ pub fn balance_totals(snapshots: &[ChannelSnapshot]) -> BalanceTotals {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeeWindow {
+pub(crate) struct FeeWindow {
     pub window: String,
     pub window_secs: u64,
     pub forwards: u64,
@@ -66,7 +66,7 @@ pub struct FeeWindow {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncomeWindow {
+pub(crate) struct IncomeWindow {
     pub window: String,
     pub window_secs: u64,
     pub invoices: u64,
@@ -81,7 +81,7 @@ fn in_window(t: f64, now: u64, secs: u64) -> bool {
 /// Fees earned by settled forwards in each of [`WINDOWS`] ending at `now`. A forward counts
 /// when it resolved (when the fee was actually earned), or when it arrived if the node did
 /// not say.
-pub fn fee_income(forwards: &[Forward], now: u64) -> Vec<FeeWindow> {
+pub(crate) fn fee_income(forwards: &[Forward], now: u64) -> Vec<FeeWindow> {
     WINDOWS
         .iter()
         .map(|&(label, secs)| {
@@ -111,7 +111,7 @@ pub fn fee_income(forwards: &[Forward], now: u64) -> Vec<FeeWindow> {
 }
 
 /// Income from paid invoices, given as (amount, paid_at unix seconds), in each of [`WINDOWS`].
-pub fn invoice_income(paid: &[(Msat, u64)], now: u64) -> Vec<IncomeWindow> {
+pub(crate) fn invoice_income(paid: &[(Msat, u64)], now: u64) -> Vec<IncomeWindow> {
     WINDOWS
         .iter()
         .map(|&(label, secs)| {

@@ -49,7 +49,7 @@ pub struct Route {
 
 impl Route {
     /// The route in the shape a node's `pay_route` takes.
-    pub fn to_route_hops(&self) -> Vec<RouteHop> {
+    pub(crate) fn to_route_hops(&self) -> Vec<RouteHop> {
         self.hops
             .iter()
             .map(|h| RouteHop {

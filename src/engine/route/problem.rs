@@ -12,7 +12,7 @@ use crate::types::{Msat, NodeId, Scid};
 
 /// Up to `params.k` cheapest loop-free routes from `from` to `to` delivering `amount`,
 /// in cost order. An empty list means no route satisfies the constraints.
-pub fn find_routes(
+pub(crate) fn find_routes(
     graph: &Graph,
     beliefs: &BeliefView,
     from: &NodeId,

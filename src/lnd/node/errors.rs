@@ -24,7 +24,7 @@ pub(super) fn unknown_payment(method: &'static str, s: Status) -> NodeError {
 }
 
 /// Connection trouble is `Transport`; anything LND itself answered is `Rejected`.
-pub fn grpc_error(method: &'static str, s: Status) -> NodeError {
+pub(crate) fn grpc_error(method: &'static str, s: Status) -> NodeError {
     match s.code() {
         Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => NodeError::Transport {
             method,

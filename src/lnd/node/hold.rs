@@ -81,7 +81,7 @@ impl LndNode {
     }
 
     /// The state LND reports for the invoice of `hash`.
-    pub async fn invoice_state(&self, hash: PaymentHash) -> NodeResult<LndInvoiceState> {
+    pub(crate) async fn invoice_state(&self, hash: PaymentHash) -> NodeResult<LndInvoiceState> {
         let i = self
             .lightning
             .clone()

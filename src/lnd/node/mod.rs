@@ -17,9 +17,8 @@ mod streams;
 #[cfg(test)]
 mod tests;
 
-pub use errors::grpc_error;
+pub(crate) use errors::grpc_error;
 use errors::{error_chain, status_line};
-pub use payments::{bolt4_code, build_route};
 
 use super::config::Resolved;
 use super::macaroon::MacaroonInterceptor;
@@ -51,7 +50,7 @@ pub const MIN_CLTV_DELTA: u32 = 24;
 /// lnd's `lncfg.DefaultHoldInvoiceExpiryDelta` (`DefaultIncomingBroadcastDelta` 16 + 2), the
 /// default of `invoices.holdexpirydelta`: lnd cancels an accepted hold invoice itself once
 /// its earliest HTLC is this many blocks from expiry.
-pub const DEFAULT_HOLD_EXPIRY_DELTA: u32 = 18;
+pub(crate) const DEFAULT_HOLD_EXPIRY_DELTA: u32 = 18;
 /// The key of that option in GetDebugInfo's flattened configuration.
 const HOLD_EXPIRY_DELTA_KEY: &str = "invoices.holdexpirydelta";
 

@@ -149,7 +149,7 @@ impl LndNode {
 /// the outgoing expiry, as absolute heights). Every expiry is moved up by the same number
 /// of blocks when needed to give the final hop at least `min_final` blocks, so each hop
 /// keeps the time-lock delta it asks for.
-pub fn build_route(
+pub(crate) fn build_route(
     method: &'static str,
     route: &[RouteHop],
     payment_addr: Option<[u8; 32]>,
@@ -255,7 +255,7 @@ fn attempt_failure(route: &[RouteHop], a: &lnrpc::HtlcAttempt) -> PayOutcome {
 }
 
 /// LND's failure enum as BOLT #4's failure codes (what lightningd's `failcode` holds).
-pub fn bolt4_code(c: lnrpc::failure::FailureCode) -> Option<u32> {
+pub(crate) fn bolt4_code(c: lnrpc::failure::FailureCode) -> Option<u32> {
     use lnrpc::failure::FailureCode as F;
     const BADONION: u32 = 0x8000;
     const PERM: u32 = 0x4000;

@@ -85,7 +85,7 @@ pub struct SidecarArgs {
 
 impl SidecarArgs {
     /// Where the store lives: `ballast-db-path`, relative to `<datadir>/<network>`.
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         let opt = self
             .options
             .get(options::DB_PATH.name)
@@ -107,7 +107,7 @@ fn home() -> PathBuf {
 }
 
 /// `~/x` → `$HOME/x`, as lncli does for its path flags.
-pub fn expand(p: &str) -> PathBuf {
+pub(crate) fn expand(p: &str) -> PathBuf {
     match p.strip_prefix("~/") {
         Some(rest) => home().join(rest),
         None if p == "~" => home(),
@@ -144,7 +144,7 @@ fn flag_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
 }
 
 /// Reads a config file: `name=value` lines, `#` comments, blank lines ignored.
-pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn read_config(path: &Path) -> Result<Vec<(String, String)>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
     let mut out = Vec::new();
@@ -308,7 +308,7 @@ fn call_params(rest: &[String]) -> Result<serde_json::Value, String> {
 }
 
 /// `ballast-*` option values from flags and the config file, with the plugin's defaults.
-pub struct SidecarOptions<'a>(pub &'a BTreeMap<String, String>);
+pub(crate) struct SidecarOptions<'a>(pub &'a BTreeMap<String, String>);
 
 impl SidecarOptions<'_> {
     fn raw(&self, name: &str) -> Option<&str> {

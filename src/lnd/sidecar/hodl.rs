@@ -57,7 +57,7 @@ impl Record for SettleIntent {
 
 /// Why `hodl-settle` on LND did not answer SETTLED.
 #[derive(Debug, thiserror::Error)]
-pub enum SettleError {
+pub(crate) enum SettleError {
     #[error(transparent)]
     Service(#[from] ServiceError),
     /// LND answered SettleInvoice with an error; nothing was settled.
@@ -101,7 +101,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `hodl-settle` on LND, as the shared method calls it.
-pub struct LndSettler(pub LndNode);
+pub(crate) struct LndSettler(pub LndNode);
 
 impl NodeSettler for LndSettler {
     fn settle(

@@ -2,7 +2,7 @@
 //!
 //! Every HTLC the node sees waits for our `htlc_accepted` answer, so that answer must cost
 //! little more than the pipe. cln-plugin dispatches each message through tokio tasks and an
-//! mpsc hop before the reply reaches stdout; measured here (benches/hotpath.rs) that alone
+//! mpsc hop before the reply reaches stdout; measured here (benches/hotpath/) that alone
 //! is several times the transport floor. So a dedicated thread owns stdin with blocking
 //! reads (the floor's own loop), answers the `htlc_accepted` calls nobody has claimed, and
 //! forwards every other message to cln-plugin through an in-memory pipe. cln-plugin still

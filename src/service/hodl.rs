@@ -477,6 +477,8 @@ impl HodlService {
     /// that ([`Self::reconcile`]). A node that holds hold-invoice HTLCs itself answers
     /// nothing to compare, and nothing changes; a node that cannot be asked changes nothing
     /// either (the settle-time check of live hook calls still guards the money).
+    /// [`Self::reconcile`] against what `node` holds right now. A node that holds
+    /// hold-invoice HTLCs itself (LND: `held_incoming` is `None`) changes nothing.
     pub(crate) async fn reconcile_with_node<N: Node>(
         &self,
         node: &N,

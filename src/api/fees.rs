@@ -6,9 +6,9 @@ use super::now_unix;
 use super::params::{Params, RpcError};
 use super::state::AppState;
 use crate::counters::bump;
-use crate::engine::fees::{FeeDecision, Policy, Trigger, BUILTIN_SOURCE};
-use crate::node::{Channel, FeeUpdate, Node};
-use crate::service::fees::{manageable, read_policy_file, FeeServiceError};
+use crate::engine::fees::{FeeDecision, Policy, Status, Trigger, BUILTIN_SOURCE};
+use crate::node::{Channel, Node};
+use crate::service::fees::{manageable, read_policy_file, ActError, FeeServiceError};
 use crate::types::{Msat, PaymentHash, Scid};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -112,32 +112,22 @@ async fn settled_channels(
 
 /// Applies (or dry-runs) a decision and records it. Returns the history entry, if any.
 async fn act(s: &AppState, d: &FeeDecision, trigger: Trigger) -> Result<Option<Value>, RpcError> {
-    let now = now_unix();
-    if d.status.applies() {
-        s.node
-            .set_fee(
-                d.scid,
-                FeeUpdate {
-                    base: d.target.base_msat,
-                    ppm: d.target.ppm,
-                },
-            )
-            .await
-            .map_err(|e| node_error("setchannel", e))?;
-        bump(&s.counters.fee_changes);
-        log::info!("fee {d}");
-    } else if matches!(d.status, crate::engine::fees::Status::DryRun) {
-        log::info!("fee (dry-run) {d}");
-    } else {
-        log::debug!("fee {d}");
-        return Ok(None);
+    let acted = s.fees.act(&s.node, d, trigger, now_unix()).await;
+    // Once the node took the fee it is changed, whether or not the store recorded it.
+    if !matches!(acted, Err(ActError::Node(_))) {
+        if d.status.applies() {
+            bump(&s.counters.fee_changes);
+            log::info!("fee {d}");
+        } else if d.status == Status::DryRun {
+            log::info!("fee (dry-run) {d}");
+        } else {
+            log::debug!("fee {d}");
+        }
     }
-    let svc = s.fees.clone();
-    let d2 = d.clone();
-    let change = tokio::task::spawn_blocking(move || svc.record(&d2, trigger, now))
-        .await
-        .map_err(internal)?
-        .map_err(service_error)?;
+    let change = acted.map_err(|e| match e {
+        ActError::Node(e) => node_error("setchannel", e),
+        ActError::Service(e) => service_error(e),
+    })?;
     Ok(change.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)))
 }
 

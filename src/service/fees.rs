@@ -3,9 +3,9 @@
 
 use crate::engine::fees::{
     decide, ChannelFee, ChannelInputs, Coalescer, DecideCtx, FeeChange, FeeConfig, FeeDecision, Flow, Policy,
-    PolicyError, Trigger, BUILTIN_SOURCE,
+    PolicyError, Status, Trigger, BUILTIN_SOURCE,
 };
-use crate::node::{Channel, ChannelState};
+use crate::node::{Channel, ChannelState, FeeUpdate, Node, NodeError};
 use crate::service::rebalance::RebalanceService;
 use crate::store::{Record, Store, StoreError, TypedTree};
 use crate::types::{Msat, Scid};
@@ -63,6 +63,17 @@ pub enum FeeServiceError {
     Policy(#[from] PolicyError),
     #[error("cannot read policy file {path}: {reason}")]
     File { path: String, reason: String },
+}
+
+/// Why acting on a fee decision stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ActError {
+    /// The node refused the new fee: nothing was recorded.
+    #[error("{0}")]
+    Node(NodeError),
+    /// The node took the fee but the store could not record it.
+    #[error(transparent)]
+    Service(#[from] FeeServiceError),
 }
 
 struct State {
@@ -426,6 +437,29 @@ impl FeeService {
         Ok(Some(change))
     }
 
+    /// Acts on a decision the way the plugin's fee loop and `fee-apply` do, and the
+    /// simulator with them: one that applies goes to the node first and is recorded only
+    /// once the node took it; a dry run is only recorded; any other is left alone
+    /// (`Ok(None)`, nothing recorded).
+    pub(crate) async fn act<N: Node>(
+        &self,
+        node: &N,
+        d: &FeeDecision,
+        trigger: Trigger,
+        now: u64,
+    ) -> Result<Option<FeeChange>, ActError> {
+        if d.status.applies() {
+            let fee = FeeUpdate {
+                base: d.target.base_msat,
+                ppm: d.target.ppm,
+            };
+            node.set_fee(d.scid, fee).await.map_err(ActError::Node)?;
+        } else if d.status != Status::DryRun {
+            return Ok(None);
+        }
+        Ok(super::blocking(|| self.record(d, trigger, now))?)
+    }
+
     /// Changes, newest first.
     pub fn history(&self, scid: Option<Scid>, limit: usize) -> Result<Vec<FeeChange>, FeeServiceError> {
         let mut out = Vec::new();
@@ -548,5 +582,56 @@ strategy = { type = "balance", curve = "linear", empty_ppm = 1000, full_ppm = 10
             Msat(0),
             "flow outside the window"
         );
+    }
+
+    #[test]
+    fn act_records_only_what_the_node_took() {
+        use crate::service::testnode::ScriptedNode;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, POLICY).unwrap();
+        let store = Store::open(&dir.path().join("s"), 0).unwrap();
+        let (svc, _) = FeeService::load(store, FeeConfig::default(), 86_400, Some(&file), 0).unwrap();
+        let scid = Scid::new(100, 1, 0).unwrap();
+        let ch = channel(scid, 50_000_000, 100);
+        let d = svc.decide(&ch, None, None, 10_000, false).unwrap();
+        assert!(d.status.applies(), "{d}");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+
+        // Refused by the node: nothing recorded, the rate limit untouched.
+        let mut refusing = ScriptedNode::new(NodeId([1; 33]), vec![ch.clone()]);
+        refusing.fee_refusal = Some("channel is closing".into());
+        let e = rt
+            .block_on(svc.act(&refusing, &d, Trigger::Forward, 10_000))
+            .unwrap_err();
+        assert!(matches!(e, ActError::Node(_)), "{e}");
+        assert!(svc.history(Some(scid), 10).unwrap().is_empty());
+        assert_eq!(svc.last_update(scid), None);
+
+        // Taken: sent once with the decided fee, then recorded.
+        let node = ScriptedNode::new(NodeId([1; 33]), vec![ch]);
+        let change = rt
+            .block_on(svc.act(&node, &d, Trigger::Forward, 10_000))
+            .unwrap()
+            .expect("an applied decision is recorded");
+        assert_eq!(change.new.ppm, d.target.ppm);
+        let sent = node.fees_set.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].0, sent[0].1.ppm), (scid, d.target.ppm));
+        assert_eq!(svc.history(Some(scid), 10).unwrap().len(), 1);
+        assert_eq!(svc.last_update(scid), Some(10_000));
+
+        // A decision that does not apply reaches neither the node nor the history.
+        let held = svc
+            .decide(&channel(scid, 900_000_000, 900), None, None, 10_001, false)
+            .unwrap();
+        assert!(!held.status.applies(), "{held}");
+        assert_eq!(
+            rt.block_on(svc.act(&node, &held, Trigger::Forward, 10_001))
+                .unwrap(),
+            None
+        );
+        assert_eq!(node.fees_set.lock().unwrap().len(), 1);
+        assert_eq!(svc.history(Some(scid), 10).unwrap().len(), 1);
     }
 }

@@ -36,6 +36,9 @@ pub(crate) struct ScriptedNode {
     preimages: Mutex<HashMap<PaymentHash, Preimage>>,
     /// Every route `pay_route` was asked to send, in order.
     pub sent: Mutex<Vec<Vec<RouteHop>>>,
+    /// When set, `set_fee` is refused with this message; every fee it took, in order.
+    pub fee_refusal: Option<String>,
+    pub fees_set: Mutex<Vec<(Scid, FeeUpdate)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,6 +55,8 @@ impl ScriptedNode {
             held: Mutex::new(VecDeque::new()),
             preimages: Mutex::new(HashMap::new()),
             sent: Mutex::new(Vec::new()),
+            fee_refusal: None,
+            fees_set: Mutex::new(Vec::new()),
         }
     }
 
@@ -107,7 +112,15 @@ impl Node for ScriptedNode {
         Ok(Vec::new())
     }
 
-    async fn set_fee(&self, _scid: Scid, _fee: FeeUpdate) -> NodeResult<()> {
+    async fn set_fee(&self, scid: Scid, fee: FeeUpdate) -> NodeResult<()> {
+        if let Some(message) = &self.fee_refusal {
+            return Err(NodeError::Rejected {
+                method: "set_fee",
+                code: None,
+                message: message.clone(),
+            });
+        }
+        lock(&self.fees_set).push((scid, fee));
         Ok(())
     }
 

@@ -3,8 +3,9 @@
 //! `api::fees` acts (apply through the node, then record).
 
 use super::{Sim, FEE_SWEEP_SECS, STEP_SECS, T0};
-use crate::engine::fees::{FeeDecision, Status, Trigger};
-use crate::node::{FeeUpdate, Node};
+use crate::engine::fees::{FeeDecision, Trigger};
+use crate::node::Node;
+use crate::service::fees::ActError;
 use serde_json::json;
 
 impl Sim<'_> {
@@ -30,30 +31,25 @@ impl Sim<'_> {
         }
     }
 
-    /// Applies a decision that says so and records it; a dry-run decision is only recorded.
+    /// Acts on a decision through the same `FeeService::act` as the plugin, then traces
+    /// what reached the node.
     fn act(&mut self, d: &FeeDecision, trigger: Trigger) {
-        if d.status.applies() {
-            let fee = FeeUpdate {
-                base: d.target.base_msat,
-                ppm: d.target.ppm,
-            };
-            if self.rt.block_on(node!(self).set_fee(d.scid, fee)).is_err() {
-                return;
-            }
-            self.s.fee_changes += 1;
-            self.trace
-                .fee_series
-                .entry(d.scid)
-                .or_default()
-                .push((self.now, d.target.ppm));
-            self.ev.emit(
-                json!({"t": self.now, "type": "fee_change", "scid": d.scid.to_string(), "trigger": trigger.to_string(),
-                "old_ppm": d.current.ppm, "new_ppm": d.target.ppm, "base_msat": d.target.base_msat.0,
-                "rule": d.rule.as_ref().map(|r| r.name.clone()), "why": d.explanation}),
-            );
-        } else if d.status != Status::DryRun {
+        let node = node!(self);
+        let acted = self.rt.block_on(self.fees.act(&node, d, trigger, self.now));
+        drop(node);
+        if matches!(acted, Err(ActError::Node(_))) || !d.status.applies() {
             return;
         }
-        let _ = self.fees.record(d, trigger, self.now);
+        self.s.fee_changes += 1;
+        self.trace
+            .fee_series
+            .entry(d.scid)
+            .or_default()
+            .push((self.now, d.target.ppm));
+        self.ev.emit(
+            json!({"t": self.now, "type": "fee_change", "scid": d.scid.to_string(), "trigger": trigger.to_string(),
+            "old_ppm": d.current.ppm, "new_ppm": d.target.ppm, "base_msat": d.target.base_msat.0,
+            "rule": d.rule.as_ref().map(|r| r.name.clone()), "why": d.explanation}),
+        );
     }
 }

@@ -364,6 +364,7 @@ fn bench_plan(g: &Graph, ours: &Ours, runs: usize, seed: u64) {
         config: &cfg,
         feerate_perkb: Some(10_000),
         now,
+        resting: &[],
     };
     let mut times = Vec::with_capacity(runs);
     let mut last: Option<Plan> = None;

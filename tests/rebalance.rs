@@ -375,8 +375,71 @@ fn the_budget_covers_every_move_of_a_plan() {
         .iter()
         .map(|m| uint(m, "/moved_msat"))
         .collect();
-    assert_eq!(moved[0], 400_000_000, "the first move fits: {r:#}");
-    assert!(moved[1] < 400_000_000, "the second cannot be paid in full: {r:#}");
+    // The plan priced each move as one payment; paid in parts (each part pays the base
+    // fees again) the first takes most of the budget, and what it leaves is not enough
+    // for the second: the two together cannot be paid in full.
+    assert!(moved[0] > 0, "the first move starts: {r:#}");
+    assert!(
+        moved[0] + moved[1] < 800_000_000,
+        "the budget cannot cover both: {r:#}"
+    );
+    let short = array(&r, "/moves")
+        .iter()
+        .find(|m| string(m, "/status") != "done")
+        .cloned()
+        .unwrap_or_else(|| panic!("a move stops short: {r:#}"));
+    assert!(
+        string(&short, "/reason").contains("within budget"),
+        "it stops for the budget: {r:#}"
+    );
+}
+
+#[test]
+fn the_automatic_round_rests_a_pair_that_keeps_failing() {
+    // A source at 90 % and a sink at 10 %, but A can forward nothing: both of its ring
+    // channels are empty on its side, so every circle out through A fails at its second
+    // hop. The liquidity beliefs forget within a second here, so only the rest keeps the
+    // rounds from trying the same pair again and again.
+    let node = network(900_000_000, 100_000_000, 500_000_000, 500_000_000);
+    node.set_balance("200x1x0", &n(A), 0);
+    node.set_balance("207x1x0", &n(A), 0);
+    let ld = Lightningd::builder()
+        .node(node.clone())
+        .env("BALLAST_DEVELOPER", "1")
+        .option("ballast-rebalance-auto", true)
+        .option("ballast-rebalance-interval", 1)
+        .option("ballast-liquidity-halflife", 1)
+        .start();
+    let rounds = || -> Vec<String> {
+        ld.logs()
+            .into_iter()
+            .filter(|l| l.message.contains("automatic rebalance:"))
+            .map(|l| l.message)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rounds().len() < 5 {
+        assert!(std::time::Instant::now() < deadline, "rounds: {:#?}", rounds());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let history = attempts(&ld, None);
+    assert!(history.iter().all(|a| a["outcome"] == "failed"), "{history:#?}");
+    // Two failures in a row rest the pair for half an hour: the later rounds plan nothing.
+    assert_eq!(history.len(), 2, "{history:#?}\n{:#?}", rounds());
+    assert_eq!(node.calls_to("sendpay").len(), 2);
+    let rounds = rounds();
+    assert!(
+        rounds[2..].iter().all(|m| m.contains("\"moves\":0")),
+        "{rounds:#?}"
+    );
+    // The operator's own plan still shows the move.
+    let plan = ld.rpc_ok("rebalance-plan", json!({}));
+    let moves = planned(&plan);
+    assert_eq!(moves.len(), 1, "{plan:#}");
+    assert_eq!(
+        (string(moves[0], "/source_scid"), string(moves[0], "/sink_scid")),
+        (CH_A, CH_B)
+    );
 }
 
 #[test]

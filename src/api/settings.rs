@@ -86,6 +86,9 @@ impl Settings {
         // (BALLAST_DEVELOPER=1 in the environment) may go below that.
         let developer = std::env::var_os("BALLAST_DEVELOPER").is_some_and(|v| v == "1");
         let min_interval_floor = if developer { 1 } else { 300 };
+        // Tests of the automatic rebalance round also need rounds, and forgetting, within
+        // seconds.
+        let minute_floor = if developer { 1 } else { 60 };
         let fees = FeeConfig {
             min_delta_ppm: int(&options::FEE_MIN_DELTA, 0, 1_000_000)? as u32,
             min_delta_ratio: int(&options::FEE_MIN_DELTA_PERCENT, 0, 100)? as f64 / 100.0,
@@ -125,9 +128,11 @@ impl Settings {
                 max_htlcs: int(&options::REBALANCE_MAX_HTLCS, 1, 483)? as u32,
                 graph_refresh: Duration::from_secs(int(&options::GRAPH_REFRESH, 10, 86_400)? as u64),
                 auto: c.flag(&options::REBALANCE_AUTO)?,
-                interval: Duration::from_secs(int(&options::REBALANCE_INTERVAL, 60, 30 * 86_400)? as u64),
+                interval: Duration::from_secs(
+                    int(&options::REBALANCE_INTERVAL, minute_floor, 30 * 86_400)? as u64
+                ),
             },
-            halflife: int(&options::LIQUIDITY_HALFLIFE, 60, 365 * 86_400)? as u64,
+            halflife: int(&options::LIQUIDITY_HALFLIFE, minute_floor, 365 * 86_400)? as u64,
         })
     }
 }

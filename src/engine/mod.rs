@@ -9,7 +9,8 @@
 //! - rebalancing: [`graph`], [`listchannels`] and [`local_edges`] (the gossip graph and our
 //!   own channels in it), [`beliefs`] (what attempts taught about liquidity), [`route`]
 //!   (circular routes by cost and probability), [`sizing`] (how much a route will likely
-//!   carry), [`planner`] (which channels to fix, by which moves, within which budget);
+//!   carry), [`planner`] (which channels to fix, by which moves, within which budget),
+//!   [`rest`] (which pairs the automatic round leaves alone after they kept failing);
 //! - fee policy: [`fees`] (policy files, strategies, decisions and their rate limit);
 //! - balance monitoring: [`monitor`] (snapshots, rules, alerts, history, stats, export).
 
@@ -23,5 +24,6 @@ pub mod listchannels;
 pub mod local_edges;
 pub mod monitor;
 pub mod planner;
+pub(crate) mod rest;
 pub mod route;
 pub mod sizing;

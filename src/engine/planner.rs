@@ -1,8 +1,13 @@
 //! The rebalance planner: which of our channels are lopsided, which pairs to fix with a
 //! circular payment, by which routes, at what price, and where a swap is the better tool.
 //!
-//! Pure and deterministic: the same channels, graph, beliefs, config and clock give the
-//! same plan (ties are broken by scid), so a stored plan can be explained later.
+//! Which channels. A channel above its `high` is a source, below its `low` a sink; every
+//! move fixes at least one of them. Its other end is another lopsided channel if one
+//! fits, else any channel on the other side of target, moved no further than target.
+//!
+//! Pure and deterministic: the same channels, graph, beliefs, config, clock and resting
+//! pairs give the same plan (ties are broken by scid), so a stored plan can be explained
+//! later.
 //!
 //! Economics. A rebalance pays routing fees now to earn forwarding fees later on the sink
 //! channel (the one that gets local balance back). So the fee cap of a move is the smaller
@@ -78,7 +83,7 @@ pub struct PlannerConfig {
     pub k: usize,
     pub max_hops: usize,
     pub max_moves: usize,
-    /// Only fix these channels (counterparts may be any lopsided channel).
+    /// Only fix these channels (the other end of a move may be any channel).
     pub channels: Option<Vec<Scid>>,
     pub overrides: BTreeMap<Scid, ChannelOverride>,
     pub cost: CostModel,
@@ -119,6 +124,9 @@ pub struct PlanRequest<'a> {
     pub feerate_perkb: Option<u64>,
     /// Unix seconds, for decaying the beliefs.
     pub now: u64,
+    /// Source→sink pairs not to plan now ([`crate::engine::rest`]): empty for a plan the
+    /// operator asks for.
+    pub resting: &'a [(Scid, Scid)],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,12 +257,28 @@ pub struct Plan {
     pub totals: PlanTotals,
 }
 
+/// Which end of a move a channel can be: the end that sends out local balance or the one
+/// that takes it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Out,
+    In,
+}
+
 /// A considered channel with what is left to fix as moves are planned.
 struct Slot<'a> {
     ch: &'a Channel,
     scid: Scid,
     report: ChannelReport,
     selected: bool,
+    /// The end of a move this channel can be, if any. A lopsided channel is the end its
+    /// class says. A channel inside its band is the end on its side of target, but only
+    /// opposite a lopsided one and only as far as target: a channel at 100 % local is worth
+    /// fixing even when no other channel is under `low`, and one at 35 % can take the
+    /// excess without being pushed past 50 %.
+    side: Option<Side>,
+    /// Outside its band (a source or a sink), so a move through it fixes something.
+    lopsided: bool,
     /// Amount still to move (source: out, sink: in).
     remaining: u64,
     /// What the channel can still send (source) or receive (sink).
@@ -321,13 +345,22 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
         let local = ch.local.0.min(cap);
         let ratio = local as f64 / cap as f64;
         let target_local = ((cap as f64) * target).round() as u64;
-        let (class, imbalance, headroom) = if ratio > high {
-            (Class::Source, local.saturating_sub(target_local), ch.spendable.0)
+        let class = if ratio > high {
+            Class::Source
         } else if ratio < low {
-            (Class::Sink, target_local.saturating_sub(local), ch.receivable.0)
+            Class::Sink
         } else {
-            (Class::Balanced, 0, 0)
+            Class::Balanced
         };
+        let (side, remaining, headroom) = if local > target_local {
+            (Some(Side::Out), local - target_local, ch.spendable.0)
+        } else if local < target_local {
+            (Some(Side::In), target_local - local, ch.receivable.0)
+        } else {
+            (None, 0, 0)
+        };
+        let lopsided = class != Class::Balanced;
+        let imbalance = if lopsided { remaining } else { 0 };
         let selected = cfg.channels.as_ref().is_none_or(|f| f.contains(&scid));
         slots.push(Slot {
             ch,
@@ -345,7 +378,9 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
                 imbalance: Msat(imbalance),
             },
             selected,
-            remaining: imbalance,
+            side,
+            lopsided,
+            remaining,
             headroom,
             failures: 0,
             planned: 0,
@@ -359,7 +394,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     let mut planned = 0usize;
 
     while planned < cfg.max_moves {
-        let Some((si, ti, amount, cap_ppm)) = next_pair(&slots, &tried, cfg) else {
+        let Some((si, ti, amount, cap_ppm)) = next_pair(&slots, &tried, req.resting, cfg) else {
             break;
         };
         tried.push((si, ti));
@@ -510,23 +545,32 @@ fn fee_cap(amount: u64, ppm: u32) -> u64 {
     u64::try_from(amount as u128 * ppm as u128 / 1_000_000).unwrap_or(u64::MAX)
 }
 
-/// The most useful untried pair: the largest amount that fixes both, then the better fee
-/// cap, then by scids. Never two channels to the same peer.
+/// The most useful untried pair: one that fixes two lopsided channels before one that
+/// fixes one against a channel inside its band, then the largest amount, then the better
+/// fee cap, then by scids. At least one end is lopsided and selected; never two channels
+/// to the same peer; never a resting pair.
 fn next_pair(
     slots: &[Slot],
     tried: &[(usize, usize)],
+    resting: &[(Scid, Scid)],
     cfg: &PlannerConfig,
 ) -> Option<(usize, usize, u64, u32)> {
-    let mut best: Option<(u64, u32, Scid, Scid, usize, usize)> = None;
+    type Key = (bool, u64, u32, std::cmp::Reverse<Scid>, std::cmp::Reverse<Scid>);
+    let mut best: Option<(Key, usize, usize)> = None;
     for (si, s) in slots.iter().enumerate() {
-        if s.report.class != Class::Source || s.failures >= MAX_FAILURES_PER_CHANNEL {
+        if s.side != Some(Side::Out) || s.failures >= MAX_FAILURES_PER_CHANNEL {
             continue;
         }
         for (ti, t) in slots.iter().enumerate() {
-            if t.report.class != Class::Sink || t.failures >= MAX_FAILURES_PER_CHANNEL {
+            if t.side != Some(Side::In) || t.failures >= MAX_FAILURES_PER_CHANNEL {
                 continue;
             }
-            if !(s.selected || t.selected) || s.ch.peer == t.ch.peer || tried.contains(&(si, ti)) {
+            let fixes_selected = (s.lopsided && s.selected) || (t.lopsided && t.selected);
+            if !fixes_selected
+                || s.ch.peer == t.ch.peer
+                || tried.contains(&(si, ti))
+                || resting.contains(&(s.scid, t.scid))
+            {
                 continue;
             }
             let cap = cap_ppm_for(t.ch, cfg);
@@ -541,19 +585,19 @@ fn next_pair(
             if amount < cfg.min_amount.0 {
                 continue;
             }
-            let better = match &best {
-                None => true,
-                Some(b) => {
-                    (amount, cap, std::cmp::Reverse(s.scid), std::cmp::Reverse(t.scid))
-                        > (b.0, b.1, std::cmp::Reverse(b.2), std::cmp::Reverse(b.3))
-                }
-            };
-            if better {
-                best = Some((amount, cap, s.scid, t.scid, si, ti));
+            let key = (
+                s.lopsided && t.lopsided,
+                amount,
+                cap,
+                std::cmp::Reverse(s.scid),
+                std::cmp::Reverse(t.scid),
+            );
+            if best.as_ref().is_none_or(|b| key > b.0) {
+                best = Some((key, si, ti));
             }
         }
     }
-    best.map(|b| (b.4, b.5, b.0, b.1))
+    best.map(|(key, si, ti)| (si, ti, key.1, key.2))
 }
 
 enum Outcome {
@@ -584,14 +628,27 @@ fn build_move(src: &Slot, snk: &Slot, cap_ppm: u32, cfg: &PlannerConfig, outcome
         Outcome::Routes(a, _) | Outcome::OverBudget(a, _) | Outcome::NoRoute(a) | Outcome::Error(a, _) => *a,
     };
     let max_fee = fee_cap(amount, cap_ppm);
+    // A channel inside its band is named by the target it stays on the far side of.
+    let (src_bound, snk_bound) = (
+        if src.lopsided {
+            src.report.high
+        } else {
+            src.report.target
+        },
+        if snk.lopsided {
+            snk.report.low
+        } else {
+            snk.report.target
+        },
+    );
     let why_pair = format!(
         "{} has {} local (above {}) and {} has {} (below {}); {} msat moves both toward {}",
         src.scid,
         pct(src.report.ratio),
-        pct(src.report.high),
+        pct(src_bound),
         snk.scid,
         pct(snk.report.ratio),
-        pct(snk.report.low),
+        pct(snk_bound),
         amount,
         pct(src.report.target),
     );
@@ -689,17 +746,22 @@ fn recommend_swaps(
             continue;
         }
         let counterpart = match kind {
-            SwapKind::LoopOut => Class::Sink,
-            SwapKind::LoopIn => Class::Source,
+            SwapKind::LoopOut => Side::In,
+            SwapKind::LoopIn => Side::Out,
         };
-        let has_counterpart = slots
-            .iter()
-            .any(|t| t.report.class == counterpart && t.ch.peer != s.ch.peer);
+        let has_counterpart = slots.iter().any(|t| {
+            t.side == Some(counterpart) && t.remaining >= cfg.min_amount.0 && t.ch.peer != s.ch.peer
+        });
         let why = match (&s.last_failure, has_counterpart) {
             (Some(f), _) => f.clone(),
             (None, false) => match kind {
-                SwapKind::LoopOut => "no sink channel (to another peer) to move the excess into".into(),
-                SwapKind::LoopIn => "no source channel (to another peer) to draw local balance from".into(),
+                SwapKind::LoopOut => {
+                    "no sink channel, nor one below target (to another peer), to move the excess into".into()
+                }
+                SwapKind::LoopIn => {
+                    "no source channel, nor one above target (to another peer), to draw local balance from"
+                        .into()
+                }
             },
             // Not tried yet (the move limit was reached first): a later plan may well find
             // a circular route, so recommending on-chain fees now would be premature.

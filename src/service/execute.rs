@@ -25,8 +25,12 @@ use crate::types::{Msat, NodeId, Scid};
 pub(crate) const MAX_ATTEMPTS: u32 = 16;
 /// How long one attempt waits for its outcome before it counts as in flight.
 pub(crate) const ATTEMPT_TIMEOUT_SECS: u32 = 60;
-/// A part is sized to the largest amount its route carries with this chance.
-pub(crate) const TARGET_PROBABILITY: f64 = 0.5;
+/// A part is sized to the largest amount its route carries with this chance. A failed
+/// attempt is not free: it holds liquidity along its route while in flight and loads the
+/// nodes on it. At 0.5, ballast's attempts in `ballast simulate` succeeded 26 %, 30 % and
+/// 18 % of the time on seeds 1 to 3; at 0.7, 34 %, 38 % and 31 %, moving 79 to 98 % as
+/// much. The price is more parts per move, each paying the route's base fees again.
+pub(crate) const TARGET_PROBABILITY: f64 = 0.7;
 /// A part less likely than this to get through is not sent: the move stops early.
 pub(crate) const MIN_PROBABILITY: f64 = 0.2;
 /// Route searches per part at most: the first at the largest part, then at sized amounts.

@@ -5,6 +5,7 @@ use crate::engine::beliefs::{Beliefs, DirectedChannel};
 use crate::engine::claims::ClaimSet;
 use crate::engine::graph::{Graph, GraphError};
 use crate::engine::planner::{ChannelOverride, Plan};
+use crate::engine::rest;
 use crate::engine::route::Route;
 use crate::node::GraphEdge;
 use crate::store::{Record, Store, StoreError, TypedTree};
@@ -141,6 +142,7 @@ pub struct RebalanceService {
 struct Spend {
     id: u64,
     time: u64,
+    source: Scid,
     sink: Scid,
     amount: Msat,
     fee: Msat,
@@ -152,6 +154,7 @@ impl Spend {
         Spend {
             id: a.id,
             time: a.time,
+            source: a.source,
             sink: a.sink,
             amount: a.amount,
             fee: a.fee,
@@ -576,6 +579,28 @@ impl RebalanceService {
         Ok(out)
     }
 
+    /// The source→sink pairs the automatic round leaves alone at `now`: see
+    /// [`crate::engine::rest`].
+    pub(crate) fn resting_pairs(&self, now: u64) -> Vec<(Scid, Scid)> {
+        let ledger = lock(&self.ledger);
+        let since = now.saturating_sub(rest::MEMORY_SECS);
+        // The ledger is in time order: only its recent end is read.
+        let start = ledger.partition_point(|a| a.time < since);
+        rest::resting_pairs(
+            ledger[start..].iter().map(|a| rest::PairAttempt {
+                time: a.time,
+                source: a.source,
+                sink: a.sink,
+                succeeded: match a.outcome {
+                    AttemptOutcome::Success => Some(true),
+                    AttemptOutcome::Failed => Some(false),
+                    AttemptOutcome::Pending => None,
+                },
+            }),
+            now,
+        )
+    }
+
     /// The recent cost of moving liquidity into `scid`, in ppm (for the fee cost floor).
     pub(crate) fn recent_cost_ppm(&self, scid: Scid, since: u64) -> Result<Option<u32>, RebalanceError> {
         let (mut fee, mut amount) = (0u64, 0u64);
@@ -612,6 +637,39 @@ mod tests {
             failing_channel: None,
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn failing_pairs_rest_from_the_stored_attempts_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let t = 1_700_000_000;
+        let pair = (Scid::new(1, 0, 0).unwrap(), Scid::new(2, 0, 0).unwrap());
+        {
+            let store = Store::open(&path, 0).unwrap();
+            let svc = RebalanceService::load(store, Arc::new(ClaimSet::new()), 3600).unwrap();
+            for _ in 0..4 {
+                svc.record_attempt(attempt(2, 0, 1_000_000, AttemptOutcome::Failed, t))
+                    .unwrap();
+            }
+            // Another sink of the same source did fine.
+            svc.record_attempt(attempt(3, 10, 1_000_000, AttemptOutcome::Success, t))
+                .unwrap();
+            assert_eq!(svc.resting_pairs(t + 7_199), vec![pair]);
+            assert!(svc.resting_pairs(t + 7_200).is_empty());
+        }
+        let store = Store::open(&path, 0).unwrap();
+        let svc = RebalanceService::load(store, Arc::new(ClaimSet::new()), 3600).unwrap();
+        assert_eq!(svc.resting_pairs(t + 60), vec![pair]);
+        // A pending attempt resolving as a success ends the rest.
+        let id = svc
+            .record_attempt(attempt(2, 0, 1_000_000, AttemptOutcome::Pending, t + 60))
+            .unwrap()
+            .id;
+        assert_eq!(svc.resting_pairs(t + 61), vec![pair]);
+        svc.resolve_attempt(id, AttemptOutcome::Success, String::new(), None)
+            .unwrap();
+        assert!(svc.resting_pairs(t + 61).is_empty());
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn rebalancers(all: &[&Summary]) -> String {
     }
     h.push_str("</tr>\n");
     let per_fee = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-    let rows: [Row; 9] = [
+    let rows: [Row; 10] = [
         ("attempts", |s| group(s.rebalance_attempts)),
         ("successful", |s| group(s.rebalance_ok)),
         ("success rate", |s| {
@@ -243,6 +243,10 @@ fn rebalancers(all: &[&Summary]) -> String {
                 group(s.imbalance_end_msat / 1_000)
             )
         }),
+        (
+            "of the end imbalance, what no circular rebalance can remove (sat)",
+            |s| group(s.imbalance_floor_end_msat / 1_000),
+        ),
         ("imbalance, hourly average (sat)", |s| {
             group(s.imbalance_avg_msat / 1_000)
         }),

@@ -45,6 +45,9 @@ pub struct Summary {
     /// end, and averaged over hourly samples.
     pub imbalance_start_msat: u64,
     pub imbalance_end_msat: u64,
+    /// Of the end imbalance, what no circular rebalance could remove: |sum of local - sum
+    /// of target local| over our channels (rebalancing never changes the sum).
+    pub imbalance_floor_end_msat: u64,
     pub imbalance_avg_msat: u64,
     /// Imbalance left at the end per sat of rebalance fees paid; `None` when nothing was paid.
     pub imbalance_left_per_fee_sat: Option<f64>,
@@ -143,6 +146,10 @@ impl Summary {
                     sat(self.imbalance_start_msat),
                     sat(self.imbalance_end_msat)
                 ),
+            ),
+            (
+                "  of the end, beyond any rebalance",
+                sat(self.imbalance_floor_end_msat),
             ),
             ("  hourly average", sat(self.imbalance_avg_msat)),
             (
@@ -246,7 +253,7 @@ pub(crate) fn rebalancer_comparison(summaries: &[&Summary]) -> Option<String> {
         };
         let side = |x: &Summary| {
             format!(
-                "{} {} / {} ok ({:.1} %), moved {} sat for {} sat ({} ppm), imbalance left {} sat",
+                "{} {} / {} ok ({:.1} %), moved {} sat for {} sat ({} ppm), imbalance left {} sat (no rebalance could remove {} of it)",
                 x.rebalancer,
                 x.rebalance_ok,
                 x.rebalance_attempts,
@@ -254,7 +261,8 @@ pub(crate) fn rebalancer_comparison(summaries: &[&Summary]) -> Option<String> {
                 group(x.rebalance_moved_msat / 1_000),
                 group(x.rebalance_spend_msat / 1_000),
                 x.rebalance_avg_ppm,
-                group(x.imbalance_end_msat / 1_000)
+                group(x.imbalance_end_msat / 1_000),
+                group(x.imbalance_floor_end_msat / 1_000)
             )
         };
         lines.push(format!(

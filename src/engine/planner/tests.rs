@@ -60,6 +60,7 @@ fn run_on(edges: Vec<GraphEdge>, channels: &[Channel], cfg: &PlannerConfig) -> R
         config: cfg,
         feerate_perkb: Some(2000),
         now: 1_700_000_000,
+        resting: &[],
     })
 }
 
@@ -282,7 +283,8 @@ fn unusable_channels_are_skipped_with_reasons() {
 
 #[test]
 fn overrides_filters_and_limits() {
-    // A per-channel high of 95% makes the 90% channel acceptable: nothing to pair.
+    // A per-channel high of 95% makes the 90% channel acceptable, not a source; it still
+    // lends its excess over target to the 10% sink, and no more than that.
     let mut cfg = PlannerConfig::default();
     cfg.overrides.insert(
         scid(1),
@@ -294,7 +296,28 @@ fn overrides_filters_and_limits() {
     let plan = run(&lopsided(1000), &cfg).unwrap();
     assert_eq!(plan.channels[0].class, Class::Balanced);
     assert_eq!(plan.channels[0].high, 0.95);
-    assert!(plan.moves.is_empty());
+    assert_eq!(plan.channels[0].imbalance, Msat(0));
+    assert_eq!(plan.moves.len(), 1);
+    assert_eq!(
+        (plan.moves[0].source_scid, plan.moves[0].sink_scid),
+        (scid(1), scid(2))
+    );
+    assert!(
+        plan.moves[0].reason.contains("90% local (above 50%)"),
+        "{}",
+        plan.moves[0].reason
+    );
+    // With its target at 90% too, it has nothing to lend: nothing to pair.
+    cfg.overrides.insert(
+        scid(1),
+        ChannelOverride {
+            high: Some(0.95),
+            target: Some(0.9),
+            ..ChannelOverride::default()
+        },
+    );
+    let plan = run(&lopsided(1000), &cfg).unwrap();
+    assert!(plan.moves.is_empty(), "{:#?}", plan.moves);
 
     // max_amount caps the move.
     let cfg = PlannerConfig {
@@ -350,6 +373,96 @@ fn several_moves_split_the_work_between_pairs() {
     assert_eq!(planned[1].source_scid, scid(3));
     // The second source keeps most of its excess but is being worked on: no swap yet.
     assert!(plan.swaps.is_empty());
+}
+
+#[test]
+fn a_lopsided_channel_is_fixed_against_one_inside_its_band() {
+    // 90% and 35%: only the first is out of its band, and no channel is under 20%. The
+    // 35% one takes the excess, but only up to its target.
+    let chans = vec![
+        channel(1, 2, 900_000_000, 200),
+        channel(2, 3, 350_000_000, 1000),
+        channel(3, 4, 500_000_000, 200),
+    ];
+    let plan = run(&chans, &PlannerConfig::default()).unwrap();
+    let classes: Vec<Class> = plan.channels.iter().map(|c| c.class).collect();
+    assert_eq!(classes, vec![Class::Source, Class::Balanced, Class::Balanced]);
+    let planned: Vec<&Move> = plan
+        .moves
+        .iter()
+        .filter(|m| m.status == MoveStatus::Planned)
+        .collect();
+    assert_eq!(planned.len(), 1, "{:#?}", plan.moves);
+    assert_eq!((planned[0].source_scid, planned[0].sink_scid), (scid(1), scid(2)));
+    assert_eq!(planned[0].amount, Msat(150_000_000));
+    assert!(
+        planned[0].reason.contains("35% (below 50%)"),
+        "{}",
+        planned[0].reason
+    );
+
+    // Two channels inside their bands are never paired with each other: nothing is fixed.
+    let calm = vec![channel(1, 2, 700_000_000, 200), channel(2, 3, 300_000_000, 1000)];
+    assert!(run(&calm, &PlannerConfig::default()).unwrap().moves.is_empty());
+
+    // A pair of two lopsided channels comes before a bigger one with a channel in band.
+    // Channel 3 at 10% is inside its band (low 5%) and would take 400M; the lopsided
+    // channel 2 at 18% takes 320M and goes first.
+    let chans = vec![
+        channel(1, 2, 990_000_000, 200),
+        channel(2, 3, 180_000_000, 1000),
+        channel(3, 4, 100_000_000, 1000),
+    ];
+    let mut cfg = PlannerConfig {
+        max_moves: 1,
+        ..PlannerConfig::default()
+    };
+    cfg.overrides.insert(
+        scid(3),
+        ChannelOverride {
+            low: Some(0.05),
+            ..ChannelOverride::default()
+        },
+    );
+    let plan = run(&chans, &cfg).unwrap();
+    assert_eq!(plan.moves.len(), 1);
+    let m = &plan.moves[0];
+    assert_eq!((m.source_scid, m.sink_scid), (scid(1), scid(2)), "{m:#?}");
+
+    // A filter names what to fix: a selected channel inside its band is fixed by nobody.
+    let cfg = PlannerConfig {
+        channels: Some(vec![scid(2)]),
+        ..PlannerConfig::default()
+    };
+    let chans = vec![channel(1, 2, 900_000_000, 200), channel(2, 3, 350_000_000, 1000)];
+    assert!(run(&chans, &cfg).unwrap().moves.is_empty());
+}
+
+#[test]
+fn resting_pairs_are_not_planned() {
+    let chans = vec![
+        channel(1, 2, 950_000_000, 200),
+        channel(2, 3, 0, 1000),
+        channel(3, 4, 950_000_000, 200),
+    ];
+    let g = Graph::from_edges(&network()).unwrap();
+    let beliefs = Beliefs::default();
+    let resting = [(scid(1), scid(2))];
+    let plan = plan(&PlanRequest {
+        ours: nid(1),
+        channels: &chans,
+        graph: &g,
+        beliefs: &beliefs,
+        config: &PlannerConfig::default(),
+        feerate_perkb: None,
+        now: 1_700_000_000,
+        resting: &resting,
+    })
+    .unwrap();
+    let pairs: Vec<(Scid, Scid)> = plan.moves.iter().map(|m| (m.source_scid, m.sink_scid)).collect();
+    assert_eq!(pairs, vec![(scid(3), scid(2))]);
+    // Resting is not failing: no swap is recommended for the source that rests.
+    assert!(plan.swaps.is_empty(), "{:#?}", plan.swaps);
 }
 
 #[test]

@@ -27,6 +27,11 @@ impl Sim<'_> {
             return;
         };
         let me = node.id();
+        // Resting pairs are ballast's; the baseline learns nothing across moves.
+        let resting = match self.p.rebalancer {
+            Rebalancer::Ballast => self.svc.resting_pairs(now),
+            Rebalancer::Baseline => Vec::new(),
+        };
         let planned = self.svc.with_graph(now, |graph, beliefs, _| {
             plan(&PlanRequest {
                 ours: me,
@@ -36,6 +41,7 @@ impl Sim<'_> {
                 config: &self.planner,
                 feerate_perkb: None,
                 now,
+                resting: &resting,
             })
         });
         let Some(Ok(pl)) = planned else { return };

@@ -148,7 +148,7 @@ impl Summary {
                 ),
             ),
             (
-                "  of the end, beyond any rebalance",
+                "  of which no rebalance can remove",
                 sat(self.imbalance_floor_end_msat),
             ),
             ("  hourly average", sat(self.imbalance_avg_msat)),

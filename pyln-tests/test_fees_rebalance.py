@@ -168,3 +168,56 @@ def test_sigkill_while_a_rebalance_payment_is_in_flight(node_factory, plugin_pat
     spent = sum(a["fee_msat"] for a in status["attempts"] if a["outcome"] in ("success", "pending"))
     assert status["spent_24h_msat"] == spent, status
     assert attempt["fee_msat"] > 0
+
+
+def test_automatic_round_rests_a_pair_that_keeps_failing(node_factory, plugin_path, pyln, monkeypatch):
+    """l1 -> l2 -> l3 -> l4 -> l1, but l3 has nothing on its side towards l4: every circle
+    from l1's full channel (to l2) into its empty one (from l4) fails at l3. The automatic
+    round, every second, tries the pair until two attempts in a row have failed, then lets
+    it rest: later rounds send nothing. The liquidity beliefs forget within a second here,
+    so it is the rest, not what they learned, that keeps the rounds from trying again."""
+    # Developer mode lets the round interval and the belief half-life go below 60 s.
+    monkeypatch.setenv("BALLAST_DEVELOPER", "1")
+    l1, l2, l3 = node_factory.line_graph(
+        3,
+        opts=[
+            {
+                "plugin": plugin_path,
+                "ballast-rebalance-daily-budget": 100_000_000,
+                "ballast-graph-refresh": 10,
+                "ballast-rebalance-auto": True,
+                "ballast-rebalance-interval": 1,
+                "ballast-liquidity-halflife": 1,
+                "fee-per-satoshi": 1000,
+            },
+            {},
+            {},
+        ],
+        wait_for_announce=True,
+    )
+    l4 = node_factory.get_node()
+    # l4 funds both of its channels: l3 has nothing to send it, and l1 nothing in from it.
+    node_factory.join_nodes([l4, l3], wait_for_announce=True)
+    node_factory.join_nodes([l4, l1], wait_for_announce=True)
+    pyln.wait_for(lambda: len(l1.rpc.listchannels()["channels"]) >= 8)
+
+    def attempts():
+        return l1.rpc.call("rebalance-status")["attempts"]
+
+    pyln.wait_for(lambda: len(attempts()) >= 2, timeout=120)
+    first = attempts()
+    assert [a["outcome"] for a in first] == ["failed", "failed"], first
+    scid34 = l3.get_channel_scid(l4)
+    assert all(a["failing_channel"] == scid34 for a in first), first
+
+    def rounds():
+        l1.daemon.logs_catchup()
+        return sum(1 for line in l1.daemon.logs if "automatic rebalance:" in line)
+
+    seen = rounds()
+    pyln.wait_for(lambda: rounds() >= seen + 5, timeout=60)
+    assert attempts() == first
+    assert len(l1.rpc.listsendpays()["payments"]) == 2
+    # The operator's own plan still offers the move.
+    plan = l1.rpc.call("rebalance-plan", {})
+    assert any(m["status"] == "planned" for m in plan["moves"]), plan

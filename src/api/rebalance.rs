@@ -121,7 +121,7 @@ pub async fn run_loop(s: AppState) {
 
 async fn auto_round(s: &AppState) -> Result<Value, RpcError> {
     let cfg = s.rebalance_settings.planner.clone();
-    let (plan_id, plan) = make_plan(s, cfg, true).await?;
+    let (plan_id, plan) = make_plan(s, cfg, s.rebalance.resting_pairs(now_unix())).await?;
     let moves: Vec<(Scid, Scid, Msat, u32)> = plan
         .moves
         .iter()
@@ -230,13 +230,12 @@ pub async fn estimate(p: AppState, params: Value) -> Result<Value, RpcError> {
     })
 }
 
-/// A plan from the node's channels and the graph, stored. `auto` is the automatic round's
-/// plan, which leaves resting pairs alone ([`crate::engine::rest`]); the operator's plan
-/// does not.
+/// A plan from the node's channels and the graph, stored, leaving out the `resting` pairs
+/// ([`crate::engine::rest`]: the automatic round's; none for the operator's plan).
 async fn make_plan(
     s: &AppState,
     mut cfg: PlannerConfig,
-    auto: bool,
+    resting: Vec<(Scid, Scid)>,
 ) -> Result<(String, crate::engine::planner::Plan), RpcError> {
     cfg.overrides = s.rebalance.overrides().map_err(store_error)?;
     let me = ours(s)?;
@@ -262,7 +261,6 @@ async fn make_plan(
     let svc = s.rebalance.clone();
     let now = now_unix();
     tokio::task::spawn_blocking(move || {
-        let resting = if auto { svc.resting_pairs(now) } else { Vec::new() };
         let planned = svc
             .with_graph(now, |graph, beliefs, _| {
                 plan(&PlanRequest {
@@ -312,7 +310,7 @@ pub(crate) async fn rebalance_plan(p: AppState, params: Value) -> Result<Value, 
             }
             cfg.max_moves = n as usize;
         }
-        let (id, planned) = make_plan(&s, cfg, false).await?;
+        let (id, planned) = make_plan(&s, cfg, Vec::new()).await?;
         let mut v = serde_json::to_value(&planned).map_err(internal)?;
         v["plan_id"] = json!(id);
         v["expires_at"] = json!(planned.generated_at + crate::service::rebalance::PLAN_TTL_SECS);

@@ -14,14 +14,14 @@
 use crate::types::Scid;
 use std::collections::BTreeMap;
 
-/// An attempt as the rest rule sees it.
+/// A resolved attempt as the rest rule sees it (one still in flight is no evidence either
+/// way, and is left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PairAttempt {
     pub time: u64,
     pub source: Scid,
     pub sink: Scid,
-    /// `Some(true)` succeeded, `Some(false)` failed, `None` still in flight (no evidence).
-    pub succeeded: Option<bool>,
+    pub succeeded: bool,
 }
 
 /// Failures older than this say nothing about the channels now.
@@ -49,11 +49,11 @@ pub(crate) fn resting_pairs(history: impl IntoIterator<Item = PairAttempt>, now:
     let mut streaks: BTreeMap<(Scid, Scid), (u32, u64)> = BTreeMap::new();
     for a in history.into_iter().filter(|a| a.time >= since) {
         let streak = streaks.entry((a.source, a.sink)).or_default();
-        match a.succeeded {
-            Some(true) => *streak = (0, 0),
-            Some(false) => *streak = (streak.0.saturating_add(1), a.time),
-            None => {}
-        }
+        *streak = if a.succeeded {
+            (0, 0)
+        } else {
+            (streak.0.saturating_add(1), a.time)
+        };
     }
     streaks
         .into_iter()
@@ -70,7 +70,7 @@ mod tests {
         Scid::new(600_000, n, 0).unwrap()
     }
 
-    fn at(time: u64, source: u32, sink: u32, succeeded: Option<bool>) -> PairAttempt {
+    fn at(time: u64, source: u32, sink: u32, succeeded: bool) -> PairAttempt {
         PairAttempt {
             time,
             source: s(source),
@@ -95,41 +95,31 @@ mod tests {
     fn failing_pairs_rest_and_a_success_ends_it() {
         let t = 1_700_000_000;
         // Pair 1→2 failed twice at t: resting for half an hour.
-        let h = [at(t, 1, 2, Some(false)), at(t, 1, 2, Some(false))];
+        let h = [at(t, 1, 2, false), at(t, 1, 2, false)];
         assert_eq!(resting_pairs(h, t + 1_799), vec![(s(1), s(2))]);
         assert!(resting_pairs(h, t + 1_800).is_empty());
         // Four in a row: two hours from the last.
         let h4 = [
-            at(t, 1, 2, Some(false)),
-            at(t, 1, 2, Some(false)),
-            at(t + 3_600, 1, 2, Some(false)),
-            at(t + 3_600, 1, 2, Some(false)),
+            at(t, 1, 2, false),
+            at(t, 1, 2, false),
+            at(t + 3_600, 1, 2, false),
+            at(t + 3_600, 1, 2, false),
         ];
         assert_eq!(resting_pairs(h4, t + 3_600 + 7_199), vec![(s(1), s(2))]);
         assert!(resting_pairs(h4, t + 3_600 + 7_200).is_empty());
-        // A success after the failures: no rest. A failure, then an attempt in flight: the
-        // one failure rests nothing, and in-flight attempts are no evidence either way.
-        let ok = [
-            at(t, 1, 2, Some(false)),
-            at(t, 1, 2, Some(false)),
-            at(t, 1, 2, Some(true)),
-        ];
+        // A success after the failures: no rest. One failure alone rests nothing.
+        let ok = [at(t, 1, 2, false), at(t, 1, 2, false), at(t, 1, 2, true)];
         assert!(resting_pairs(ok, t + 1).is_empty());
-        let pending = [at(t, 1, 3, Some(false)), at(t, 1, 3, None)];
-        assert!(resting_pairs(pending, t + 1).is_empty());
+        assert!(resting_pairs([at(t, 1, 3, false)], t + 1).is_empty());
         // Another pair with the same source is not affected.
-        let mixed = [
-            at(t, 1, 2, Some(false)),
-            at(t, 1, 2, Some(false)),
-            at(t, 1, 3, Some(true)),
-        ];
+        let mixed = [at(t, 1, 2, false), at(t, 1, 2, false), at(t, 1, 3, true)];
         assert_eq!(resting_pairs(mixed, t + 1), vec![(s(1), s(2))]);
     }
 
     #[test]
     fn old_failures_are_forgotten() {
         let t = 1_700_000_000;
-        let h: Vec<PairAttempt> = (0..10).map(|_| at(t, 1, 2, Some(false))).collect();
+        let h: Vec<PairAttempt> = (0..10).map(|_| at(t, 1, 2, false)).collect();
         assert_eq!(resting_pairs(h.clone(), t + 86_399), vec![(s(1), s(2))]);
         assert!(resting_pairs(h.clone(), t + 86_400).is_empty());
         // Past the memory, even a streak that would still rest is not counted.

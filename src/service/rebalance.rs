@@ -586,19 +586,21 @@ impl RebalanceService {
         let since = now.saturating_sub(rest::MEMORY_SECS);
         // The ledger is in time order: only its recent end is read.
         let start = ledger.partition_point(|a| a.time < since);
-        rest::resting_pairs(
-            ledger[start..].iter().map(|a| rest::PairAttempt {
+        let resolved = ledger[start..].iter().filter_map(|a| {
+            let succeeded = match a.outcome {
+                AttemptOutcome::Success => true,
+                AttemptOutcome::Failed => false,
+                // In flight: no evidence either way.
+                AttemptOutcome::Pending => return None,
+            };
+            Some(rest::PairAttempt {
                 time: a.time,
                 source: a.source,
                 sink: a.sink,
-                succeeded: match a.outcome {
-                    AttemptOutcome::Success => Some(true),
-                    AttemptOutcome::Failed => Some(false),
-                    AttemptOutcome::Pending => None,
-                },
-            }),
-            now,
-        )
+                succeeded,
+            })
+        });
+        rest::resting_pairs(resolved, now)
     }
 
     /// The recent cost of moving liquidity into `scid`, in ppm (for the fee cost floor).

@@ -304,15 +304,22 @@ impl Sim<'_> {
     /// How far our channels are from the rebalance target: the sum over our channels of
     /// |local ratio - target| x capacity, msat (HTLCs we offered count as still ours).
     fn imbalance(&self) -> u64 {
+        self.local_and_target()
+            .into_iter()
+            .map(|(local, want)| local.abs_diff(want))
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Each of our channels' local balance and its target local balance, msat.
+    fn local_and_target(&self) -> Vec<(u64, u64)> {
         let target = self.planner.target;
         self.net.adj[self.net.ours as usize]
             .iter()
             .map(|&(ci, _)| {
                 let (local, capacity) = self.net.our_side(ci);
-                let want = (capacity as f64 * target).round() as u64;
-                local.abs_diff(want)
+                (local, (capacity as f64 * target).round() as u64)
             })
-            .fold(0u64, u64::saturating_add)
+            .collect()
     }
 
     /// The part of [`Sim::imbalance`] no circular rebalance can remove: a rebalance moves
@@ -320,13 +327,9 @@ impl Sim<'_> {
     /// however it is spread the channels stay at least |sum of local - sum of target| from
     /// their targets. Payments to and from us move the total; rebalancing cannot.
     fn imbalance_floor(&self) -> u64 {
-        let target = self.planner.target;
-        let (local, want) = self.net.adj[self.net.ours as usize]
-            .iter()
-            .map(|&(ci, _)| {
-                let (local, capacity) = self.net.our_side(ci);
-                (local, (capacity as f64 * target).round() as u64)
-            })
+        let (local, want) = self
+            .local_and_target()
+            .into_iter()
             .fold((0u64, 0u64), |(l, w), (a, b)| {
                 (l.saturating_add(a), w.saturating_add(b))
             });

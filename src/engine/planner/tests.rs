@@ -50,6 +50,15 @@ fn run(channels: &[Channel], cfg: &PlannerConfig) -> Result<Plan, PlanError> {
 }
 
 fn run_on(edges: Vec<GraphEdge>, channels: &[Channel], cfg: &PlannerConfig) -> Result<Plan, PlanError> {
+    run_resting(edges, channels, cfg, &[])
+}
+
+fn run_resting(
+    edges: Vec<GraphEdge>,
+    channels: &[Channel],
+    cfg: &PlannerConfig,
+    resting: &[(Scid, Scid)],
+) -> Result<Plan, PlanError> {
     let g = Graph::from_edges(&edges).unwrap();
     let beliefs = Beliefs::default();
     plan(&PlanRequest {
@@ -60,7 +69,7 @@ fn run_on(edges: Vec<GraphEdge>, channels: &[Channel], cfg: &PlannerConfig) -> R
         config: cfg,
         feerate_perkb: Some(2000),
         now: 1_700_000_000,
-        resting: &[],
+        resting,
     })
 }
 
@@ -445,20 +454,8 @@ fn resting_pairs_are_not_planned() {
         channel(2, 3, 0, 1000),
         channel(3, 4, 950_000_000, 200),
     ];
-    let g = Graph::from_edges(&network()).unwrap();
-    let beliefs = Beliefs::default();
     let resting = [(scid(1), scid(2))];
-    let plan = plan(&PlanRequest {
-        ours: nid(1),
-        channels: &chans,
-        graph: &g,
-        beliefs: &beliefs,
-        config: &PlannerConfig::default(),
-        feerate_perkb: None,
-        now: 1_700_000_000,
-        resting: &resting,
-    })
-    .unwrap();
+    let plan = run_resting(network(), &chans, &PlannerConfig::default(), &resting).unwrap();
     let pairs: Vec<(Scid, Scid)> = plan.moves.iter().map(|m| (m.source_scid, m.sink_scid)).collect();
     assert_eq!(pairs, vec![(scid(3), scid(2))]);
     // Resting is not failing: no swap is recommended for the source that rests.

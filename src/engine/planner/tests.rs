@@ -73,6 +73,14 @@ fn run_resting(
     })
 }
 
+/// The moves with a route within budget.
+fn planned(plan: &Plan) -> Vec<&Move> {
+    plan.moves
+        .iter()
+        .filter(|m| m.status == MoveStatus::Planned)
+        .collect()
+}
+
 fn lopsided(sink_ppm: u32) -> Vec<Channel> {
     vec![
         channel(1, 2, 900_000_000, 200),
@@ -370,11 +378,7 @@ fn several_moves_split_the_work_between_pairs() {
         channel(3, 4, 950_000_000, 200),
     ];
     let plan = run(&chans, &PlannerConfig::default()).unwrap();
-    let planned: Vec<&Move> = plan
-        .moves
-        .iter()
-        .filter(|m| m.status == MoveStatus::Planned)
-        .collect();
+    let planned = planned(&plan);
     assert_eq!(planned.len(), 2, "{:#?}", plan.moves);
     // The sink needed 500M and the first source gave 450M; the second tops it up.
     assert_eq!(planned[0].amount, Msat(450_000_000));
@@ -396,11 +400,7 @@ fn a_lopsided_channel_is_fixed_against_one_inside_its_band() {
     let plan = run(&chans, &PlannerConfig::default()).unwrap();
     let classes: Vec<Class> = plan.channels.iter().map(|c| c.class).collect();
     assert_eq!(classes, vec![Class::Source, Class::Balanced, Class::Balanced]);
-    let planned: Vec<&Move> = plan
-        .moves
-        .iter()
-        .filter(|m| m.status == MoveStatus::Planned)
-        .collect();
+    let planned = planned(&plan);
     assert_eq!(planned.len(), 1, "{:#?}", plan.moves);
     assert_eq!((planned[0].source_scid, planned[0].sink_scid), (scid(1), scid(2)));
     assert_eq!(planned[0].amount, Msat(150_000_000));
